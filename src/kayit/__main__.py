@@ -1,0 +1,3 @@
+from kayit.cli import main
+
+raise SystemExit(main())

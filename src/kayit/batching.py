@@ -1,0 +1,79 @@
+"""Coalesce concurrent requests into batches: the road from ~1k to ~100k operations/s.
+
+Disk syncs and gRPC calls cost about the same for one item as for a hundred, so every caller
+awaits ``submit`` for its own item while a drain task hands whole lists to ``flush``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Batcher(Generic[T, R]):
+    """Calls ``flush(items)`` with everything submitted since the last call began.
+
+    ``flush`` returns one result per item, in order; if it raises, every item of that batch
+    gets the exception. At most ``in_flight`` flushes run at once; a batch holds at most
+    ``max_items`` items and, past its first item, at most ``max_bytes`` by ``weigh``.
+    """
+
+    def __init__(
+        self,
+        flush: Callable[[list[T]], Awaitable[list[R]]],
+        *,
+        max_items: int = 512,
+        max_bytes: int = 4 * 1024 * 1024,
+        weigh: Callable[[T], int] = lambda _item: 0,
+        in_flight: int = 1,
+    ) -> None:
+        self._flush = flush
+        self._max_items = max_items
+        self._max_bytes = max_bytes
+        self._weigh = weigh
+        self._in_flight = in_flight
+        self._pending: deque[tuple[T, asyncio.Future[R]]] = deque()
+        self._drains: set[asyncio.Task[None]] = set()
+
+    async def submit(self, item: T) -> R:
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        if len(self._drains) < self._in_flight:
+            task = asyncio.create_task(self._drain())
+            self._drains.add(task)
+            task.add_done_callback(self._drains.discard)
+        return await future
+
+    @property
+    def queued(self) -> int:
+        return len(self._pending)
+
+    async def _drain(self) -> None:
+        while self._pending:
+            batch = self._take()
+            try:
+                results = await self._flush([item for item, _ in batch])
+            except Exception as error:  # every waiter learns why its batch failed
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+
+    def _take(self) -> list[tuple[T, asyncio.Future[R]]]:
+        batch = [self._pending.popleft()]
+        size = self._weigh(batch[0][0])
+        while self._pending and len(batch) < self._max_items:
+            weight = self._weigh(self._pending[0][0])
+            if size + weight > self._max_bytes:
+                break
+            size += weight
+            batch.append(self._pending.popleft())
+        return batch

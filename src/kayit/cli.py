@@ -1,0 +1,290 @@
+"""The ``kayit`` command: node, cluster, client, status."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from kayit.config import (
+    DEFAULT_CLIENT_PORT,
+    DEFAULT_GRPC_PORT,
+    DEFAULT_TOLERANCE,
+    TOLERANCE_FILE,
+    ConfigError,
+    NodeConfig,
+    Role,
+    check_tolerance,
+    read_tolerance,
+)
+from kayit.protocol.framing import DEFAULT_MAX_LINE
+from kayit.rpc.channels import MAX_RPC_BYTES
+from kayit.storage.disk import FsyncPolicy, IoMode
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args))
+    except ConfigError as error:
+        print(f"kayit: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kayit",
+        description="A fault-tolerant distributed message store. Clients send SET <id> <message> "
+        "and GET <id> over TCP to the leader; the leader keeps a copy and TOLERANCE copies on "
+        "member nodes over gRPC.",
+    )
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    _add_node(commands)
+    _add_cluster(commands)
+    _add_client(commands)
+    _add_status(commands)
+    return parser
+
+
+def _add_node(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    node = commands.add_parser(
+        "node",
+        help="run one node (leader or member)",
+        description="Run one kayit node. With no flags it behaves like the course template: it "
+        f"takes the first free gRPC port from {DEFAULT_GRPC_PORT}; on {DEFAULT_GRPC_PORT} it is "
+        f"the leader and opens client port {DEFAULT_CLIENT_PORT}, otherwise it joins the leader "
+        f"at 127.0.0.1:{DEFAULT_GRPC_PORT}.",
+    )
+    role = node.add_mutually_exclusive_group()
+    role.add_argument("--leader", action="store_true", help="be the leader")
+    role.add_argument("--join", metavar="HOST:PORT", help="be a member of the leader at HOST:PORT")
+    node.add_argument("--host", default="127.0.0.1", help="address to listen on (%(default)s)")
+    node.add_argument(
+        "--grpc-port", type=_port, help=f"gRPC port (first free from {DEFAULT_GRPC_PORT})"
+    )
+    node.add_argument(
+        "--client-port", type=_port, default=DEFAULT_CLIENT_PORT,
+        help="client TCP port, opened by the leader only (%(default)s)",
+    )  # fmt: skip
+    node.add_argument(
+        "--data-dir", type=Path, default=Path("data"),
+        help="this node keeps its files in DATA_DIR/node-<grpc-port>/ (%(default)s)",
+    )  # fmt: skip
+    node.add_argument(
+        "--tolerance", type=int,
+        help=f"copies on members per message (else {TOLERANCE_FILE} in the working directory, "
+        f"else {DEFAULT_TOLERANCE})",
+    )  # fmt: skip
+    node.add_argument(
+        "--fsync", choices=[p.value for p in FsyncPolicy], default=FsyncPolicy.EVERYSEC.value,
+        help="always: sync before a copy counts as stored; everysec: within a second; "
+        "never: leave it to the kernel (%(default)s)",
+    )  # fmt: skip
+    node.add_argument(
+        "--io-mode", choices=[m.value for m in IoMode], default=IoMode.BUFFERED.value,
+        help="buffered or unbuffered file I/O (%(default)s)",
+    )  # fmt: skip
+    node.add_argument(
+        "--max-line", type=_max_line, default=DEFAULT_MAX_LINE,
+        help="longest client line in bytes (%(default)s)",
+    )  # fmt: skip
+    node.add_argument(
+        "--heartbeat", type=_seconds, default=1.0, help="seconds between heartbeats (%(default)s)"
+    )
+    node.add_argument(
+        "--dead-after", type=_seconds, default=3.0,
+        help="seconds of silence before a member counts as dead (%(default)s)",
+    )  # fmt: skip
+    node.add_argument(
+        "--report-every", type=_seconds, default=10.0,
+        help="seconds between printed reports (%(default)s)",
+    )  # fmt: skip
+    node.add_argument(
+        "--rpc-timeout", type=_seconds, default=5.0,
+        help="seconds before a call to another node fails (%(default)s)",
+    )  # fmt: skip
+    node.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    node.set_defaults(run=_run_node)
+
+
+def _run_node(args: argparse.Namespace) -> int:
+    from kayit.server.node import run_node
+
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    if args.tolerance is not None:
+        tolerance = check_tolerance(args.tolerance, "--tolerance")
+    else:
+        from_file = read_tolerance(Path.cwd())
+        tolerance = DEFAULT_TOLERANCE if from_file is None else from_file
+    role = Role.LEADER if args.leader else Role.MEMBER if args.join else Role.AUTO
+    config = NodeConfig(
+        role=role,
+        host=args.host,
+        grpc_port=args.grpc_port,
+        client_port=args.client_port,
+        join=args.join,
+        data_dir=args.data_dir,
+        tolerance=tolerance,
+        io_mode=IoMode(args.io_mode),
+        fsync=FsyncPolicy(args.fsync),
+        max_line=args.max_line,
+        heartbeat=args.heartbeat,
+        dead_after=args.dead_after,
+        report_every=args.report_every,
+        rpc_timeout=args.rpc_timeout,
+    )
+    return asyncio.run(run_node(config))
+
+
+def _add_cluster(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    cluster = commands.add_parser(
+        "cluster",
+        help="run a local cluster: a leader and members as separate processes",
+        description="Start a leader and MEMBERS member nodes on this machine, print their "
+        "reports, and stop them all on Ctrl-C or SIGTERM.",
+    )
+    cluster.add_argument("--members", type=int, default=4, help="member nodes (%(default)s)")
+    cluster.add_argument("--tolerance", type=int, default=2, help="copies on members (%(default)s)")
+    cluster.add_argument(
+        "--client-port", type=_port, default=DEFAULT_CLIENT_PORT, help="(%(default)s)"
+    )
+    cluster.add_argument(
+        "--grpc-port", type=_port, default=DEFAULT_GRPC_PORT,
+        help="the leader's gRPC port; members take the next ones (%(default)s)",
+    )  # fmt: skip
+    cluster.add_argument("--data-dir", type=Path, default=Path("data"), help="(%(default)s)")
+    cluster.add_argument(
+        "--fsync", choices=[p.value for p in FsyncPolicy], default=FsyncPolicy.EVERYSEC.value,
+        help="(%(default)s)",
+    )  # fmt: skip
+    cluster.add_argument("--report-every", type=_seconds, default=10.0, help="(%(default)s)")
+    cluster.set_defaults(run=_run_cluster)
+
+
+def _run_cluster(args: argparse.Namespace) -> int:
+    from kayit.local_cluster import ClusterPlan, run_cluster
+
+    check_tolerance(args.tolerance, "--tolerance")
+    if args.members < 0:
+        raise ConfigError("--members must not be negative")
+    plan = ClusterPlan(
+        members=args.members,
+        tolerance=args.tolerance,
+        client_port=args.client_port,
+        grpc_port=args.grpc_port,
+        data_dir=args.data_dir,
+        fsync=args.fsync,
+        report_every=args.report_every,
+    )
+    return asyncio.run(run_cluster(plan))
+
+
+def _add_client(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    client = commands.add_parser(
+        "client",
+        help="send commands to the leader, one per line",
+        description="Read commands (SET <id> <message>, GET <id>) from standard input, one per "
+        "line, and print each reply. Works interactively and in a pipe.",
+    )
+    client.add_argument(
+        "address", nargs="?", default=f"127.0.0.1:{DEFAULT_CLIENT_PORT}",
+        help="leader's client address (%(default)s)",
+    )  # fmt: skip
+    client.set_defaults(run=_run_client)
+
+
+def _run_client(args: argparse.Namespace) -> int:
+    from kayit.client import KayitClient
+
+    host, port = _address(args.address)
+    try:
+        client = KayitClient(host, port)
+    except OSError as error:
+        print(f"kayit client: cannot connect to {host}:{port}: {error}", file=sys.stderr)
+        return 1
+    interactive = sys.stdin.isatty()
+    with client:
+        while True:
+            try:
+                line = input("kayit> ") if interactive else sys.stdin.readline()
+            except EOFError:
+                return 0
+            if not interactive and not line:
+                return 0
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            try:
+                reply = client.request(line.encode("utf-8", "surrogateescape"))
+            except OSError as error:
+                print(f"kayit client: connection lost: {error}", file=sys.stderr)
+                return 1
+            print(reply.decode("utf-8", "replace"), flush=True)
+
+
+def _add_status(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    status = commands.add_parser(
+        "status", help="ask a node (over gRPC) for its role, counts and members"
+    )
+    status.add_argument(
+        "address", nargs="?", default=f"127.0.0.1:{DEFAULT_GRPC_PORT}",
+        help="a node's gRPC address (%(default)s)",
+    )  # fmt: skip
+    status.set_defaults(run=_run_status)
+
+
+def _run_status(args: argparse.Namespace) -> int:
+    from kayit.rpc.status import fetch_status, format_status
+
+    try:
+        status = fetch_status(args.address)
+    except ConnectionError as error:
+        print(f"kayit status: {error}", file=sys.stderr)
+        return 1
+    print(format_status(status))
+    return 0
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host or "127.0.0.1", _port(port)
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range: {port}")
+    return port
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be more than 0 seconds")
+    return value
+
+
+def _max_line(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of bytes: {text!r}") from None
+    limit = MAX_RPC_BYTES // 2
+    if not 1024 <= value <= limit:
+        raise argparse.ArgumentTypeError(f"must be between 1024 and {limit} bytes")
+    return value

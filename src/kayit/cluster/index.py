@@ -1,0 +1,53 @@
+"""The leader's index: message id -> (version, holders), and the load on each member."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from kayit.version import Version
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    version: Version
+    holders: tuple[str, ...]
+
+
+class Index:
+    """Load counts committed copies plus copies reserved by SETs still in flight, so that
+    concurrent SETs spread over members instead of all choosing the same least-loaded ones."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, Entry] = {}
+        self._load: Counter[str] = Counter()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, message_id: str) -> Entry | None:
+        return self._entries.get(message_id)
+
+    @property
+    def load(self) -> Mapping[str, int]:
+        return self._load
+
+    def reserve(self, holders: Iterable[str]) -> None:
+        self._load.update(holders)
+
+    def release(self, holders: Iterable[str]) -> None:
+        self._load.subtract(holders)
+
+    def commit(self, message_id: str, version: Version, holders: Iterable[str]) -> bool:
+        """Record reserved ``holders`` as holding ``version``; False (and the reservation
+        released) when the index already has a newer version."""
+        holders = tuple(holders)
+        current = self._entries.get(message_id)
+        if current is not None and current.version > version:
+            self.release(holders)
+            return False
+        if current is not None:
+            self.release(current.holders)
+        self._entries[message_id] = Entry(version, holders)
+        return True

@@ -1,0 +1,29 @@
+"""What the leader needs from the network to reach members; gRPC implements it (kayit.rpc),
+tests may pass their own."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from kayit.version import Version
+
+
+@dataclass(frozen=True, slots=True)
+class Copy:
+    message_id: str
+    message: bytes
+    version: Version
+
+
+class MemberUnreachable(Exception):
+    """The member did not answer (down, refused, timed out, or failed the call)."""
+
+
+class MemberTransport(Protocol):
+    async def store_many(self, address: str, copies: list[Copy]) -> None:
+        """Returns once the member holds each copy or a newer version of it.
+        Raises MemberUnreachable."""
+
+    async def retrieve(self, address: str, message_id: str) -> Copy | None:
+        """A member's copy of ``message_id``, or None if it has none. Raises MemberUnreachable."""

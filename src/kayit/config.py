@@ -1,0 +1,79 @@
+"""NodeConfig: everything a node needs to start, from flags and tolerance.conf."""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from kayit.protocol.framing import DEFAULT_MAX_LINE
+from kayit.storage.disk import FsyncPolicy, IoMode
+
+DEFAULT_GRPC_PORT = 5555
+DEFAULT_CLIENT_PORT = 6666
+DEFAULT_TOLERANCE = 2
+MAX_TOLERANCE = 64
+TOLERANCE_FILE = "tolerance.conf"
+
+_TOLERANCE_LINE = re.compile(r"^\s*(?:tolerance\s*=\s*)?(\d+)\s*$", re.IGNORECASE)
+
+
+class ConfigError(Exception):
+    """A setting that a node cannot start with; the message says which and why."""
+
+
+class Role(enum.StrEnum):
+    LEADER = "leader"
+    MEMBER = "member"
+    AUTO = "auto"  # the course's way: leader if it gets the first gRPC port, else member
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    role: Role = Role.AUTO
+    host: str = "127.0.0.1"
+    grpc_port: int | None = None  # None: the first free port from DEFAULT_GRPC_PORT
+    client_port: int = DEFAULT_CLIENT_PORT
+    join: str | None = None  # leader's gRPC address, for members
+    data_dir: Path = Path("data")
+    tolerance: int = DEFAULT_TOLERANCE
+    io_mode: IoMode = IoMode.BUFFERED
+    fsync: FsyncPolicy = FsyncPolicy.EVERYSEC
+    max_line: int = DEFAULT_MAX_LINE
+    heartbeat: float = 1.0
+    dead_after: float = 3.0
+    report_every: float = 10.0
+    rpc_timeout: float = 5.0
+
+    def node_dir(self, grpc_port: int) -> Path:
+        return self.data_dir / f"node-{grpc_port}"
+
+
+def parse_tolerance(text: str, source: str = TOLERANCE_FILE) -> int:
+    """``TOLERANCE=2`` in any case, or a bare integer; blank lines and # comments are skipped."""
+    values = [line.split("#", 1)[0] for line in text.splitlines() if line.split("#", 1)[0].strip()]
+    if len(values) != 1:
+        raise ConfigError(f"{source}: expected one line like TOLERANCE=2, found {len(values)}")
+    match = _TOLERANCE_LINE.match(values[0])
+    if not match:
+        raise ConfigError(f"{source}: cannot read {values[0].strip()!r}; expected TOLERANCE=2")
+    return check_tolerance(int(match.group(1)), source)
+
+
+def check_tolerance(value: int, source: str) -> int:
+    if not 0 <= value <= MAX_TOLERANCE:
+        raise ConfigError(f"{source}: TOLERANCE must be between 0 and {MAX_TOLERANCE}, not {value}")
+    return value
+
+
+def read_tolerance(directory: Path) -> int | None:
+    """TOLERANCE from ``directory/tolerance.conf``; None when there is no such file."""
+    path = directory / TOLERANCE_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: {error}") from error
+    return parse_tolerance(text, str(path))

@@ -1,0 +1,113 @@
+"""``kayit cluster``: a leader and N members as separate local processes, for trying kayit."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+_STOP_GRACE = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterPlan:
+    members: int
+    tolerance: int
+    client_port: int
+    grpc_port: int
+    data_dir: Path
+    fsync: str
+    report_every: float
+
+    def node_commands(self) -> list[tuple[str, list[str]]]:
+        """(name, argv) of each node: the leader on grpc_port, members on the ports after it."""
+        common = [
+            "--data-dir", str(self.data_dir),
+            "--fsync", self.fsync,
+            "--report-every", str(self.report_every),
+        ]  # fmt: skip
+        leader_address = f"127.0.0.1:{self.grpc_port}"
+        nodes = [
+            (
+                f"leader:{self.grpc_port}",
+                ["--leader", "--grpc-port", str(self.grpc_port),
+                 "--client-port", str(self.client_port),
+                 "--tolerance", str(self.tolerance), *common],
+            )
+        ]  # fmt: skip
+        for n in range(1, self.members + 1):
+            port = self.grpc_port + n
+            nodes.append(
+                (f"member:{port}", ["--join", leader_address, "--grpc-port", str(port), *common])
+            )
+        return nodes
+
+
+async def run_cluster(plan: ClusterPlan) -> int:
+    processes: list[tuple[str, asyncio.subprocess.Process]] = []
+    for name, arguments in plan.node_commands():
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-u", "-m", "kayit", "node", *arguments,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        processes.append((name, process))
+    _banner(plan)
+    if plan.members < plan.tolerance:
+        print(
+            f"note: {plan.members} members cannot hold TOLERANCE={plan.tolerance} copies; "
+            "every SET will answer ERROR",
+            flush=True,
+        )
+    pumps = [asyncio.create_task(_pump(name, process)) for name, process in processes]
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    await stopping.wait()
+    print("stopping every node ...", flush=True)
+    await _stop_all(processes)
+    for pump in pumps:
+        with contextlib.suppress(asyncio.CancelledError):
+            await pump
+    print("all nodes stopped", flush=True)
+    return 0
+
+
+def _banner(plan: ClusterPlan) -> None:
+    last = plan.grpc_port + plan.members
+    print(
+        f"kayit cluster: 1 leader + {plan.members} members, TOLERANCE={plan.tolerance}\n"
+        f"  clients connect to 127.0.0.1:{plan.client_port}   (try: nc 127.0.0.1 "
+        f"{plan.client_port}, then SET 1 hello / GET 1)\n"
+        f"  gRPC ports {plan.grpc_port}..{last} (leader on {plan.grpc_port})\n"
+        f"  data in {plan.data_dir.resolve()}/node-<grpc-port>/messages/\n"
+        "  Ctrl-C stops every node",
+        flush=True,
+    )
+
+
+async def _pump(name: str, process: asyncio.subprocess.Process) -> None:
+    """Print a node's output with its name in front; say so if it exits on its own."""
+    assert process.stdout is not None
+    while line := await process.stdout.readline():
+        print(f"[{name}] {line.decode(errors='replace').rstrip()}", flush=True)
+    code = await process.wait()
+    print(f"[{name}] exited with code {code}", flush=True)
+
+
+async def _stop_all(processes: list[tuple[str, asyncio.subprocess.Process]]) -> None:
+    running = [process for _, process in processes if process.returncode is None]
+    for process in running:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(asyncio.gather(*(p.wait() for p in running)), _STOP_GRACE)
+    except TimeoutError:
+        for process in running:
+            if process.returncode is None:
+                process.kill()
+        await asyncio.gather(*(p.wait() for p in running))

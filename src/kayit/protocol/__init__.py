@@ -1,0 +1,25 @@
+"""The client text protocol: framing, parsing and reply encoding. No I/O here."""
+
+from kayit.protocol.commands import (
+    Command,
+    GetCommand,
+    InvalidCommand,
+    SetCommand,
+    parse_command,
+)
+from kayit.protocol.framing import LineFramer, OverlongLine
+from kayit.protocol.replies import NOT_FOUND, OK, encode_error, encode_value
+
+__all__ = [
+    "NOT_FOUND",
+    "OK",
+    "Command",
+    "GetCommand",
+    "InvalidCommand",
+    "LineFramer",
+    "OverlongLine",
+    "SetCommand",
+    "encode_error",
+    "encode_value",
+    "parse_command",
+]

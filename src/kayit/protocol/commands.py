@@ -1,0 +1,86 @@
+"""Parse one client line into a command.
+
+Grammar (command names case-insensitive):
+    SET <id> <message>   the message is the rest of the line after one space, kept exactly
+    GET <id>
+An id is 1..MAX_ID_BYTES bytes of UTF-8 without whitespace.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MAX_ID_BYTES = 200
+
+
+@dataclass(frozen=True, slots=True)
+class SetCommand:
+    id: str
+    message: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class GetCommand:
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidCommand:
+    """A line that cannot be carried out; ``reason`` goes back to the client after ERROR."""
+
+    reason: str
+
+
+Command = SetCommand | GetCommand | InvalidCommand
+
+
+def parse_command(line: bytes) -> Command:
+    """Parse a line without its terminator. Never raises: bad input becomes InvalidCommand."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        return InvalidCommand("line is not valid UTF-8")
+    name, _, rest = text.partition(" ")
+    verb = name.upper()
+    if verb == "SET":
+        return _parse_set(rest)
+    if verb == "GET":
+        return _parse_get(rest)
+    if not text.strip():
+        return InvalidCommand("empty line; expected SET <id> <message> or GET <id>")
+    return InvalidCommand(f"unknown command {_quote(name)}; expected SET or GET")
+
+
+def _parse_set(rest: str) -> Command:
+    key, separator, message = rest.partition(" ")
+    problem = validate_id(key)
+    if problem:
+        return InvalidCommand(problem)
+    if not separator or not message:
+        return InvalidCommand("SET needs a message: SET <id> <message>")
+    return SetCommand(key, message.encode("utf-8"))
+
+
+def _parse_get(rest: str) -> Command:
+    problem = validate_id(rest)
+    if problem:
+        if rest and not rest[0].isspace() and any(c.isspace() for c in rest):
+            return InvalidCommand("GET takes one id: GET <id>")
+        return InvalidCommand(problem)
+    return GetCommand(rest)
+
+
+def validate_id(key: str) -> str | None:
+    """The reason ``key`` is not a valid id, or None when it is."""
+    if not key:
+        return "missing id"
+    if any(c.isspace() for c in key):
+        return "id must not contain whitespace"
+    if len(key.encode("utf-8")) > MAX_ID_BYTES:
+        return f"id longer than {MAX_ID_BYTES} bytes"
+    return None
+
+
+def _quote(name: str, limit: int = 32) -> str:
+    shown = name if len(name) <= limit else name[:limit] + "..."
+    return repr(shown)

@@ -1,0 +1,14 @@
+"""Reply lines of the text protocol. Every reply is exactly one line."""
+
+OK = b"OK\n"
+NOT_FOUND = b"NOT_FOUND\n"
+
+
+def encode_value(message: bytes) -> bytes:
+    return message + b"\n"
+
+
+def encode_error(reason: str) -> bytes:
+    # A reason must never break the one-line rule, whatever it quotes.
+    flat = " ".join(reason.split())
+    return b"ERROR " + flat.encode("utf-8", "replace") + b"\n"

@@ -1,0 +1,1 @@
+"""gRPC between nodes: kayit.proto, its generated code (committed), servicer and clients."""

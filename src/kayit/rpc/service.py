@@ -1,0 +1,96 @@
+"""The gRPC service every node runs. Join and Heartbeat are answered only by the leader."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+
+from kayit.cluster.leader import Leader
+from kayit.rpc import kayit_pb2 as pb
+from kayit.rpc.convert import version_from_pb, version_to_pb
+from kayit.rpc.kayit_pb2_grpc import NodeServicer
+from kayit.storage.store import MessageStore
+
+log = logging.getLogger(__name__)
+
+
+class NodeService(NodeServicer):  # type: ignore[misc]  # generated base class is untyped
+    def __init__(
+        self, *, address: str, store: MessageStore, leader: Leader | None, heartbeat_ms: int
+    ) -> None:
+        self.address = address
+        self.store = store
+        self.leader = leader
+        self.heartbeat_ms = heartbeat_ms
+
+    async def Store(
+        self, request: pb.StoredMessage, context: grpc.aio.ServicerContext
+    ) -> pb.StoreResult:
+        return await self._store(request)
+
+    async def StoreMany(
+        self, request: pb.StoreBatch, context: grpc.aio.ServicerContext
+    ) -> pb.StoreBatchResult:
+        results = await asyncio.gather(*(self._store(m) for m in request.messages))
+        return pb.StoreBatchResult(results=results)
+
+    async def Retrieve(
+        self, request: pb.MessageId, context: grpc.aio.ServicerContext
+    ) -> pb.RetrieveResult:
+        version = self.store.version(request.id)
+        payload = await self.store.get(request.id)
+        if payload is None or version is None:
+            return pb.RetrieveResult(found=False)
+        message = pb.StoredMessage(id=request.id, payload=payload, version=version_to_pb(version))
+        return pb.RetrieveResult(found=True, message=message)
+
+    async def Join(
+        self, request: pb.JoinRequest, context: grpc.aio.ServicerContext
+    ) -> pb.JoinReply:
+        if self.leader is None:
+            return pb.JoinReply(accepted=False, reason=f"{self.address} is not the leader")
+        if request.address == self.address:
+            return pb.JoinReply(accepted=False, reason="that address is the leader's own")
+        if self.leader.membership.heard_from(request.address, request.message_count):
+            log.info("member %s joined", request.address)
+        return pb.JoinReply(accepted=True, heartbeat_ms=self.heartbeat_ms)
+
+    async def Heartbeat(
+        self, request: pb.HeartbeatRequest, context: grpc.aio.ServicerContext
+    ) -> pb.HeartbeatReply:
+        if self.leader is None or not self.leader.membership.is_known(request.address):
+            return pb.HeartbeatReply(known=False)
+        self.leader.membership.heard_from(request.address, request.message_count)
+        return pb.HeartbeatReply(known=True)
+
+    async def Count(
+        self, request: pb.CountRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CountReply:
+        return pb.CountReply(message_count=self.store.count)
+
+    async def Status(
+        self, request: pb.StatusRequest, context: grpc.aio.ServicerContext
+    ) -> pb.StatusReply:
+        if self.leader is None:
+            return pb.StatusReply(
+                role="member", address=self.address, message_count=self.store.count
+            )
+        members = [
+            pb.MemberStatus(address=m.address, alive=m.alive, assigned=m.assigned, stored=m.stored)
+            for m in self.leader.member_counts()
+        ]
+        return pb.StatusReply(
+            role="leader",
+            address=self.address,
+            message_count=len(self.leader.index),
+            tolerance=self.leader.tolerance,
+            members=members,
+        )
+
+    async def _store(self, message: pb.StoredMessage) -> pb.StoreResult:
+        outcome = await self.store.put(
+            message.id, message.payload, version_from_pb(message.version)
+        )
+        return pb.StoreResult(stored=outcome.stored, current=version_to_pb(outcome.current))

@@ -1,0 +1,26 @@
+"""``kayit status``: ask a node over gRPC what it is and what it holds."""
+
+from __future__ import annotations
+
+import grpc
+
+from kayit.cluster.leader import MemberCounts
+from kayit.report import leader_report
+from kayit.rpc import kayit_pb2 as pb
+from kayit.rpc.kayit_pb2_grpc import NodeStub
+
+
+def fetch_status(address: str, timeout: float = 5.0) -> pb.StatusReply:
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply: pb.StatusReply = NodeStub(channel).Status(pb.StatusRequest(), timeout=timeout)
+        except grpc.RpcError as error:
+            raise ConnectionError(f"no answer from {address}: {error.code().name}") from error
+    return reply
+
+
+def format_status(status: pb.StatusReply) -> str:
+    if status.role != "leader":
+        return f"member {status.address}: {status.message_count} messages on disk"
+    members = [MemberCounts(m.address, m.alive, m.assigned, m.stored) for m in status.members]
+    return leader_report(status.address, status.message_count, status.tolerance, members)

@@ -1,0 +1,186 @@
+"""A node's life: bind its ports, open its disk, take its role, report, and stop cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Coroutine
+from typing import Any
+
+import grpc
+
+from kayit.cluster.leader import Leader
+from kayit.cluster.membership import Membership
+from kayit.cluster.term import next_term
+from kayit.config import DEFAULT_GRPC_PORT, ConfigError, NodeConfig, Role
+from kayit.report import leader_report, member_report
+from kayit.rpc.channels import SERVER_OPTIONS
+from kayit.rpc.kayit_pb2_grpc import add_NodeServicer_to_server
+from kayit.rpc.leader_link import LeaderLink
+from kayit.rpc.peers import GrpcMemberTransport, Peers
+from kayit.rpc.service import NodeService
+from kayit.server.gateway import serve_clients
+from kayit.server.ports import port_is_free
+from kayit.storage.disk import DiskManager
+from kayit.storage.store import MessageStore
+
+log = logging.getLogger(__name__)
+
+_PORT_SEARCH = 64  # how far past 5555 a node looks for a free gRPC port
+
+
+class Node:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self._grpc = grpc.aio.server(options=SERVER_OPTIONS)
+        self._peers = Peers(config.rpc_timeout)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._client_server: asyncio.Server | None = None
+        self._store: MessageStore | None = None
+
+    async def start(self) -> None:
+        config = self.config
+        port = self._bind_grpc()
+        address = f"{config.host}:{port}"
+        is_leader = config.role is Role.LEADER or (
+            config.role is Role.AUTO and config.join is None and port == DEFAULT_GRPC_PORT
+        )
+        node_dir = config.node_dir(port)
+        self._store = store = MessageStore(DiskManager(node_dir, config.io_mode, config.fsync))
+        await store.open()
+
+        leader: Leader | None = None
+        if is_leader:
+            leader = Leader(
+                store=store,
+                membership=Membership(config.dead_after),
+                transport=GrpcMemberTransport(self._peers),
+                tolerance=config.tolerance,
+                term=next_term(node_dir / "term"),
+            )
+            try:
+                self._client_server = await serve_clients(
+                    leader, config.host, config.client_port, config.max_line
+                )
+            except OSError as error:
+                raise ConfigError(
+                    f"cannot open client port {config.host}:{config.client_port}: {error}"
+                ) from error
+
+        service = NodeService(
+            address=address,
+            store=store,
+            leader=leader,
+            heartbeat_ms=int(config.heartbeat * 1000),
+        )
+        add_NodeServicer_to_server(service, self._grpc)
+        await self._grpc.start()
+
+        if leader is not None:
+            self._spawn(self._watch_members(leader))
+            self._spawn(self._report_leader(leader, address))
+            log.info(
+                "leader ready: clients on %s:%d, gRPC on %s, data in %s, TOLERANCE=%d, term %d",
+                config.host,
+                config.client_port,
+                address,
+                node_dir,
+                config.tolerance,
+                leader.term,
+            )
+        else:
+            leader_address = config.join or f"{config.host}:{DEFAULT_GRPC_PORT}"
+            link = LeaderLink(
+                peers=self._peers,
+                leader=leader_address,
+                address=address,
+                interval=config.heartbeat,
+                message_count=lambda: store.count,
+            )
+            self._spawn(link.run())
+            self._spawn(self._report_member(link, address))
+            log.info(
+                "member ready: gRPC on %s, data in %s, leader %s", address, node_dir, leader_address
+            )
+
+    async def stop(self) -> None:
+        if self._client_server is not None:
+            self._client_server.close()
+        await self._grpc.stop(grace=1.0)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._peers.close()
+        if self._store is not None:
+            await self._store.close()
+
+    def _bind_grpc(self) -> int:
+        host = self.config.host
+        if self.config.grpc_port is not None:
+            candidates = [self.config.grpc_port]
+        else:
+            search = range(DEFAULT_GRPC_PORT, DEFAULT_GRPC_PORT + _PORT_SEARCH)
+            candidates = [port for port in search if port_is_free(host, port)]
+        for port in candidates:
+            try:
+                return int(self._grpc.add_insecure_port(f"{host}:{port}"))
+            except RuntimeError:
+                continue  # taken between the probe and the bind
+        wanted = candidates[0] if self.config.grpc_port is not None else "any of 5555.."
+        raise ConfigError(f"cannot bind gRPC port {wanted} on {host}: in use")
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        self._tasks.append(asyncio.create_task(work))
+
+    async def _watch_members(self, leader: Leader) -> None:
+        while True:
+            for member in leader.membership.changes():
+                if member.alive:
+                    log.info("member %s is alive", member.address)
+                else:
+                    log.warning("member %s is dead; it is no longer chosen", member.address)
+            await asyncio.sleep(self.config.heartbeat / 2)
+
+    async def _report_leader(self, leader: Leader, address: str) -> None:
+        while True:
+            await asyncio.sleep(self.config.report_every)
+            text = leader_report(
+                address,
+                len(leader.index),
+                leader.tolerance,
+                leader.member_counts(),
+                own_disk=leader.store.count,
+            )
+            print(text, flush=True)
+
+    async def _report_member(self, link: LeaderLink, address: str) -> None:
+        assert self._store is not None
+        while True:
+            await asyncio.sleep(self.config.report_every)
+            print(
+                member_report(address, self._store.count, link.leader, link.connected), flush=True
+            )
+
+
+async def run_node(config: NodeConfig) -> int:
+    """Run until SIGTERM or SIGINT; returns the process exit code."""
+    node = Node(config)
+    try:
+        await node.start()
+    except ConfigError as error:
+        print(f"kayit node: {error}", file=sys.stderr)
+        await node.stop()
+        return 2
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    await stopping.wait()
+    log.info("stopping")
+    await node.stop()
+    return 0
