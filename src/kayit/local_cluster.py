@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _STOP_GRACE = 5.0
+_LEADER_START = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,13 +49,15 @@ class ClusterPlan:
 
 async def run_cluster(plan: ClusterPlan) -> int:
     processes: list[tuple[str, asyncio.subprocess.Process]] = []
-    for name, arguments in plan.node_commands():
+    for position, (name, arguments) in enumerate(plan.node_commands()):
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-u", "-m", "kayit", "node", *arguments,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
         processes.append((name, process))
+        if position == 0:  # members find a listening leader instead of retrying
+            await _wait_for_port(plan.grpc_port, _LEADER_START)
     _banner(plan)
     if plan.members < plan.tolerance:
         print(
@@ -88,6 +91,18 @@ def _banner(plan: ClusterPlan) -> None:
         "  Ctrl-C stops every node",
         flush=True,
     )
+
+
+async def _wait_for_port(port: int, timeout: float) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        return
 
 
 async def _pump(name: str, process: asyncio.subprocess.Process) -> None:

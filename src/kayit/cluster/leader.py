@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass
 from itertools import count
 
-from kayit.cluster.index import Index
+from kayit.cluster.index import Entry, Index
 from kayit.cluster.membership import Membership
 from kayit.cluster.placement import choose_holders
 from kayit.cluster.replicator import Replicator
@@ -72,24 +72,25 @@ class Leader:
             raise ClusterError(
                 f"only {len(alive)} live members; TOLERANCE={self.tolerance} needs {self.tolerance}"
             )
-        copy = Copy(message_id, message, Version(self.term, next(self._sequence)))
+        copy = Copy(message_id, message, self._next_version())
         self.index.reserve(holders)
-        own = asyncio.ensure_future(self.store.put(message_id, message, copy.version))
-        try:
-            confirmed = await self._replicate(copy, holders)
-        finally:
-            # The leader's copy is read only while its version matches the index (see get), so
-            # a SET that failed here leaves no visible trace even if this write went through.
-            try:
-                await own
-            except OSError as error:
-                log.error("could not store %r on the leader's disk: %s", message_id, error)
-                own_error: OSError | None = error
-            else:
-                own_error = None
-        if own_error is not None:
+        confirmed = await self._replicate(copy, holders)
+        if len(confirmed) < self.tolerance:
             self.index.release(confirmed)
-            raise ClusterError("the leader could not store its copy")
+            await self._undo(message_id, entry, confirmed)
+            raise ClusterError(
+                f"stored on {len(confirmed)} of {self.tolerance} members; the others failed "
+                "and no live member was left to replace them"
+            )
+        # The leader's own copy goes last, so that until every member copy is stored it still
+        # holds the previous value, which _undo puts back where a failed SET reached.
+        try:
+            await self.store.put(message_id, message, copy.version)
+        except OSError as error:
+            log.error("could not store %r on the leader's disk: %s", message_id, error)
+            self.index.release(confirmed)
+            await self._undo(message_id, entry, confirmed)
+            raise ClusterError("the leader could not store its copy") from error
         self.index.commit(message_id, copy.version, confirmed)
 
     async def get(self, message_id: str) -> bytes | None:
@@ -100,6 +101,9 @@ class Leader:
         entry = self.index.get(message_id)
         if entry is None:
             return None
+        return await self._read(message_id, entry)
+
+    async def _read(self, message_id: str, entry: Entry) -> bytes:
         if self.store.version(message_id) == entry.version:
             message = await self.store.get(message_id)
             if message is not None:
@@ -115,6 +119,30 @@ class Leader:
                 return copy.message
         raise ClusterError(f"no holder of {message_id!r} is reachable")
 
+    async def _undo(self, message_id: str, before: Entry | None, reached: list[str]) -> None:
+        """Put the previous value back on members that a failed SET reached, under a fresh
+        version, so the failure leaves no visible trace. Copies of an id never set before
+        stay unseen: the index does not point at them."""
+        if before is None or not reached or self.index.get(message_id) != before:
+            return
+        try:
+            previous = await self._read(message_id, before)
+        except ClusterError:
+            return
+        restore = Copy(message_id, previous, self._next_version())
+        results = await asyncio.gather(
+            *(self._replicator.store(address, restore) for address in reached),
+            return_exceptions=True,
+        )
+        for address, result in zip(reached, results, strict=True):
+            if isinstance(result, MemberUnreachable):
+                self._member_failed(address, result)
+            elif isinstance(result, BaseException):
+                raise result
+
+    def _next_version(self) -> Version:
+        return Version(self.term, next(self._sequence))
+
     def member_counts(self) -> list[MemberCounts]:
         load = self.index.load
         return [
@@ -124,8 +152,8 @@ class Leader:
 
     async def _replicate(self, copy: Copy, holders: list[str]) -> list[str]:
         """Store on every holder (already reserved) in parallel; a holder that fails is
-        replaced by another live member. Returns the members that hold the copy, whose
-        reservations then stand; on failure every reservation of this SET is released."""
+        replaced by another live member while there is one. Returns the members that hold the
+        copy: their reservations stand, every other one is released."""
         reserved = list(holders)
         confirmed: list[str] = []
         tried = set(holders)
@@ -153,11 +181,6 @@ class Leader:
                     reserved += replacement
                     retry += replacement
                 pending = retry
-            if len(confirmed) < self.tolerance:
-                raise ClusterError(
-                    f"stored on {len(confirmed)} of {self.tolerance} members; the others "
-                    "failed and no live member was left to replace them"
-                )
         except BaseException:
             self.index.release(reserved)
             raise

@@ -1,0 +1,191 @@
+"""Real kayit node processes on loopback ports, for tests that act as users do."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from kayit.client import KayitClient
+from kayit.rpc import kayit_pb2 as pb
+from kayit.rpc.status import fetch_status
+from kayit.storage.naming import file_name
+
+HEARTBEAT = 0.2
+DEAD_AFTER = 1.0
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the kernel just handed out; held open together so they are distinct."""
+    sockets = []
+    for _ in range(count):
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        sockets.append(probe)
+    ports = [probe.getsockname()[1] for probe in sockets]
+    for probe in sockets:
+        probe.close()
+    return ports
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+class NodeProcess:
+    def __init__(self, name: str, grpc_port: int, args: list[str], workdir: Path) -> None:
+        self.name = name
+        self.grpc_port = grpc_port
+        self.args = args
+        self.workdir = workdir
+        self.log_path = workdir / f"{name}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "kayit", "node", *self.args],
+                cwd=self.workdir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: nothing is flushed, nothing is said goodbye."""
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.process.returncode
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class Cluster:
+    """A leader and members started as separate ``kayit node`` processes."""
+
+    def __init__(
+        self, workdir: Path, *, tolerance: int, members: int, extra: Iterable[str] = ()
+    ) -> None:
+        self.workdir = workdir
+        self.data_dir = workdir / "data"
+        self.tolerance = tolerance
+        self.client_port, *grpc_ports = free_ports(members + 2)
+        self.leader_port = grpc_ports[0]
+        self.member_ports = grpc_ports[1:]
+        common = [
+            "--data-dir", str(self.data_dir),
+            "--heartbeat", str(HEARTBEAT),
+            "--dead-after", str(DEAD_AFTER),
+            "--rpc-timeout", "2",
+            "--report-every", "60",
+            *extra,
+        ]  # fmt: skip
+        self.leader = NodeProcess(
+            "leader",
+            self.leader_port,
+            ["--leader", "--grpc-port", str(self.leader_port),
+             "--client-port", str(self.client_port), "--tolerance", str(tolerance), *common],
+            workdir,
+        )  # fmt: skip
+        self.members = {
+            port: NodeProcess(
+                f"member-{port}",
+                port,
+                ["--join", f"127.0.0.1:{self.leader_port}", "--grpc-port", str(port), *common],
+                workdir,
+            )
+            for port in self.member_ports
+        }
+
+    @property
+    def nodes(self) -> list[NodeProcess]:
+        return [self.leader, *self.members.values()]
+
+    def start(self) -> Cluster:
+        self.leader.start()
+        wait_for(self.client_port_open, 20, "the leader's client port")
+        for member in self.members.values():
+            member.start()
+        self.wait_alive(len(self.members))
+        return self
+
+    def close(self) -> None:
+        for node in self.nodes:
+            if node.process is not None:
+                node.kill()
+
+    def client_port_open(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.client_port), timeout=0.5).close()
+        except OSError:
+            return False
+        return True
+
+    def client(self) -> KayitClient:
+        return KayitClient("127.0.0.1", self.client_port)
+
+    def status(self) -> pb.StatusReply:
+        return fetch_status(f"127.0.0.1:{self.leader_port}")
+
+    def alive_members(self) -> set[int]:
+        try:
+            status = self.status()
+        except ConnectionError:
+            return set()
+        return {int(m.address.rsplit(":", 1)[1]) for m in status.members if m.alive}
+
+    def wait_alive(self, count: int, timeout: float = 20) -> None:
+        wait_for(lambda: len(self.alive_members()) == count, timeout, f"{count} live members")
+
+    def messages_dir(self, port: int) -> Path:
+        return self.data_dir / f"node-{port}" / "messages"
+
+    def count_on_disk(self, port: int) -> int:
+        return sum(1 for path in self.messages_dir(port).glob("*.msg"))
+
+    def holders(self, message_id: str) -> list[int]:
+        name = file_name(message_id)
+        return [port for port in self.member_ports if (self.messages_dir(port) / name).exists()]
+
+    def set_many(self, items: dict[str, str], chunk: int = 500) -> list[bytes]:
+        """Pipelined SETs, ``chunk`` commands per write; returns the replies in order."""
+        replies: list[bytes] = []
+        pairs = list(items.items())
+        with self.client() as client:
+            for start in range(0, len(pairs), chunk):
+                lines = [f"SET {k} {v}".encode() for k, v in pairs[start : start + chunk]]
+                replies += client.pipeline(lines)
+        return replies
+
+    def get_many(self, ids: list[str], chunk: int = 500) -> list[bytes]:
+        replies: list[bytes] = []
+        with self.client() as client:
+            for start in range(0, len(ids), chunk):
+                replies += client.pipeline(
+                    [f"GET {k}".encode() for k in ids[start : start + chunk]]
+                )
+        return replies

@@ -1,0 +1,104 @@
+"""Members that die, come back, or are too few: what the leader answers."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.cluster.conftest import ClusterFactory
+from tests.cluster.harness import wait_for
+
+
+@pytest.mark.cluster
+def test_set_with_too_few_live_members_is_an_error_and_leaves_no_trace(
+    start_cluster: ClusterFactory,
+) -> None:
+    cluster = start_cluster(tolerance=2, members=1)
+    with cluster.client() as client:
+        reply = client.set("lonely", "should not stay")
+        assert reply.startswith(b"ERROR "), reply
+        assert client.get("lonely") == b"NOT_FOUND"
+    assert cluster.count_on_disk(cluster.leader_port) == 0
+
+
+@pytest.mark.cluster
+def test_set_right_after_members_die_is_an_error_and_leaves_no_visible_trace(
+    start_cluster: ClusterFactory,
+) -> None:
+    cluster = start_cluster(tolerance=2, members=2)
+    with cluster.client() as client:
+        assert client.set("k", "first") == b"OK"
+        cluster.members[cluster.member_ports[0]].kill()
+        # The leader has not noticed yet: the SET finds out, and fails.
+        assert client.set("k", "second").startswith(b"ERROR ")
+        assert client.set("new", "value").startswith(b"ERROR ")
+        assert client.get("new") == b"NOT_FOUND"
+        assert client.get("k") == b"first"
+
+
+@pytest.mark.cluster
+def test_a_member_failing_during_sets_is_replaced_by_another(
+    start_cluster: ClusterFactory,
+) -> None:
+    cluster = start_cluster(tolerance=1, members=3)
+    victim = cluster.member_ports[0]
+    cluster.members[victim].kill()
+    items = {f"r{n}": f"v{n}" for n in range(300)}
+
+    assert cluster.set_many(items, chunk=50) == [b"OK"] * 300
+
+    assert cluster.count_on_disk(victim) == 0
+    for k in items:
+        assert len(cluster.holders(k)) == 1
+    survivors = [p for p in cluster.member_ports if p != victim]
+    assert sorted(cluster.count_on_disk(p) for p in survivors) == [150, 150]
+    status = {m.address: m.alive for m in cluster.status().members}
+    assert status[f"127.0.0.1:{victim}"] is False
+
+
+@pytest.mark.cluster
+def test_dead_member_is_skipped_then_used_again_when_it_returns(
+    start_cluster: ClusterFactory,
+) -> None:
+    cluster = start_cluster(tolerance=2, members=3)
+    victim = cluster.member_ports[1]
+    cluster.members[victim].kill()
+    cluster.wait_alive(2)
+    assert cluster.set_many({f"a{n}": "x" for n in range(20)}) == [b"OK"] * 20
+    assert cluster.count_on_disk(victim) == 0
+
+    cluster.members[victim].start()
+    cluster.wait_alive(3)
+    assert cluster.set_many({f"b{n}": "y" for n in range(30)}) == [b"OK"] * 30
+    # Least-loaded placement sends the newcomer the new copies first.
+    assert cluster.count_on_disk(victim) >= 20
+
+
+@pytest.mark.cluster
+def test_overwrite_stays_on_the_same_holders(start_cluster: ClusterFactory) -> None:
+    cluster = start_cluster(tolerance=2, members=4)
+    with cluster.client() as client:
+        assert client.set("same", "one") == b"OK"
+        holders = cluster.holders("same")
+        for n in range(10):
+            assert client.set(f"other{n}", "filler") == b"OK"
+        assert client.set("same", "two") == b"OK"
+        assert client.get("same") == b"two"
+    assert cluster.holders("same") == holders
+    for port in holders:
+        assert (cluster.messages_dir(port) / "same.msg").read_bytes() == b"two"
+
+
+@pytest.mark.cluster
+def test_reads_go_to_a_live_holder_when_the_leaders_copy_is_gone(
+    start_cluster: ClusterFactory,
+) -> None:
+    cluster = start_cluster(tolerance=2, members=2)
+    with cluster.client() as client:
+        assert client.set("gone", "from members") == b"OK"
+        (cluster.messages_dir(cluster.leader_port) / "gone.msg").unlink()
+        cluster.members[cluster.member_ports[0]].kill()
+        assert client.get("gone") == b"from members"
+        cluster.members[cluster.member_ports[1]].kill()
+        reply = client.get("gone")
+        assert reply.startswith(b"ERROR "), reply
+    wait_for(lambda: cluster.leader.running, 1, "the leader to stay up")

@@ -1,0 +1,200 @@
+"""Starting and stopping nodes as a user does: flags, tolerance.conf, the course's no-flag
+mode, `kayit cluster` and `kayit client`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from kayit.client import KayitClient
+from kayit.rpc.status import fetch_status
+from kayit.server.ports import port_is_free
+from tests.cluster.harness import NodeProcess, free_ports, wait_for
+
+KAYIT = [sys.executable, "-m", "kayit"]
+FAST = ["--heartbeat", "0.2", "--dead-after", "1"]
+
+
+def _leader(workdir: Path, *extra: str) -> tuple[NodeProcess, int, int]:
+    grpc_port, client_port = free_ports(2)
+    args = ["--leader", "--grpc-port", str(grpc_port), "--client-port", str(client_port)]
+    node = NodeProcess("leader", grpc_port, [*args, *FAST, *extra], workdir)
+    return node, grpc_port, client_port
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("line", ["TOLERANCE=3", "tolerance = 4", "5"])
+def test_tolerance_comes_from_tolerance_conf(tmp_path: Path, line: str) -> None:
+    (tmp_path / "tolerance.conf").write_text(line + "\n")
+    node, grpc_port, _ = _leader(tmp_path)
+    node.start()
+    try:
+        wait_for(lambda: _answers(grpc_port), 20, "the leader")
+        assert fetch_status(f"127.0.0.1:{grpc_port}").tolerance == int(line.split("=")[-1])
+    finally:
+        node.kill()
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("line", ["TOLERANCE=two", "TOLERANCE=2\nTOLERANCE=3", "-1"])
+def test_bad_tolerance_conf_is_a_clear_startup_error(tmp_path: Path, line: str) -> None:
+    (tmp_path / "tolerance.conf").write_text(line + "\n")
+    grpc_port, client_port = free_ports(2)
+    result = subprocess.run(
+        [*KAYIT, "node", "--leader", "--grpc-port", str(grpc_port), "--client-port",
+         str(client_port)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "tolerance.conf" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.cluster
+def test_sigterm_stops_a_node_cleanly_and_its_data_stays(tmp_path: Path) -> None:
+    node, grpc_port, client_port = _leader(tmp_path, "--tolerance", "0")
+    node.start()
+    try:
+        wait_for(lambda: _answers(grpc_port), 20, "the leader")
+        with KayitClient("127.0.0.1", client_port) as client:
+            assert client.set("7", "seven") == b"OK"
+        assert node.stop() == 0
+        node.start()
+        wait_for(lambda: _answers(grpc_port), 20, "the restarted leader")
+        assert (tmp_path / "data" / f"node-{grpc_port}" / "messages" / "7.msg").read_bytes() == (
+            b"seven"
+        )
+    finally:
+        node.kill()
+
+
+@pytest.mark.cluster
+def test_a_member_started_before_its_leader_waits_and_joins(tmp_path: Path) -> None:
+    leader, grpc_port, client_port = _leader(tmp_path, "--tolerance", "1")
+    (member_port,) = free_ports(1)
+    member = NodeProcess(
+        "member",
+        member_port,
+        ["--join", f"127.0.0.1:{grpc_port}", "--grpc-port", str(member_port), *FAST],
+        tmp_path,
+    )
+    member.start()
+    try:
+        wait_for(lambda: _answers(member_port), 20, "the member")
+        leader.start()
+        wait_for(lambda: _alive_members(grpc_port) == 1, 20, "the member to join")
+        with KayitClient("127.0.0.1", client_port) as client:
+            assert client.set("a", "b") == b"OK"
+    finally:
+        member.kill()
+        leader.kill()
+
+
+@pytest.mark.cluster
+def test_course_mode_without_flags_picks_ports_from_5555(tmp_path: Path) -> None:
+    needed = [5555, 5556, 5557, 6666]
+    if not all(port_is_free("127.0.0.1", port) for port in needed):
+        pytest.skip("ports 5555-5557 and 6666 are taken on this machine")
+    (tmp_path / "tolerance.conf").write_text("TOLERANCE=2\n")
+    nodes = [NodeProcess(f"node{n}", 0, FAST, tmp_path) for n in range(3)]
+    try:
+        nodes[0].start()
+        wait_for(lambda: _answers(5555), 20, "the first node on 5555")
+        for joined, node in enumerate(nodes[1:], start=1):
+            node.start()
+            wait_for(partial(_has_members, 5555, joined), 20, "the member")
+        status = fetch_status("127.0.0.1:5555")
+        assert status.role == "leader"
+        assert sorted(m.address for m in status.members) == ["127.0.0.1:5556", "127.0.0.1:5557"]
+        with KayitClient("127.0.0.1", 6666) as client:
+            assert client.set("1", "course") == b"OK"
+            assert client.get("1") == b"course"
+        for port in (5555, 5556, 5557):
+            assert (tmp_path / "data" / f"node-{port}" / "messages" / "1.msg").exists()
+    finally:
+        for node in nodes:
+            node.kill()
+
+
+@pytest.mark.cluster
+def test_kayit_cluster_starts_every_node_and_stops_them_on_sigterm(tmp_path: Path) -> None:
+    base = _free_run(4)
+    (client_port,) = free_ports(1)
+    process = subprocess.Popen(
+        [*KAYIT, "cluster", "--members", "3", "--tolerance", "2", "--grpc-port", str(base),
+         "--client-port", str(client_port), "--data-dir", str(tmp_path / "d"),
+         "--report-every", "0.5"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: _alive_members(base) == 3, 30, "three live members")
+        with KayitClient("127.0.0.1", client_port) as client:
+            assert client.set("hello", "world") == b"OK"
+            assert client.get("hello") == b"world"
+        wait_for(lambda: (tmp_path / "d" / f"node-{base + 3}").is_dir(), 5, "data dirs")
+        time.sleep(1.5)  # three report periods, so the leader's report shows the message
+        os.kill(process.pid, signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    text = output.decode()
+    assert process.returncode == 0
+    assert f"127.0.0.1:{client_port}" in text
+    assert "all nodes stopped" in text
+    assert "1 messages (1 on own disk), TOLERANCE=2, 3 of 3 members alive" in text
+    for port in range(base, base + 4):
+        assert port_is_free("127.0.0.1", port), f"port {port} still in use"
+
+
+@pytest.mark.cluster
+def test_kayit_client_in_a_pipe(tmp_path: Path) -> None:
+    node, grpc_port, client_port = _leader(tmp_path, "--tolerance", "0")
+    node.start()
+    try:
+        wait_for(lambda: _answers(grpc_port), 20, "the leader")
+        result = subprocess.run(
+            [*KAYIT, "client", f"127.0.0.1:{client_port}"],
+            input="SET 1 a b\nGET 1\nGET 2\nBAD\n", capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+    finally:
+        node.kill()
+    assert result.returncode == 0
+    assert result.stdout.splitlines()[:3] == ["OK", "a b", "NOT_FOUND"]
+    assert result.stdout.splitlines()[3].startswith("ERROR ")
+
+
+def _answers(grpc_port: int) -> bool:
+    try:
+        fetch_status(f"127.0.0.1:{grpc_port}", timeout=1)
+    except ConnectionError:
+        return False
+    return True
+
+
+def _alive_members(grpc_port: int) -> int:
+    try:
+        status = fetch_status(f"127.0.0.1:{grpc_port}", timeout=1)
+    except ConnectionError:
+        return -1
+    return sum(1 for m in status.members if m.alive)
+
+
+def _has_members(grpc_port: int, count: int) -> bool:
+    return _alive_members(grpc_port) == count
+
+
+def _free_run(count: int) -> int:
+    """The first of ``count`` consecutive free ports."""
+    for base in range(20000 + os.getpid() % 20000, 60000, 7):
+        if all(port_is_free("127.0.0.1", port) for port in range(base, base + count)):
+            return base
+    raise AssertionError("no run of free ports")
