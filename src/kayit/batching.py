@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -38,15 +38,13 @@ class Batcher(Generic[T, R]):
         self._weigh = weigh
         self._in_flight = in_flight
         self._pending: deque[tuple[T, asyncio.Future[R]]] = deque()
-        self._drains: set[asyncio.Task[None]] = set()
+        self._drains: set[asyncio.Task[Any]] = set()
 
     async def submit(self, item: T) -> R:
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
         if len(self._drains) < self._in_flight:
-            task = asyncio.create_task(self._drain())
-            self._drains.add(task)
-            task.add_done_callback(self._drains.discard)
+            self._drains.add(asyncio.create_task(self._drain()))
         return await future
 
     @property
@@ -54,18 +52,27 @@ class Batcher(Generic[T, R]):
         return len(self._pending)
 
     async def _drain(self) -> None:
-        while self._pending:
-            batch = self._take()
-            try:
-                results = await self._flush([item for item, _ in batch])
-            except Exception as error:  # every waiter learns why its batch failed
-                for _, future in batch:
+        try:
+            while self._pending:
+                batch = self._take()
+                try:
+                    results = await self._flush([item for item, _ in batch])
+                    if len(results) != len(batch):
+                        raise RuntimeError(f"{len(results)} results for {len(batch)} items")
+                except Exception as error:  # every waiter learns why its batch failed
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(error)
+                    continue
+                for (_, future), result in zip(batch, results, strict=True):
                     if not future.done():
-                        future.set_exception(error)
-                continue
-            for (_, future), result in zip(batch, results, strict=True):
-                if not future.done():
-                    future.set_result(result)
+                        future.set_result(result)
+        finally:
+            # Leave the set here, not in a done callback: a callback runs a loop turn late,
+            # and a submit in between would wait for a drain that has already finished.
+            task = asyncio.current_task()
+            if task is not None:
+                self._drains.discard(task)
 
     def _take(self) -> list[tuple[T, asyncio.Future[R]]]:
         batch = [self._pending.popleft()]

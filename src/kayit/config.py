@@ -16,7 +16,7 @@ DEFAULT_TOLERANCE = 2
 MAX_TOLERANCE = 64
 TOLERANCE_FILE = "tolerance.conf"
 
-_TOLERANCE_LINE = re.compile(r"^\s*(?:tolerance\s*=\s*)?(\d+)\s*$", re.IGNORECASE)
+_TOLERANCE_LINE = re.compile(r"^\s*(?:tolerance\s*=\s*)?([0-9]+)\s*$", re.IGNORECASE)
 
 
 class ConfigError(Exception):

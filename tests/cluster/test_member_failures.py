@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import grpc
 import pytest
 
+from kayit.rpc import kayit_pb2 as pb
+from kayit.rpc.kayit_pb2_grpc import NodeStub
 from tests.cluster.conftest import ClusterFactory
 from tests.cluster.harness import wait_for
 
@@ -102,3 +105,19 @@ def test_reads_go_to_a_live_holder_when_the_leaders_copy_is_gone(
         reply = client.get("gone")
         assert reply.startswith(b"ERROR "), reply
     wait_for(lambda: cluster.leader.running, 1, "the leader to stay up")
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("bad_id", ["", "a b", "x" * 201])
+def test_a_member_refuses_invalid_ids_over_grpc(start_cluster: ClusterFactory, bad_id: str) -> None:
+    cluster = start_cluster(tolerance=1, members=1)
+    member = cluster.member_ports[0]
+    request = pb.StoredMessage(id=bad_id, payload=b"p", version=pb.Version(term=1, seq=1))
+    with (
+        grpc.insecure_channel(f"127.0.0.1:{member}") as channel,
+        pytest.raises(grpc.RpcError) as refused,
+    ):
+        NodeStub(channel).Store(request, timeout=5)
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert list(cluster.messages_dir(member).iterdir()) == []
+    assert cluster.members[member].running

@@ -41,7 +41,7 @@ def parse_command(line: bytes) -> Command:
     except UnicodeDecodeError:
         return InvalidCommand("line is not valid UTF-8")
     name, _, rest = text.partition(" ")
-    verb = name.upper()
+    verb = name.upper() if name.isascii() else name  # so no Unicode letter folds into SET
     if verb == "SET":
         return _parse_set(rest)
     if verb == "GET":

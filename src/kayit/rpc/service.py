@@ -8,6 +8,7 @@ import logging
 import grpc
 
 from kayit.cluster.leader import Leader
+from kayit.protocol.commands import validate_id
 from kayit.rpc import kayit_pb2 as pb
 from kayit.rpc.convert import version_from_pb, version_to_pb
 from kayit.rpc.kayit_pb2_grpc import NodeServicer
@@ -25,20 +26,24 @@ class NodeService(NodeServicer):  # type: ignore[misc]  # generated base class i
         self.leader = leader
         self.heartbeat_ms = heartbeat_ms
 
+    # Method names come from kayit.proto.
     async def Store(
         self, request: pb.StoredMessage, context: grpc.aio.ServicerContext
     ) -> pb.StoreResult:
+        await _check_ids([request.id], context)
         return await self._store(request)
 
     async def StoreMany(
         self, request: pb.StoreBatch, context: grpc.aio.ServicerContext
     ) -> pb.StoreBatchResult:
+        await _check_ids([m.id for m in request.messages], context)
         results = await asyncio.gather(*(self._store(m) for m in request.messages))
         return pb.StoreBatchResult(results=results)
 
     async def Retrieve(
         self, request: pb.MessageId, context: grpc.aio.ServicerContext
     ) -> pb.RetrieveResult:
+        await _check_ids([request.id], context)
         version = self.store.version(request.id)
         payload = await self.store.get(request.id)
         if payload is None or version is None:
@@ -94,3 +99,11 @@ class NodeService(NodeServicer):  # type: ignore[misc]  # generated base class i
             message.id, message.payload, version_from_pb(message.version)
         )
         return pb.StoreResult(stored=outcome.stored, current=version_to_pb(outcome.current))
+
+
+async def _check_ids(ids: list[str], context: grpc.aio.ServicerContext) -> None:
+    """Peers get the same id rules as clients; a bad id fails the whole call."""
+    for message_id in ids:
+        problem = validate_id(message_id)
+        if problem:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{message_id!r}: {problem}")

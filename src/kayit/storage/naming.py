@@ -16,6 +16,8 @@ _HASHED_PREFIX = "%H"  # never produced by escaping: H is not a hex digit
 
 
 def file_name(message_id: str) -> str:
+    if not message_id:
+        raise ValueError("a message id cannot be empty")
     escaped = "".join(
         chr(byte) if byte in _SAFE else f"%{byte:02X}" for byte in message_id.encode("utf-8")
     )

@@ -1,0 +1,135 @@
+"""tolerance.conf parsing and reading."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kayit.config import (
+    DEFAULT_TOLERANCE,
+    MAX_TOLERANCE,
+    TOLERANCE_FILE,
+    ConfigError,
+    NodeConfig,
+    check_tolerance,
+    parse_tolerance,
+    read_tolerance,
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("TOLERANCE=2", 2),
+        ("TOLERANCE=2\n", 2),
+        ("tolerance = 3", 3),
+        ("Tolerance=7", 7),
+        ("tOlErAnCe=4\r\n", 4),
+        ("2", 2),
+        ("  5  \n", 5),
+        ("TOLERANCE=0", 0),
+        ("TOLERANCE=007", 7),
+        (f"TOLERANCE={MAX_TOLERANCE}", MAX_TOLERANCE),
+        ("# fault tolerance\n\nTOLERANCE=3\n\n", 3),
+        ("TOLERANCE=3  # three copies\n", 3),
+        ("# TOLERANCE=9\nTOLERANCE=1\n# TOLERANCE=8\n", 1),
+        ("\n\n   \n\t\n6\n", 6),
+        ("   # indented comment\nTOLERANCE =\t2", 2),
+    ],
+)
+def test_accepted(text: str, value: int) -> None:
+    assert parse_tolerance(text) == value
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "TOLERANCE=abc",
+        "TOLERANCE=",
+        "TOLERANCE",
+        "TOLERANCE=2.5",
+        "TOLERANCE=2 3",
+        "TOLERANCE=-1",
+        "-1",
+        "REPLICAS=2",
+        "TOLERANCE=2\nTOLERANCE=3",
+        "2\n3\n",
+        f"TOLERANCE={MAX_TOLERANCE + 1}",
+        "TOLERANCE=1000000",
+        "",
+        "\n\n",
+        "# only a comment\n",
+    ],
+)
+def test_rejected_with_the_file_named(text: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_tolerance(text, "/etc/kayit/tolerance.conf")
+    assert "/etc/kayit/tolerance.conf" in str(raised.value)
+
+
+def test_default_source_name_is_the_file_name() -> None:
+    with pytest.raises(ConfigError, match=f"^{TOLERANCE_FILE}:"):
+        parse_tolerance("TOLERANCE=abc")
+
+
+def test_two_value_lines_reports_how_many() -> None:
+    with pytest.raises(ConfigError, match="found 2"):
+        parse_tolerance("TOLERANCE=2\nTOLERANCE=3", "t.conf")
+
+
+def test_empty_file_reports_none_found() -> None:
+    with pytest.raises(ConfigError, match="found 0"):
+        parse_tolerance("", "t.conf")
+
+
+def test_out_of_range_names_the_value() -> None:
+    with pytest.raises(ConfigError, match=f"not {MAX_TOLERANCE + 1}"):
+        parse_tolerance(f"TOLERANCE={MAX_TOLERANCE + 1}", "t.conf")
+
+
+def test_check_tolerance_bounds() -> None:
+    assert check_tolerance(0, "x") == 0
+    assert check_tolerance(MAX_TOLERANCE, "x") == MAX_TOLERANCE
+    with pytest.raises(ConfigError, match=r"^flag: "):
+        check_tolerance(-1, "flag")
+    with pytest.raises(ConfigError):
+        check_tolerance(MAX_TOLERANCE + 1, "flag")
+
+
+def test_read_tolerance_missing_file_is_none(tmp_path: Path) -> None:
+    assert read_tolerance(tmp_path) is None
+    assert read_tolerance(tmp_path / "no-such-dir") is None
+
+
+def test_read_tolerance_reads_the_file(tmp_path: Path) -> None:
+    (tmp_path / TOLERANCE_FILE).write_text("# copies besides the leader's\nTOLERANCE=3\n")
+    assert read_tolerance(tmp_path) == 3
+
+
+def test_read_tolerance_error_names_the_path(tmp_path: Path) -> None:
+    path = tmp_path / TOLERANCE_FILE
+    path.write_text("TOLERANCE=many\n")
+    with pytest.raises(ConfigError) as raised:
+        read_tolerance(tmp_path)
+    assert str(path) in str(raised.value)
+
+
+def test_read_tolerance_non_utf8_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / TOLERANCE_FILE
+    path.write_bytes(b"TOLERANCE=\xff\n")
+    with pytest.raises(ConfigError) as raised:
+        read_tolerance(tmp_path)
+    assert str(path) in str(raised.value)
+
+
+def test_read_tolerance_directory_in_place_of_file_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / TOLERANCE_FILE).mkdir()
+    with pytest.raises(ConfigError, match=TOLERANCE_FILE):
+        read_tolerance(tmp_path)
+
+
+def test_node_config_defaults() -> None:
+    config = NodeConfig()
+    assert config.tolerance == DEFAULT_TOLERANCE == 2
+    assert config.node_dir(5555) == Path("data") / "node-5555"

@@ -1,0 +1,396 @@
+"""DiskManager (one file per message) and MessageStore (versioned, batched, async)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from kayit.storage.disk import DiskManager, FsyncPolicy, IoMode
+from kayit.storage.naming import file_name
+from kayit.storage.store import MessageStore, StoreOutcome
+from kayit.version import Version
+
+T = TypeVar("T")
+
+ALL_MODES = list(itertools.product(IoMode, FsyncPolicy))
+PAYLOADS = [
+    b"hello",
+    b"",
+    b"  spaces kept  ",
+    b"\x00\x01\xff\r\n\n\r",
+    "merhaba d\u00fcnya".encode(),
+    bytes(range(256)) * 800,  # 200 KiB: more than the 64 KiB buffer
+]
+
+
+def disk(
+    root: Path, io_mode: IoMode = IoMode.BUFFERED, fsync: FsyncPolicy = FsyncPolicy.NEVER
+) -> DiskManager:
+    return DiskManager(root, io_mode, fsync)
+
+
+# -- DiskManager -------------------------------------------------------------------------------
+
+
+def test_creates_the_messages_directory(tmp_path: Path) -> None:
+    manager = disk(tmp_path / "node")
+    assert manager.directory == tmp_path / "node" / "messages"
+    assert manager.directory.is_dir()
+    assert manager.count() == 0
+
+
+def test_file_holds_exactly_the_message_bytes(tmp_path: Path) -> None:
+    manager = disk(tmp_path)
+    for i, payload in enumerate(PAYLOADS):
+        manager.write_many([(str(i), payload)])
+        path = tmp_path / "messages" / f"{i}.msg"
+        assert path.read_bytes() == payload
+        assert manager.path(str(i)) == path
+
+
+def test_overwrite_replaces_the_whole_file(tmp_path: Path) -> None:
+    manager = disk(tmp_path)
+    assert manager.write_many([("7", b"a long first message")]) == 1
+    assert manager.write_many([("7", b"short")]) == 0
+    assert manager.path("7").read_bytes() == b"short"
+    assert manager.read("7") == b"short"
+    assert manager.count() == 1
+    assert sorted(p.name for p in manager.directory.iterdir()) == ["7.msg"]
+
+
+@pytest.mark.parametrize(("io_mode", "fsync"), ALL_MODES)
+def test_round_trip_in_every_mode(tmp_path: Path, io_mode: IoMode, fsync: FsyncPolicy) -> None:
+    manager = disk(tmp_path, io_mode, fsync)
+    items = [(f"id-{i}", payload) for i, payload in enumerate(PAYLOADS)]
+    assert manager.write_many(items) == len(items)
+    for message_id, payload in items:
+        assert manager.read(message_id) == payload
+        assert manager.path(message_id).read_bytes() == payload
+    manager.sync_dirty()
+    assert manager.count() == len(items)
+    assert [p.name for p in manager.directory.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.parametrize("io_mode", list(IoMode))
+def test_files_written_in_one_mode_read_in_the_other(tmp_path: Path, io_mode: IoMode) -> None:
+    other = IoMode.UNBUFFERED if io_mode is IoMode.BUFFERED else IoMode.BUFFERED
+    disk(tmp_path, io_mode).write_many([("x", PAYLOADS[-1])])
+    assert disk(tmp_path, other).read("x") == PAYLOADS[-1]
+
+
+def test_read_missing_is_none(tmp_path: Path) -> None:
+    manager = disk(tmp_path)
+    assert manager.read("nope") is None
+    assert disk(tmp_path, IoMode.UNBUFFERED).read("nope") is None
+
+
+def test_hostile_ids_stay_inside_messages(tmp_path: Path) -> None:
+    manager = disk(tmp_path)
+    ids = ["../escape", "/etc/passwd", "..", ".", "a\x00b", "\u011f"]
+    assert manager.write_many((i, i.encode()) for i in ids) == len(ids)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["messages"]
+    for message_id in ids:
+        assert manager.read(message_id) == message_id.encode()
+    assert manager.count() == len(ids)
+
+
+def test_write_many_returns_how_many_ids_were_new(tmp_path: Path) -> None:
+    manager = disk(tmp_path)
+    assert manager.write_many([("a", b"1"), ("b", b"2")]) == 2
+    assert manager.write_many([("a", b"3"), ("c", b"4")]) == 1
+    assert manager.write_many([("d", b"5"), ("d", b"6")]) == 1
+    assert manager.write_many([]) == 0
+    assert manager.read("a") == b"3"
+    assert manager.read("d") == b"6"
+    assert manager.count() == 4
+
+
+def test_write_many_accepts_a_generator(tmp_path: Path) -> None:
+    manager = disk(tmp_path)
+    assert manager.write_many((str(i), b"x") for i in range(5)) == 5
+
+
+def test_stale_temp_file_is_removed_on_start_and_not_counted(tmp_path: Path) -> None:
+    messages = tmp_path / "messages"
+    messages.mkdir()
+    (messages / "1.msg").write_bytes(b"kept")
+    (messages / ".1.msg").write_bytes(b"torn write")
+    (messages / ".2.msg").write_bytes(b"torn write")
+    manager = disk(tmp_path)
+    assert sorted(p.name for p in messages.iterdir()) == ["1.msg"]
+    assert manager.count() == 1
+    assert manager.read("1") == b"kept"
+    assert manager.read("2") is None
+
+
+def test_count_only_counts_msg_files(tmp_path: Path) -> None:
+    manager = disk(tmp_path)
+    manager.write_many([("a", b"1"), ("b", b"2")])
+    (manager.directory / "notes.txt").write_text("not a message")
+    (manager.directory / "a.msg.bak").write_text("not a message")
+    (manager.directory / ".c.msg").write_text("temp, made after start")
+    assert manager.count() == 2
+
+
+def test_existing_files_are_counted_on_a_new_manager(tmp_path: Path) -> None:
+    disk(tmp_path).write_many([(str(i), b"x") for i in range(12)])
+    assert disk(tmp_path).count() == 12
+
+
+def test_sync_dirty_survives_a_vanished_file(tmp_path: Path) -> None:
+    manager = disk(tmp_path, fsync=FsyncPolicy.EVERYSEC)
+    manager.write_many([("a", b"1"), ("b", b"2")])
+    manager.path("a").unlink()
+    manager.sync_dirty()
+    manager.sync_dirty()  # nothing left to sync
+    assert manager.read("b") == b"2"
+    assert manager.read("a") is None
+
+
+def test_empty_id_is_refused_and_writes_nothing(tmp_path: Path) -> None:
+    manager = disk(tmp_path)
+    with pytest.raises(ValueError):
+        manager.write_many([("", b"x")])
+    assert list(manager.directory.iterdir()) == []
+
+
+# -- MessageStore ------------------------------------------------------------------------------
+
+
+class RecordingDisk(DiskManager):
+    """A DiskManager that remembers the ids of every write_many call."""
+
+    def __init__(self, root: Path, fsync: FsyncPolicy = FsyncPolicy.NEVER) -> None:
+        super().__init__(root, IoMode.BUFFERED, fsync)
+        self.calls: list[list[str]] = []
+
+    def write_many(self, items: Iterable[tuple[str, bytes]]) -> int:
+        batch = list(items)
+        self.calls.append([message_id for message_id, _ in batch])
+        return super().write_many(batch)
+
+
+def run(main: Callable[[], Awaitable[T]], timeout: float = 10.0) -> T:
+    async def guarded() -> T:
+        async with asyncio.timeout(timeout):
+            return await main()
+
+    return asyncio.run(guarded())
+
+
+def test_put_then_get(tmp_path: Path) -> None:
+    async def main() -> tuple[StoreOutcome, bytes | None, bytes | None, int]:
+        store = MessageStore(disk(tmp_path))
+        await store.open()
+        outcome = await store.put("1", b"hello", Version(1, 1))
+        value, missing = await store.get("1"), await store.get("2")
+        count = store.count
+        await store.close()
+        return outcome, value, missing, count
+
+    assert run(main) == (StoreOutcome(True, Version(1, 1)), b"hello", None, 1)
+    assert (tmp_path / "messages" / file_name("1")).read_bytes() == b"hello"
+
+
+def test_older_version_does_not_overwrite_a_newer_one(tmp_path: Path) -> None:
+    async def main() -> list[StoreOutcome]:
+        store = MessageStore(disk(tmp_path))
+        await store.open()
+        outcomes = [
+            await store.put("k", b"newer", Version(1, 5)),
+            await store.put("k", b"older", Version(1, 4)),
+            await store.put("k", b"old term", Version(0, 99)),
+        ]
+        assert store.version("k") == Version(1, 5)
+        assert await store.get("k") == b"newer"
+        await store.close()
+        return outcomes
+
+    assert run(main) == [
+        StoreOutcome(True, Version(1, 5)),
+        StoreOutcome(False, Version(1, 5)),
+        StoreOutcome(False, Version(1, 5)),
+    ]
+    assert (tmp_path / "messages" / "k.msg").read_bytes() == b"newer"
+
+
+def test_older_version_in_the_same_batch_loses(tmp_path: Path) -> None:
+    async def main() -> list[StoreOutcome]:
+        store = MessageStore(disk(tmp_path))
+        outcomes = await asyncio.gather(
+            store.put("k", b"newer", Version(2, 1)),
+            store.put("k", b"older", Version(1, 9)),
+        )
+        await store.close()
+        return list(outcomes)
+
+    assert run(main) == [StoreOutcome(True, Version(2, 1)), StoreOutcome(False, Version(2, 1))]
+    assert (tmp_path / "messages" / "k.msg").read_bytes() == b"newer"
+
+
+def test_newer_version_later_in_the_same_batch_wins(tmp_path: Path) -> None:
+    async def main() -> tuple[list[StoreOutcome], Version | None]:
+        store = MessageStore(disk(tmp_path))
+        outcomes = await asyncio.gather(
+            store.put("k", b"first", Version(1, 1)),
+            store.put("k", b"second", Version(1, 2)),
+        )
+        version = store.version("k")
+        await store.close()
+        return list(outcomes), version
+
+    outcomes, version = run(main)
+    assert outcomes == [StoreOutcome(True, Version(1, 1)), StoreOutcome(True, Version(1, 2))]
+    assert version == Version(1, 2)
+    assert (tmp_path / "messages" / "k.msg").read_bytes() == b"second"
+
+
+def test_equal_version_is_accepted(tmp_path: Path) -> None:
+    async def main() -> list[StoreOutcome]:
+        store = MessageStore(disk(tmp_path))
+        outcomes = [
+            await store.put("k", b"one", Version(3, 3)),
+            await store.put("k", b"two", Version(3, 3)),
+        ]
+        await store.close()
+        return outcomes
+
+    assert run(main) == [StoreOutcome(True, Version(3, 3))] * 2
+    assert (tmp_path / "messages" / "k.msg").read_bytes() == b"two"
+
+
+def test_concurrent_puts_coalesce_and_all_complete(tmp_path: Path) -> None:
+    recording = RecordingDisk(tmp_path)
+
+    async def main() -> list[StoreOutcome]:
+        store = MessageStore(recording)
+        await store.open()
+        outcomes = await asyncio.gather(
+            *(store.put(f"m{i}", f"v{i}".encode(), Version(1, i + 1)) for i in range(200))
+        )
+        assert store.count == 200
+        await store.close()
+        return list(outcomes)
+
+    outcomes = run(main)
+    assert outcomes == [StoreOutcome(True, Version(1, i + 1)) for i in range(200)]
+    assert recording.calls == [[f"m{i}" for i in range(200)]]  # one batch, one write_many
+    for i in range(200):
+        assert (tmp_path / "messages" / f"m{i}.msg").read_bytes() == f"v{i}".encode()
+
+
+def test_puts_beyond_max_items_still_all_complete(tmp_path: Path) -> None:
+    recording = RecordingDisk(tmp_path)
+
+    async def main() -> list[StoreOutcome]:
+        store = MessageStore(recording)
+        outcomes = await asyncio.gather(
+            *(store.put(str(i), b"x", Version(1, 1)) for i in range(1030))
+        )
+        await store.close()
+        return list(outcomes)
+
+    assert all(outcome.stored for outcome in run(main))
+    assert [len(call) for call in recording.calls] == [1024, 6]
+    assert recording.count() == 1030
+
+
+def test_count_tracks_new_ids(tmp_path: Path) -> None:
+    disk(tmp_path).write_many([("old1", b"x"), ("old2", b"y")])
+
+    async def main() -> list[int]:
+        store = MessageStore(disk(tmp_path))
+        await store.open()
+        counts = [store.count]
+        await store.put("new", b"1", Version(1, 1))
+        counts.append(store.count)
+        await store.put("new", b"2", Version(1, 2))  # overwrite
+        counts.append(store.count)
+        await store.put("new", b"3", Version(1, 1))  # rejected
+        counts.append(store.count)
+        await store.put("old1", b"4", Version(1, 3))  # on disk from before, version unknown
+        counts.append(store.count)
+        await asyncio.gather(
+            store.put("twice", b"a", Version(1, 4)), store.put("twice", b"b", Version(1, 5))
+        )
+        counts.append(store.count)
+        await store.close()
+        return counts
+
+    assert run(main) == [2, 3, 3, 3, 3, 4]
+
+
+def test_copy_found_on_disk_has_no_version_and_any_version_replaces_it(tmp_path: Path) -> None:
+    disk(tmp_path).write_many([("k", b"from before")])
+
+    async def main() -> tuple[Version | None, bytes | None, StoreOutcome, bytes | None]:
+        store = MessageStore(disk(tmp_path))
+        await store.open()
+        before = store.version("k"), await store.get("k")
+        outcome = await store.put("k", b"now", Version(0, 1))
+        after = await store.get("k")
+        await store.close()
+        return before[0], before[1], outcome, after
+
+    assert run(main) == (None, b"from before", StoreOutcome(True, Version(0, 1)), b"now")
+
+
+@pytest.mark.parametrize("fsync", list(FsyncPolicy))
+def test_close_leaves_files_in_place(tmp_path: Path, fsync: FsyncPolicy) -> None:
+    async def main() -> None:
+        store = MessageStore(disk(tmp_path, fsync=fsync))
+        await store.open()
+        await asyncio.gather(*(store.put(str(i), b"v%d" % i, Version(1, i)) for i in range(5)))
+        await store.close()
+
+    run(main)
+    reopened = disk(tmp_path, fsync=fsync)
+    assert reopened.count() == 5
+    assert [reopened.read(str(i)) for i in range(5)] == [b"v%d" % i for i in range(5)]
+
+    async def count_after_reopen() -> int:
+        store = MessageStore(disk(tmp_path, fsync=fsync))
+        await store.open()
+        count = store.count
+        await store.close()
+        return count
+
+    assert run(count_after_reopen) == 5
+
+
+def test_write_error_reaches_the_caller(tmp_path: Path) -> None:
+    class FailingDisk(DiskManager):
+        def write_many(self, items: Iterable[tuple[str, bytes]]) -> int:
+            raise OSError("no space left on device")
+
+    async def main() -> tuple[BaseException | StoreOutcome, Version | None, int]:
+        store = MessageStore(FailingDisk(tmp_path, IoMode.BUFFERED, FsyncPolicy.NEVER))
+        await store.open()
+        [result] = await asyncio.gather(store.put("k", b"x", Version(1, 1)), return_exceptions=True)
+        version, count = store.version("k"), store.count
+        await store.close()
+        return result, version, count
+
+    result, version, count = run(main)
+    assert isinstance(result, OSError)
+    assert version is None
+    assert count == 0
+
+
+def test_store_put_right_after_a_put(tmp_path: Path) -> None:
+    async def main() -> list[StoreOutcome]:
+        store = MessageStore(disk(tmp_path))
+        first = await store.put("k", b"1", Version(1, 1))
+        second = await store.put("k", b"2", Version(1, 2))
+        await store.close()
+        return [first, second]
+
+    assert run(main, timeout=1.0) == [
+        StoreOutcome(True, Version(1, 1)),
+        StoreOutcome(True, Version(1, 2)),
+    ]
