@@ -9,8 +9,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from kayit.rpc.status import fetch_status
+
 _STOP_GRACE = 5.0
 _LEADER_START = 10.0
+_MEMBERS_JOIN = 20.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,13 +62,14 @@ async def run_cluster(plan: ClusterPlan) -> int:
         if position == 0:  # members find a listening leader instead of retrying
             await _wait_for_port(plan.grpc_port, _LEADER_START)
     _banner(plan)
+    pumps = [asyncio.create_task(_pump(name, process)) for name, process in processes]
+    await _announce_ready(plan)
     if plan.members < plan.tolerance:
         print(
             f"note: {plan.members} members cannot hold TOLERANCE={plan.tolerance} copies; "
             "every SET will answer ERROR",
             flush=True,
         )
-    pumps = [asyncio.create_task(_pump(name, process)) for name, process in processes]
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -91,6 +95,24 @@ def _banner(plan: ClusterPlan) -> None:
         "  Ctrl-C stops every node",
         flush=True,
     )
+
+
+async def _announce_ready(plan: ClusterPlan) -> None:
+    """Say when every member has joined, so a user knows SETs will be answered OK."""
+    address = f"127.0.0.1:{plan.grpc_port}"
+    deadline = asyncio.get_running_loop().time() + _MEMBERS_JOIN
+    alive = 0
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            status = await asyncio.to_thread(fetch_status, address, 1.0)
+        except ConnectionError:
+            status = None
+        alive = sum(1 for m in status.members if m.alive) if status else 0
+        if alive >= plan.members:
+            print(f"cluster ready: {alive} of {plan.members} members joined", flush=True)
+            return
+        await asyncio.sleep(0.2)
+    print(f"cluster not complete: {alive} of {plan.members} members joined so far", flush=True)
 
 
 async def _wait_for_port(port: int, timeout: float) -> None:
