@@ -1,4 +1,4 @@
-"""LineFramer: byte chunks in, complete lines (or OverlongLine markers) out."""
+"""RequestFramer on text lines: byte chunks in, complete lines (or OverlongLine markers) out."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from itertools import pairwise
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kayit.protocol.framing import LineFramer, OverlongLine
+from kayit.protocol.framing import OverlongLine, Request, RequestFramer
 
-Item = bytes | OverlongLine
+Item = Request
 
 
-def feed_all(framer: LineFramer, chunks: Iterable[bytes]) -> list[Item]:
+def feed_all(framer: RequestFramer, chunks: Iterable[bytes]) -> list[Item]:
     """Feed every chunk, checking the memory bound after each one."""
     out: list[Item] = []
     for chunk in chunks:
@@ -39,28 +39,28 @@ def expected_lines(lines: list[tuple[bytes, bytes]], max_line: int) -> list[Item
 
 
 def test_lf_lines_in_one_chunk() -> None:
-    framer = LineFramer(max_line=100)
+    framer = RequestFramer(max_line=100)
     assert framer.feed(b"SET 1 a\nGET 1\n") == [b"SET 1 a", b"GET 1"]
     assert framer.pending_bytes == 0
 
 
 def test_crlf_lines_lose_the_whole_terminator() -> None:
-    framer = LineFramer(max_line=100)
+    framer = RequestFramer(max_line=100)
     assert framer.feed(b"SET 1 a\r\nGET 1\r\n") == [b"SET 1 a", b"GET 1"]
 
 
 def test_mixed_terminators_and_empty_lines() -> None:
-    framer = LineFramer(max_line=100)
+    framer = RequestFramer(max_line=100)
     assert framer.feed(b"a\n\r\n\nb\r\n") == [b"a", b"", b"", b"b"]
 
 
 def test_only_one_trailing_cr_is_removed_and_inner_cr_is_kept() -> None:
-    framer = LineFramer(max_line=100)
+    framer = RequestFramer(max_line=100)
     assert framer.feed(b"a\rb\r\r\n") == [b"a\rb\r"]
 
 
 def test_partial_line_waits_for_its_newline() -> None:
-    framer = LineFramer(max_line=100)
+    framer = RequestFramer(max_line=100)
     assert framer.feed(b"SET 1 he") == []
     assert framer.pending_bytes == len(b"SET 1 he")
     assert framer.feed(b"llo") == []
@@ -71,13 +71,13 @@ def test_partial_line_waits_for_its_newline() -> None:
 
 
 def test_cr_and_lf_in_different_chunks() -> None:
-    framer = LineFramer(max_line=100)
+    framer = RequestFramer(max_line=100)
     assert framer.feed(b"GET 1\r") == []
     assert framer.feed(b"\n") == [b"GET 1"]
 
 
 def test_empty_chunk_changes_nothing() -> None:
-    framer = LineFramer(max_line=100)
+    framer = RequestFramer(max_line=100)
     assert framer.feed(b"ab") == []
     assert framer.feed(b"") == []
     assert framer.pending_bytes == 2
@@ -86,17 +86,17 @@ def test_empty_chunk_changes_nothing() -> None:
 
 def test_every_single_split_position_gives_the_same_lines() -> None:
     stream = b"SET 1 hello world\r\nGET 1\n\nSET 22 x \r\nGET 22\r\n"
-    whole = LineFramer(max_line=64).feed(stream)
+    whole = RequestFramer(max_line=64).feed(stream)
     assert whole == [b"SET 1 hello world", b"GET 1", b"", b"SET 22 x ", b"GET 22"]
     for cut in range(len(stream) + 1):
-        framer = LineFramer(max_line=64)
+        framer = RequestFramer(max_line=64)
         assert feed_all(framer, [stream[:cut], stream[cut:]]) == whole, cut
         assert framer.pending_bytes == 0
 
 
 def test_one_byte_at_a_time() -> None:
     stream = b"SET 1 a\r\nGET 1\n"
-    framer = LineFramer(max_line=64)
+    framer = RequestFramer(max_line=64)
     assert feed_all(framer, [stream[i : i + 1] for i in range(len(stream))]) == [
         b"SET 1 a",
         b"GET 1",
@@ -107,30 +107,30 @@ def test_line_of_exactly_max_line_passes_with_either_terminator() -> None:
     for terminator in (b"\n", b"\r\n"):
         for cut in range(6 + len(terminator) + 1):
             stream = b"x" * 6 + terminator + b"ok\n"
-            framer = LineFramer(max_line=6)
+            framer = RequestFramer(max_line=6)
             assert feed_all(framer, chunked(stream, [cut])) == [b"x" * 6, b"ok"]
 
 
 def test_overlong_line_in_one_chunk_becomes_one_marker_and_next_line_survives() -> None:
-    framer = LineFramer(max_line=4)
+    framer = RequestFramer(max_line=4)
     assert framer.feed(b"12345\nok\n") == [OverlongLine(4), b"ok"]
     assert framer.pending_bytes == 0
 
 
 def test_overlong_by_one_byte_before_crlf_and_lf() -> None:
-    assert LineFramer(max_line=4).feed(b"12345\r\nok\r\n") == [OverlongLine(4), b"ok"]
-    assert LineFramer(max_line=4).feed(b"12345\nok\n") == [OverlongLine(4), b"ok"]
+    assert RequestFramer(max_line=4).feed(b"12345\r\nok\r\n") == [OverlongLine(4), b"ok"]
+    assert RequestFramer(max_line=4).feed(b"12345\nok\n") == [OverlongLine(4), b"ok"]
 
 
 def test_overlong_line_whose_newline_arrives_in_a_later_chunk() -> None:
-    framer = LineFramer(max_line=4)
+    framer = RequestFramer(max_line=4)
     out = feed_all(framer, [b"123", b"4567", b"89", b"0123456789" * 5, b"xyz\nok\n", b"abcd\n"])
     assert out == [OverlongLine(4), b"ok", b"abcd"]
     assert framer.pending_bytes == 0
 
 
 def test_overlong_line_bytes_are_discarded_not_buffered() -> None:
-    framer = LineFramer(max_line=8)
+    framer = RequestFramer(max_line=8)
     assert framer.feed(b"a" * 9) == []  # could still be 8 bytes plus CR
     assert framer.pending_bytes == 9
     assert framer.feed(b"a") == [OverlongLine(8)]
@@ -142,25 +142,25 @@ def test_overlong_line_bytes_are_discarded_not_buffered() -> None:
 
 
 def test_line_split_right_after_a_full_buffer_with_cr() -> None:
-    framer = LineFramer(max_line=4)
+    framer = RequestFramer(max_line=4)
     assert framer.feed(b"1234\r") == []
     assert framer.pending_bytes == 5
     assert framer.feed(b"\n") == [b"1234"]
 
 
 def test_two_overlong_lines_in_a_row_give_two_markers() -> None:
-    framer = LineFramer(max_line=3)
+    framer = RequestFramer(max_line=3)
     out = feed_all(framer, [b"aaaaaa", b"a\nbbbbbbb", b"\nok\n"])
     assert out == [OverlongLine(3), OverlongLine(3), b"ok"]
 
 
 def test_max_line_zero_allows_only_empty_lines() -> None:
-    framer = LineFramer(max_line=0)
+    framer = RequestFramer(max_line=0)
     assert framer.feed(b"\n\r\na\n\n") == [b"", b"", OverlongLine(0), b""]
 
 
 def test_default_limit_is_large() -> None:
-    framer = LineFramer()
+    framer = RequestFramer()
     line = b"m" * 100_000
     assert framer.feed(line + b"\n") == [line]
 
@@ -177,7 +177,7 @@ def test_any_rechunking_gives_the_same_lines(
     lines: list[tuple[bytes, bytes]], cuts: list[int]
 ) -> None:
     stream = b"".join(body + terminator for body, terminator in lines)
-    framer = LineFramer(max_line=64)
+    framer = RequestFramer(max_line=64)
     assert feed_all(framer, chunked(stream, cuts)) == expected_lines(lines, 64)
     assert framer.pending_bytes == 0
 
@@ -191,7 +191,7 @@ def test_any_rechunking_with_a_small_limit_matches_the_model(
     lines: list[tuple[bytes, bytes]], cuts: list[int], max_line: int
 ) -> None:
     stream = b"".join(body + terminator for body, terminator in lines)
-    framer = LineFramer(max_line=max_line)
+    framer = RequestFramer(max_line=max_line)
     assert feed_all(framer, chunked(stream, cuts)) == expected_lines(lines, max_line)
     assert framer.pending_bytes == 0
 
@@ -201,7 +201,7 @@ def test_any_rechunking_with_a_small_limit_matches_the_model(
     max_line=st.integers(min_value=0, max_value=10),
 )
 def test_buffer_never_exceeds_limit_plus_one(chunks: list[bytes], max_line: int) -> None:
-    framer = LineFramer(max_line=max_line)
+    framer = RequestFramer(max_line=max_line)
     for item in feed_all(framer, chunks):
         if isinstance(item, bytes):
             assert len(item) <= max_line

@@ -7,17 +7,19 @@ from kayit.protocol.commands import (
     SetCommand,
     parse_command,
 )
-from kayit.protocol.framing import LineFramer, OverlongLine
+from kayit.protocol.framing import BrokenResp, OverlongLine, RequestFramer, RespArray
 from kayit.protocol.replies import NOT_FOUND, OK, encode_error, encode_value
 
 __all__ = [
     "NOT_FOUND",
     "OK",
+    "BrokenResp",
     "Command",
     "GetCommand",
     "InvalidCommand",
-    "LineFramer",
     "OverlongLine",
+    "RequestFramer",
+    "RespArray",
     "SetCommand",
     "encode_error",
     "encode_value",

@@ -5,6 +5,8 @@ NOT_FOUND = b"NOT_FOUND\n"
 
 
 def encode_value(message: bytes) -> bytes:
+    if b"\n" in message:  # stored over RESP; a text reply must stay one line
+        return encode_error("the message holds a newline; read it over RESP")
     return message + b"\n"
 
 

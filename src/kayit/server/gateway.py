@@ -1,8 +1,9 @@
-"""The client port: text commands in, one reply line out per command, in order.
+"""The client port: requests in, one reply per request out, in order.
 
-An ``asyncio.Protocol`` rather than streams: every complete command in a received chunk is
-started at once (pipelining without a round trip per command), and replies that are ready
-together leave in one write.
+Text lines and RESP arrays may share a connection; each reply is encoded in the protocol of
+its request. An ``asyncio.Protocol`` rather than streams: every complete request in a received
+chunk is started at once (pipelining without a round trip per command), and replies that are
+ready together leave in one write.
 """
 
 from __future__ import annotations
@@ -10,20 +11,27 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
 
+from kayit import __version__
 from kayit.cluster.leader import ClusterError, Leader
 from kayit.protocol import (
     NOT_FOUND,
     OK,
+    BrokenResp,
     GetCommand,
     InvalidCommand,
-    LineFramer,
     OverlongLine,
+    RequestFramer,
+    RespArray,
     SetCommand,
     encode_error,
     encode_value,
     parse_command,
+    resp,
 )
+from kayit.protocol.resp import ServerCommand, parse_resp_command
 
 log = logging.getLogger(__name__)
 
@@ -31,16 +39,29 @@ log = logging.getLogger(__name__)
 MAX_PENDING = 1024
 
 
+@dataclass(frozen=True, slots=True)
+class ReplyStyle:
+    ok: bytes
+    not_found: bytes
+    value: Callable[[bytes], bytes]
+    error: Callable[[str], bytes]
+
+
+TEXT = ReplyStyle(OK, NOT_FOUND, encode_value, encode_error)
+RESP = ReplyStyle(resp.OK, resp.bulk(None), resp.bulk, resp.error)
+
+
 class ClientConnection(asyncio.Protocol):
-    def __init__(self, leader: Leader, max_line: int) -> None:
+    def __init__(self, leader: Leader, max_line: int, client_port: int) -> None:
         self._leader = leader
-        self._framer = LineFramer(max_line)
+        self._client_port = client_port
+        self._framer = RequestFramer(max_line)
         self._replies: deque[bytes | asyncio.Task[bytes]] = deque()
         self._transport: asyncio.Transport | None = None
         self._reading_paused = False
         self._writing_paused = False
         self._flush_scheduled = False
-        self._client_done = False  # the client half-closed: close once every reply is out
+        self._closing = False  # QUIT or broken RESP: close once every reply is out
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -51,14 +72,16 @@ class ClientConnection(asyncio.Protocol):
         self._transport = None
 
     def data_received(self, data: bytes) -> None:
-        for line in self._framer.feed(data):
-            self._replies.append(self._start(line))
+        for request in self._framer.feed(data):
+            if self._closing:
+                break
+            self._replies.append(self._start(request))
         self._flush()
         if len(self._replies) >= MAX_PENDING:
             self._pause_reading()
 
     def eof_received(self) -> bool:
-        self._client_done = True
+        self._closing = True
         self._flush()
         return True  # keep the write side open for the replies still to come
 
@@ -70,28 +93,96 @@ class ClientConnection(asyncio.Protocol):
         self._writing_paused = False
         self._maybe_resume_reading()
 
-    def _start(self, line: bytes | OverlongLine) -> bytes | asyncio.Task[bytes]:
-        if isinstance(line, OverlongLine):
-            return encode_error(f"line longer than {line.limit} bytes; discarded")
-        command = parse_command(line)
+    def _start(
+        self, request: bytes | RespArray | OverlongLine | BrokenResp
+    ) -> bytes | asyncio.Task[bytes]:
+        if isinstance(request, OverlongLine):
+            return encode_error(f"line longer than {request.limit} bytes; discarded")
+        if isinstance(request, BrokenResp):
+            self._closing = True
+            return resp.error(f"Protocol error: {request.reason}")
+        if isinstance(request, RespArray):
+            style = RESP
+            command = parse_resp_command(request.args)
+        else:
+            style = TEXT
+            command = parse_command(request)
         if isinstance(command, InvalidCommand):
-            return encode_error(command.reason)
-        task = asyncio.create_task(self._execute(command))
+            return style.error(command.reason)
+        if isinstance(command, ServerCommand):
+            return self._serve(command)
+        task = asyncio.create_task(self._execute(command, style))
         task.add_done_callback(self._schedule_flush)
         return task
 
-    async def _execute(self, command: SetCommand | GetCommand) -> bytes:
+    async def _execute(self, command: SetCommand | GetCommand, style: ReplyStyle) -> bytes:
         try:
             if isinstance(command, SetCommand):
                 await self._leader.set(command.id, command.message)
-                return OK
+                return style.ok
             message = await self._leader.get(command.id)
-            return NOT_FOUND if message is None else encode_value(message)
+            return style.not_found if message is None else style.value(message)
         except ClusterError as error:
-            return encode_error(str(error))
+            return style.error(str(error))
         except Exception:
             log.exception("command on %r failed", command.id)
-            return encode_error("internal error; see the node's log")
+            return style.error("internal error; see the node's log")
+
+    def _serve(self, command: ServerCommand) -> bytes:
+        """The commands Redis clients send besides SET and GET; answered at once."""
+        name, args = command.name, command.args
+        if name == "PING":
+            return resp.bulk(args[0]) if args else resp.simple("PONG")
+        if name == "ECHO":
+            return resp.bulk(args[0])
+        if name == "QUIT":
+            self._closing = True
+            return resp.OK
+        if name == "DBSIZE":
+            return resp.integer(len(self._leader.index))
+        if name == "INFO":
+            return resp.bulk(self._info())
+        if name == "CONFIG" and args[0].upper() != b"GET":
+            return resp.error("CONFIG supports only GET here")
+        if name in ("COMMAND", "CONFIG"):
+            return resp.EMPTY_ARRAY  # nothing to describe: clients then use their defaults
+        if name == "SELECT" and args[0] != b"0":
+            return resp.error("DB index is out of range")
+        if name == "HELLO":
+            return self._hello(args)
+        return resp.OK  # CLIENT SETNAME/SETINFO, SELECT 0
+
+    def _hello(self, args: list[bytes]) -> bytes:
+        if args and args[0] != b"2":
+            # As Redis answers a version it does not speak; clients such as redis-py 8
+            # (RESP3 by default) then need protocol=2.
+            return resp.error("this server speaks RESP2 only", kind="NOPROTO")
+        fields = [
+            (b"server", resp.bulk(b"kayit")),
+            (b"version", resp.bulk(__version__.encode())),
+            (b"proto", resp.integer(2)),
+            (b"mode", resp.bulk(b"cluster")),
+        ]
+        return resp.array([part for key, value in fields for part in (resp.bulk(key), value)])
+
+    def _info(self) -> bytes:
+        members = self._leader.membership.view()
+        lines = [
+            "# Server",
+            f"kayit_version:{__version__}",
+            "role:master",
+            f"tcp_port:{self._client_port}",
+            "",
+            "# Cluster",
+            f"tolerance:{self._leader.tolerance}",
+            f"term:{self._leader.term}",
+            f"members:{len(members)}",
+            f"members_alive:{sum(1 for m in members if m.alive)}",
+            "",
+            "# Keyspace",
+            f"db0:keys={len(self._leader.index)},expires=0,avg_ttl=0",
+        ]
+        return "\r\n".join(lines).encode() + b"\r\n"
 
     def _schedule_flush(self, _task: asyncio.Task[bytes]) -> None:
         if not self._flush_scheduled:
@@ -114,7 +205,7 @@ class ClientConnection(asyncio.Protocol):
             return
         if ready:
             self._transport.write(b"".join(ready))
-        if self._client_done and not self._replies:
+        if self._closing and not self._replies:
             self._transport.close()
             return
         self._maybe_resume_reading()
@@ -138,5 +229,5 @@ class ClientConnection(asyncio.Protocol):
 async def serve_clients(leader: Leader, host: str, port: int, max_line: int) -> asyncio.Server:
     loop = asyncio.get_running_loop()
     return await loop.create_server(
-        lambda: ClientConnection(leader, max_line), host, port, reuse_address=True
+        lambda: ClientConnection(leader, max_line, port), host, port, reuse_address=True
     )

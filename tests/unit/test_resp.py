@@ -1,0 +1,126 @@
+"""RESP2 on the client port: framing of arrays, command parsing, reply encoding."""
+
+from __future__ import annotations
+
+from itertools import pairwise
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kayit.protocol import GetCommand, InvalidCommand, SetCommand
+from kayit.protocol.framing import BrokenResp, OverlongLine, RequestFramer, RespArray
+from kayit.protocol.resp import ServerCommand, bulk, error, integer, parse_resp_command
+
+
+def encode(*args: bytes) -> bytes:
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%b\r\n" % (len(a), a) for a in args)
+
+
+def test_one_array() -> None:
+    assert RequestFramer(100).feed(encode(b"SET", b"k", b"v")) == [RespArray([b"SET", b"k", b"v"])]
+
+
+def test_bulk_strings_may_hold_newlines_and_any_byte() -> None:
+    value = b"a\r\nb\nc\x00\xff"
+    assert RequestFramer(100).feed(encode(b"SET", b"k", value)) == [
+        RespArray([b"SET", b"k", value])
+    ]
+
+
+def test_text_lines_and_arrays_mix_on_one_connection() -> None:
+    framer = RequestFramer(100)
+    data = b"GET 1\n" + encode(b"PING") + b"SET 2 x\r\n" + encode(b"GET", b"2")
+    assert framer.feed(data) == [
+        b"GET 1",
+        RespArray([b"PING"]),
+        b"SET 2 x",
+        RespArray([b"GET", b"2"]),
+    ]
+
+
+@given(
+    st.lists(st.lists(st.binary(max_size=40), min_size=1, max_size=4), min_size=1, max_size=8),
+    st.lists(st.integers(min_value=0, max_value=2000), max_size=20),
+)
+def test_any_split_of_arrays_gives_the_same_requests(
+    commands: list[list[bytes]], cuts: list[int]
+) -> None:
+    data = b"".join(encode(*args) for args in commands)
+    points = [0, *sorted(min(c, len(data)) for c in cuts), len(data)]
+    framer = RequestFramer(1000)
+    out = []
+    for start, end in pairwise(points):
+        out += framer.feed(data[start:end])
+    assert out == [RespArray(args) for args in commands]
+    assert framer.pending_bytes == 0
+
+
+def test_malformed_resp_is_reported_once_and_framing_stops() -> None:
+    framer = RequestFramer(100)
+    assert framer.feed(b"*1\r\n+PING\r\nGET 1\n") == [BrokenResp("expected '$', got '+'")]
+    assert framer.feed(b"GET 2\n") == []
+
+
+def test_bad_lengths_are_broken_resp() -> None:
+    for data in [b"*x\r\n", b"*-1\r\n", b"*1\r\n$abc\r\n", b"*1\r\n$3\r\nabcd\r\n", b"*99999\r\n"]:
+        (only,) = RequestFramer(100).feed(data)
+        assert isinstance(only, BrokenResp), data
+
+
+def test_resp_bigger_than_the_limit_is_refused_before_it_is_buffered() -> None:
+    framer = RequestFramer(1000)
+    (only,) = framer.feed(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5000\r\n")
+    assert isinstance(only, BrokenResp)
+    assert framer.pending_bytes == 0
+
+
+def test_an_incomplete_header_waits_and_a_runaway_one_is_refused() -> None:
+    framer = RequestFramer(100)
+    assert framer.feed(b"*1\r\n$4") == []
+    assert framer.feed(b"\r\nPING\r\n") == [RespArray([b"PING"])]
+    (only,) = RequestFramer(100).feed(b"*" + b"1" * 40)
+    assert isinstance(only, BrokenResp)
+
+
+def test_a_text_line_over_the_limit_still_works_after_resp() -> None:
+    framer = RequestFramer(10)
+    out = framer.feed(encode(b"PING") + b"x" * 20 + b"\nGET 1\n")
+    assert out == [RespArray([b"PING"]), OverlongLine(10), b"GET 1"]
+
+
+def test_set_and_get_become_the_same_commands_as_text() -> None:
+    assert parse_resp_command([b"set", b"key:000001234", b"v w"]) == SetCommand(
+        "key:000001234", b"v w"
+    )
+    assert parse_resp_command([b"GET", b"42"]) == GetCommand("42")
+
+
+def test_bad_resp_commands_are_invalid() -> None:
+    for args in [
+        [b"SET", b"k"],
+        [b"SET", b"k", b"v", b"EX", b"10"],
+        [b"SET", b"a b", b"v"],
+        [b"SET", b"\xff", b"v"],
+        [b"SET", b"k", b""],
+        [b"GET"],
+        [b"GET", b"x" * 201],
+        [b"FLUSHALL"],
+        [b"ECHO"],
+        [b"PING", b"a", b"b"],
+    ]:
+        assert isinstance(parse_resp_command(args), InvalidCommand), args
+
+
+def test_server_commands() -> None:
+    assert parse_resp_command([b"ping"]) == ServerCommand("PING", [])
+    assert parse_resp_command([b"COMMAND", b"DOCS"]) == ServerCommand("COMMAND", [b"DOCS"])
+    assert parse_resp_command([b"config", b"get", b"save"]) == ServerCommand(
+        "CONFIG", [b"get", b"save"]
+    )
+
+
+def test_reply_encoding() -> None:
+    assert bulk(b"hi\r\n") == b"$4\r\nhi\r\n\r\n"
+    assert bulk(None) == b"$-1\r\n"
+    assert integer(7) == b":7\r\n"
+    assert error("bad\r\nthing") == b"-ERR bad thing\r\n"
