@@ -22,6 +22,8 @@ class Index:
     def __init__(self) -> None:
         self._entries: dict[str, Entry] = {}
         self._load: Counter[str] = Counter()
+        # Few distinct holder sets exist; sharing them saves a tuple per message.
+        self._holder_sets: dict[tuple[str, ...], tuple[str, ...]] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -43,6 +45,7 @@ class Index:
         """Record reserved ``holders`` as holding ``version``; False (and the reservation
         released) when the index already has a newer version."""
         holders = tuple(holders)
+        holders = self._holder_sets.setdefault(holders, holders)
         current = self._entries.get(message_id)
         if current is not None and current.version > version:
             self.release(holders)

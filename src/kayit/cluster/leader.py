@@ -51,6 +51,8 @@ class Leader:
         # The latest SET under way for each id: a GET waits for it, so a client that
         # pipelines SET then GET reads its own write.
         self._writing: dict[str, asyncio.Future[None]] = {}
+        # Ids whose own copy may not be the indexed version (writing it failed): read elsewhere.
+        self._stale_own_copies: set[str] = set()
 
     async def set(self, message_id: str, message: bytes) -> None:
         """Returns once the leader's copy and TOLERANCE member copies are stored."""
@@ -88,9 +90,11 @@ class Leader:
             await self.store.put(message_id, message, copy.version)
         except OSError as error:
             log.error("could not store %r on the leader's disk: %s", message_id, error)
+            self._stale_own_copies.add(message_id)
             self.index.release(confirmed)
             await self._undo(message_id, entry, confirmed)
             raise ClusterError("the leader could not store its copy") from error
+        self._stale_own_copies.discard(message_id)
         self.index.commit(message_id, copy.version, confirmed)
 
     async def get(self, message_id: str) -> bytes | None:
@@ -104,7 +108,7 @@ class Leader:
         return await self._read(message_id, entry)
 
     async def _read(self, message_id: str, entry: Entry) -> bytes:
-        if self.store.version(message_id) == entry.version:
+        if message_id not in self._stale_own_copies:
             message = await self.store.get(message_id)
             if message is not None:
                 return message

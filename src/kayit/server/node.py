@@ -49,7 +49,8 @@ class Node:
             config.role is Role.AUTO and config.join is None and port == DEFAULT_GRPC_PORT
         )
         node_dir = config.node_dir(port)
-        self._store = store = MessageStore(DiskManager(node_dir, config.io_mode, config.fsync))
+        disk = DiskManager(node_dir, config.io_mode, config.fsync)
+        self._store = store = MessageStore(disk, keep_versions=not is_leader)
         await store.open()
 
         leader: Leader | None = None

@@ -32,11 +32,13 @@ class MessageStore:
 
     Writes go to one dedicated thread, so they reach the disk in submission order and a batch
     shares one directory sync; reads use their own threads and never wait behind a sync.
-    A copy is replaced only by a newer version.
+    A copy is replaced only by a newer version. The leader passes ``keep_versions=False``:
+    its index already holds every version, and a second map would double its memory.
     """
 
-    def __init__(self, disk: DiskManager) -> None:
+    def __init__(self, disk: DiskManager, *, keep_versions: bool = True) -> None:
         self.disk = disk
+        self._keep_versions = keep_versions
         self._versions: dict[str, Version] = {}
         self._count = 0
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="kayit-disk-write")
@@ -95,8 +97,9 @@ class MessageStore:
         self._count += self.disk.write_many(
             (write.message_id, write.message) for write in accepted.values()
         )
-        for message_id, write in accepted.items():
-            self._versions[message_id] = write.version
+        if self._keep_versions:
+            for message_id, write in accepted.items():
+                self._versions[message_id] = write.version
         return outcomes
 
     async def _sync_every_second(self) -> None:
