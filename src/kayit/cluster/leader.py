@@ -26,6 +26,12 @@ class MemberCounts:
     stored: int  # messages the member last reported on its disk
 
 
+@dataclass(frozen=True, slots=True)
+class _Writing:
+    done: asyncio.Future[None]
+    holders: list[str]
+
+
 class ClusterError(Exception):
     """The cluster cannot do what was asked; the message is the reason a client sees."""
 
@@ -48,32 +54,37 @@ class Leader:
         self._transport = transport
         self._replicator = Replicator(transport)
         self._sequence = count(1)
-        # The latest SET under way for each id: a GET waits for it, so a client that
-        # pipelines SET then GET reads its own write.
-        self._writing: dict[str, asyncio.Future[None]] = {}
+        # The latest SET under way for each id. A GET waits for it, so a client that pipelines
+        # SET then GET reads its own write; a SET of the same id goes to the same holders.
+        self._writing: dict[str, _Writing] = {}
         # Ids whose own copy may not be the indexed version (writing it failed): read elsewhere.
         self._stale_own_copies: set[str] = set()
 
     async def set(self, message_id: str, message: bytes) -> None:
         """Returns once the leader's copy and TOLERANCE member copies are stored."""
-        done = asyncio.get_running_loop().create_future()
-        self._writing[message_id] = done
-        try:
-            await self._set(message_id, message)
-        finally:
-            done.set_result(None)
-            if self._writing.get(message_id) is done:
-                del self._writing[message_id]
-
-    async def _set(self, message_id: str, message: bytes) -> None:
         alive = self.membership.alive()
         entry = self.index.get(message_id)
-        keep = [h for h in entry.holders if h in alive] if entry else []
-        holders = choose_holders(self.index.load, alive, self.tolerance, keep)
+        earlier = self._writing.get(message_id)
+        current = earlier.holders if earlier else entry.holders if entry else ()
+        holders = choose_holders(
+            self.index.load, alive, self.tolerance, [h for h in current if h in alive]
+        )
         if holders is None:
             raise ClusterError(
                 f"only {len(alive)} live members; TOLERANCE={self.tolerance} needs {self.tolerance}"
             )
+        writing = _Writing(asyncio.get_running_loop().create_future(), holders)
+        self._writing[message_id] = writing
+        try:
+            await self._set(message_id, message, entry, holders)
+        finally:
+            writing.done.set_result(None)
+            if self._writing.get(message_id) is writing:
+                del self._writing[message_id]
+
+    async def _set(
+        self, message_id: str, message: bytes, entry: Entry | None, holders: list[str]
+    ) -> None:
         copy = Copy(message_id, message, self._next_version())
         self.index.reserve(holders)
         confirmed = await self._replicate(copy, holders)
@@ -101,7 +112,7 @@ class Leader:
         """The message, or None if it was never set. Raises ClusterError if no copy answers."""
         writing = self._writing.get(message_id)
         if writing is not None:
-            await asyncio.shield(writing)
+            await asyncio.shield(writing.done)
         entry = self.index.get(message_id)
         if entry is None:
             return None
