@@ -37,6 +37,38 @@ log = logging.getLogger(__name__)
 
 # Commands of one connection that may be under way at once before it stops being read.
 MAX_PENDING = 1024
+# Bytes of SET messages under way across all connections before they all stop being read.
+SET_BYTES_IN_FLIGHT = 64 * 1024 * 1024
+
+
+class InflightBudget:
+    """Bytes of SET messages accepted but not yet answered, across every connection.
+
+    Past the limit, connections pause reading until half of it is free again, so memory stays
+    flat when clients send faster than the cluster stores.
+    """
+
+    def __init__(self, limit: int = SET_BYTES_IN_FLIGHT) -> None:
+        self.limit = limit
+        self.used = 0
+        self._waiting: set[ClientConnection] = set()
+
+    @property
+    def exhausted(self) -> bool:
+        return self.used > self.limit
+
+    def take(self, size: int) -> None:
+        self.used += size
+
+    def give(self, size: int) -> None:
+        self.used -= size
+        if self._waiting and self.used <= self.limit // 2:
+            waiting, self._waiting = self._waiting, set()
+            for connection in waiting:
+                connection.budget_freed()
+
+    def wait(self, connection: ClientConnection) -> None:
+        self._waiting.add(connection)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +84,11 @@ RESP = ReplyStyle(resp.OK, resp.bulk(None), resp.bulk, resp.error)
 
 
 class ClientConnection(asyncio.Protocol):
-    def __init__(self, leader: Leader, max_line: int, client_port: int) -> None:
+    def __init__(
+        self, leader: Leader, max_line: int, client_port: int, budget: InflightBudget
+    ) -> None:
         self._leader = leader
+        self._budget = budget
         self._client_port = client_port
         self._framer = RequestFramer(max_line)
         self._replies: deque[bytes | asyncio.Task[bytes]] = deque()
@@ -79,6 +114,12 @@ class ClientConnection(asyncio.Protocol):
         self._flush()
         if len(self._replies) >= MAX_PENDING:
             self._pause_reading()
+        if self._budget.exhausted:
+            self._pause_reading()
+            self._budget.wait(self)
+
+    def budget_freed(self) -> None:
+        self._maybe_resume_reading()
 
     def eof_received(self) -> bool:
         self._closing = True
@@ -113,6 +154,10 @@ class ClientConnection(asyncio.Protocol):
             return self._serve(command)
         task = asyncio.create_task(self._execute(command, style))
         task.add_done_callback(self._schedule_flush)
+        if isinstance(command, SetCommand):
+            size = len(command.message)
+            self._budget.take(size)
+            task.add_done_callback(lambda _task: self._budget.give(size))
         return task
 
     async def _execute(self, command: SetCommand | GetCommand, style: ReplyStyle) -> bytes:
@@ -220,6 +265,7 @@ class ClientConnection(asyncio.Protocol):
             self._reading_paused
             and not self._writing_paused
             and len(self._replies) < MAX_PENDING // 2
+            and not self._budget.exhausted
             and self._transport is not None
         ):
             self._reading_paused = False
@@ -228,6 +274,7 @@ class ClientConnection(asyncio.Protocol):
 
 async def serve_clients(leader: Leader, host: str, port: int, max_line: int) -> asyncio.Server:
     loop = asyncio.get_running_loop()
+    budget = InflightBudget()
     return await loop.create_server(
-        lambda: ClientConnection(leader, max_line, port), host, port, reuse_address=True
+        lambda: ClientConnection(leader, max_line, port, budget), host, port, reuse_address=True
     )
