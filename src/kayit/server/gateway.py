@@ -13,6 +13,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 from kayit import __version__
 from kayit.cluster.leader import ClusterError, Leader
@@ -99,8 +100,8 @@ class ClientConnection(asyncio.Protocol):
         self._closing = False  # QUIT or broken RESP: close once every reply is out
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # A stream transport; not always an asyncio.Transport subclass (uvloop's is not).
+        self._transport = cast(asyncio.Transport, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         # Commands under way still finish: a SET already sent to members must settle.
