@@ -59,6 +59,18 @@ class NodeProcess:
                 stderr=subprocess.STDOUT,
             )
 
+    def wait_ready(self, timeout: float = 20) -> None:
+        """Until the node answers on its gRPC port."""
+
+        def answers() -> bool:
+            try:
+                fetch_status(f"127.0.0.1:{self.grpc_port}", timeout=1)
+            except ConnectionError:
+                return False
+            return True
+
+        wait_for(answers, timeout, f"{self.name} to answer")
+
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None

@@ -222,6 +222,7 @@ def test_older_version_does_not_overwrite_a_newer_one(tmp_path: Path) -> None:
 def test_older_version_in_the_same_batch_loses(tmp_path: Path) -> None:
     async def main() -> list[StoreOutcome]:
         store = MessageStore(disk(tmp_path))
+        await store.open()
         outcomes = await asyncio.gather(
             store.put("k", b"newer", Version(2, 1)),
             store.put("k", b"older", Version(1, 9)),
@@ -236,6 +237,7 @@ def test_older_version_in_the_same_batch_loses(tmp_path: Path) -> None:
 def test_newer_version_later_in_the_same_batch_wins(tmp_path: Path) -> None:
     async def main() -> tuple[list[StoreOutcome], Version | None]:
         store = MessageStore(disk(tmp_path))
+        await store.open()
         outcomes = await asyncio.gather(
             store.put("k", b"first", Version(1, 1)),
             store.put("k", b"second", Version(1, 2)),
@@ -253,6 +255,7 @@ def test_newer_version_later_in_the_same_batch_wins(tmp_path: Path) -> None:
 def test_equal_version_is_accepted(tmp_path: Path) -> None:
     async def main() -> list[StoreOutcome]:
         store = MessageStore(disk(tmp_path))
+        await store.open()
         outcomes = [
             await store.put("k", b"one", Version(3, 3)),
             await store.put("k", b"two", Version(3, 3)),
@@ -289,6 +292,7 @@ def test_puts_beyond_max_items_still_all_complete(tmp_path: Path) -> None:
 
     async def main() -> list[StoreOutcome]:
         store = MessageStore(recording)
+        await store.open()
         outcomes = await asyncio.gather(
             *(store.put(str(i), b"x", Version(1, 1)) for i in range(1030))
         )
@@ -385,6 +389,7 @@ def test_write_error_reaches_the_caller(tmp_path: Path) -> None:
 def test_store_put_right_after_a_put(tmp_path: Path) -> None:
     async def main() -> list[StoreOutcome]:
         store = MessageStore(disk(tmp_path))
+        await store.open()
         first = await store.put("k", b"1", Version(1, 1))
         second = await store.put("k", b"2", Version(1, 2))
         await store.close()

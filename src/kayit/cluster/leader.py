@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import count
 
@@ -12,6 +13,7 @@ from kayit.cluster.membership import Membership
 from kayit.cluster.placement import choose_holders
 from kayit.cluster.replicator import Replicator
 from kayit.cluster.transport import Copy, MemberTransport, MemberUnreachable
+from kayit.storage.journal import CopyRecord
 from kayit.storage.store import MessageStore
 from kayit.version import Version
 
@@ -45,10 +47,16 @@ class Leader:
         transport: MemberTransport,
         tolerance: int,
         term: int,
+        journaled: Mapping[str, CopyRecord] = {},
     ) -> None:
+        """``journaled``: the leader's own copies as its store found them at start; their
+        records name the holders, so the index survives a restart of the leader."""
         self.store = store
         self.membership = membership
         self.index = Index()
+        for record in journaled.values():
+            self.index.reserve(record.holders)
+            self.index.commit(record.message_id, record.version, record.holders)
         self.tolerance = tolerance
         self.term = term
         self._transport = transport
@@ -98,7 +106,7 @@ class Leader:
         # The leader's own copy goes last, so that until every member copy is stored it still
         # holds the previous value, which _undo puts back where a failed SET reached.
         try:
-            await self.store.put(message_id, message, copy.version)
+            await self.store.put(message_id, message, copy.version, confirmed)
         except OSError as error:
             log.error("could not store %r on the leader's disk: %s", message_id, error)
             self._stale_own_copies.add(message_id)

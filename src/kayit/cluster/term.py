@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from kayit.storage.atomic import replace_durably
 
 
 def next_term(path: Path) -> int:
@@ -13,15 +14,5 @@ def next_term(path: Path) -> int:
     except FileNotFoundError:
         last = 0
     term = last + 1
-    temp = path.with_name(path.name + ".tmp")
-    with open(temp, "w", encoding="ascii") as file:
-        file.write(f"{term}\n")
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temp, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    replace_durably(path, f"{term}\n".encode("ascii"))
     return term

@@ -44,10 +44,10 @@ class NodeService(NodeServicer):  # type: ignore[misc]  # generated base class i
         self, request: pb.MessageId, context: grpc.aio.ServicerContext
     ) -> pb.RetrieveResult:
         await _check_ids([request.id], context)
-        version = self.store.version(request.id)
-        payload = await self.store.get(request.id)
-        if payload is None or version is None:
+        copy = await self.store.get_verified(request.id)
+        if copy is None:
             return pb.RetrieveResult(found=False)
+        payload, version = copy
         message = pb.StoredMessage(id=request.id, payload=payload, version=version_to_pb(version))
         return pb.RetrieveResult(found=True, message=message)
 

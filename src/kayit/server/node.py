@@ -51,7 +51,7 @@ class Node:
         node_dir = config.node_dir(port)
         disk = DiskManager(node_dir, config.io_mode, config.fsync)
         self._store = store = MessageStore(disk, keep_versions=not is_leader)
-        await store.open()
+        journaled = await store.open()
 
         leader: Leader | None = None
         if is_leader:
@@ -61,6 +61,7 @@ class Node:
                 transport=GrpcMemberTransport(self._peers),
                 tolerance=config.tolerance,
                 term=next_term(node_dir / "term"),
+                journaled=journaled,
             )
             try:
                 self._client_server = await serve_clients(

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from kayit.batching import Batcher
 from kayit.storage.disk import DiskManager, FsyncPolicy
+from kayit.storage.journal import CopyRecord, Journal, checksum
 from kayit.version import UNKNOWN, Version
 
+log = logging.getLogger(__name__)
+
 _SYNC_INTERVAL = 1.0
+JOURNAL_FILE = "journal.log"
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,24 +28,27 @@ class StoreOutcome:
 
 @dataclass(frozen=True, slots=True)
 class _Write:
-    message_id: str
+    record: CopyRecord
     message: bytes
-    version: Version
 
 
 class MessageStore:
-    """Async face of a DiskManager.
+    """Async face of a DiskManager and its journal.
 
     Writes go to one dedicated thread, so they reach the disk in submission order and a batch
-    shares one directory sync; reads use their own threads and never wait behind a sync.
-    A copy is replaced only by a newer version. The leader passes ``keep_versions=False``:
-    its index already holds every version, and a second map would double its memory.
+    shares one sync; reads use their own threads and never wait behind a sync. A copy is
+    replaced only by a newer version. Each copy's version and checksum are journaled beside
+    the message files, so they survive a restart.
+
+    The leader passes ``keep_versions=False``: its index holds every version, and a second
+    map would double its memory; it rebuilds that index from what ``open`` returns.
     """
 
     def __init__(self, disk: DiskManager, *, keep_versions: bool = True) -> None:
         self.disk = disk
+        self._journal = Journal(disk.directory.parent / JOURNAL_FILE)
         self._keep_versions = keep_versions
-        self._versions: dict[str, Version] = {}
+        self._copies: dict[str, tuple[Version, int]] = {}  # id -> (version, checksum)
         self._count = 0
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="kayit-disk-write")
         self._readers = ThreadPoolExecutor(4, thread_name_prefix="kayit-disk-read")
@@ -48,18 +57,24 @@ class MessageStore:
         )
         self._syncer: asyncio.Task[None] | None = None
 
-    async def open(self) -> None:
+    async def open(self) -> dict[str, CopyRecord]:
+        """Read the journal and the directory; returns the latest record of every copy."""
         loop = asyncio.get_running_loop()
+        records = await loop.run_in_executor(self._writer, self._journal.replay)
         self._count = await loop.run_in_executor(self._writer, self.disk.count)
+        if self._keep_versions:
+            self._copies = {key: (r.version, r.checksum) for key, r in records.items()}
         if self.disk.fsync is FsyncPolicy.EVERYSEC:
             self._syncer = asyncio.create_task(self._sync_every_second())
+        return records
 
     async def close(self) -> None:
         if self._syncer:
             self._syncer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._syncer
-        await asyncio.get_running_loop().run_in_executor(self._writer, self.disk.sync_dirty)
+        await asyncio.get_running_loop().run_in_executor(self._writer, self._sync_all)
+        self._journal.close()
         self._writer.shutdown()
         self._readers.shutdown()
 
@@ -69,41 +84,70 @@ class MessageStore:
         return self._count
 
     def version(self, message_id: str) -> Version | None:
-        return self._versions.get(message_id)
+        copy = self._copies.get(message_id)
+        return copy[0] if copy else None
 
-    async def put(self, message_id: str, message: bytes, version: Version) -> StoreOutcome:
-        return await self._writes.submit(_Write(message_id, message, version))
+    async def put(
+        self, message_id: str, message: bytes, version: Version, holders: Sequence[str] = ()
+    ) -> StoreOutcome:
+        record = CopyRecord(message_id, version, checksum(message), tuple(holders))
+        return await self._writes.submit(_Write(record, message))
 
     async def get(self, message_id: str) -> bytes | None:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, self.disk.read, message_id)
+
+    async def get_verified(self, message_id: str) -> tuple[bytes, Version] | None:
+        """The copy and its version, if its bytes match the journaled checksum; a missing,
+        unrecorded or damaged copy is None."""
+        known = self._copies.get(message_id)
+        message = await self.get(message_id)
+        if known is None or message is None:
+            return None
+        version, expected = known
+        if checksum(message) != expected:
+            log.warning("copy of %r does not match its checksum; not served", message_id)
+            return None
+        return message, version
 
     async def _flush(self, batch: list[_Write]) -> list[StoreOutcome]:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._writer, self._write_batch, batch)
 
     def _write_batch(self, batch: list[_Write]) -> list[StoreOutcome]:
-        """Runs on the writer thread: the only place that changes files and versions."""
+        """Runs on the writer thread: the only place that changes files, journal and versions."""
         outcomes: list[StoreOutcome] = []
         accepted: dict[str, _Write] = {}
         for write in batch:
-            newest = accepted.get(write.message_id)
-            current = newest.version if newest else self._versions.get(write.message_id, UNKNOWN)
-            if write.version < current:
+            key = write.record.message_id
+            newest = accepted.get(key)
+            current = newest.record.version if newest else self._known_version(key)
+            if write.record.version < current:
                 outcomes.append(StoreOutcome(False, current))
                 continue
-            accepted[write.message_id] = write
-            outcomes.append(StoreOutcome(True, write.version))
-        self._count += self.disk.write_many(
-            (write.message_id, write.message) for write in accepted.values()
-        )
+            accepted[key] = write
+            outcomes.append(StoreOutcome(True, write.record.version))
+        self._count += self.disk.write_many((key, w.message) for key, w in accepted.items())
+        # Journaled after the files: a crash in between leaves a file whose bytes do not
+        # match the journal's checksum, which get_verified refuses to serve.
+        self._journal.append(write.record for write in accepted.values())
+        if self.disk.fsync is FsyncPolicy.ALWAYS:
+            self._journal.sync()
         if self._keep_versions:
-            for message_id, write in accepted.items():
-                self._versions[message_id] = write.version
+            for key, write in accepted.items():
+                self._copies[key] = (write.record.version, write.record.checksum)
         return outcomes
+
+    def _known_version(self, message_id: str) -> Version:
+        copy = self._copies.get(message_id)
+        return copy[0] if copy else UNKNOWN
+
+    def _sync_all(self) -> None:
+        self.disk.sync_dirty()
+        self._journal.sync()
 
     async def _sync_every_second(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(_SYNC_INTERVAL)
-            await loop.run_in_executor(self._writer, self.disk.sync_dirty)
+            await loop.run_in_executor(self._writer, self._sync_all)
