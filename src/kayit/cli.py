@@ -108,6 +108,16 @@ def _add_node(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "--rpc-timeout", type=_seconds, default=5.0,
         help="seconds before a call to another node fails (%(default)s)",
     )  # fmt: skip
+    node.add_argument(
+        "--repair-after", type=_seconds, default=30.0,
+        help="seconds a member may stay dead before its copies are made again elsewhere "
+        "(%(default)s)",
+    )  # fmt: skip
+    node.add_argument(
+        "--repair-rate", type=_per_second, default=1000.0,
+        help="messages per second that repair may copy, so clients keep their share "
+        "(%(default)s)",
+    )  # fmt: skip
     node.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     node.set_defaults(run=_run_node)
 
@@ -141,6 +151,8 @@ def _run_node(args: argparse.Namespace) -> int:
         dead_after=args.dead_after,
         report_every=args.report_every,
         rpc_timeout=args.rpc_timeout,
+        repair_after=args.repair_after,
+        repair_rate=args.repair_rate,
     )
     return asyncio.run(run_node(config))
 
@@ -276,6 +288,16 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError("must be more than 0 seconds")
+    return value
+
+
+def _per_second(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a rate: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be more than 0 per second")
     return value
 
 

@@ -45,6 +45,8 @@ class NodeConfig:
     dead_after: float = 3.0
     report_every: float = 10.0
     rpc_timeout: float = 5.0
+    repair_after: float = 30.0
+    repair_rate: float = 1000.0
 
     def node_dir(self, grpc_port: int) -> Path:
         return self.data_dir / f"node-{grpc_port}"

@@ -166,3 +166,25 @@ def test_a_get_waits_for_a_set_of_the_same_id_under_way(tmp_path: Path) -> None:
         await writing
 
     run(tmp_path, scenario)
+
+
+def test_repair_copies_a_dead_members_messages_to_a_live_one(tmp_path: Path) -> None:
+    async def scenario(leader: Leader, members: FakeMembers) -> None:
+        await asyncio.gather(*(leader.set(f"k{n}", f"v{n}".encode()) for n in range(8)))
+        lost = {k for k in (f"k{n}" for n in range(8)) if "m1" in members.holders(k)}
+        members.down.add("m1")
+        leader.membership.mark_failed("m1")
+        assert sorted(leader.index.held_by({"m1"})) == sorted(lost)
+        for key in lost:
+            assert await leader.repair(key)
+        assert leader.index.held_by({"m1"}) == []
+        assert leader.index.load["m1"] == 0
+        for key in lost:
+            entry = leader.index.get(key)
+            assert entry is not None
+            assert len(entry.holders) == 2
+            for holder in entry.holders:
+                assert members.copies[holder][key].message == key.replace("k", "v").encode()
+                assert members.copies[holder][key].version == entry.version
+
+    run(tmp_path, scenario)

@@ -28,6 +28,10 @@ class Index:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def held_by(self, addresses: set[str]) -> list[str]:
+        """Ids with a copy on any of ``addresses`` (a scan of the whole index)."""
+        return [k for k, entry in self._entries.items() if not addresses.isdisjoint(entry.holders)]
+
     def get(self, message_id: str) -> Entry | None:
         return self._entries.get(message_id)
 

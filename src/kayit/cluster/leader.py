@@ -13,7 +13,7 @@ from kayit.cluster.membership import Membership
 from kayit.cluster.placement import choose_holders
 from kayit.cluster.replicator import Replicator
 from kayit.cluster.transport import Copy, MemberTransport, MemberUnreachable
-from kayit.storage.journal import CopyRecord
+from kayit.storage.journal import CopyRecord, checksum
 from kayit.storage.store import MessageStore
 from kayit.version import Version
 
@@ -165,6 +165,45 @@ class Leader:
 
     def _next_version(self) -> Version:
         return Version(self.term, next(self._sequence))
+
+    async def repair(self, message_id: str) -> bool:
+        """Copy a message whose holders are not all alive to other live members, so it has
+        TOLERANCE member copies again. True when it has them."""
+        entry = self.index.get(message_id)
+        if entry is None or message_id in self._writing:
+            return entry is None  # a SET under way places the message itself
+        alive = self.membership.alive()
+        survivors = [h for h in entry.holders if h in alive]
+        candidates = [a for a in alive if a not in entry.holders]
+        wanted = min(self.tolerance - len(survivors), len(candidates))
+        if wanted <= 0:
+            return len(survivors) >= self.tolerance
+        targets = choose_holders(self.index.load, candidates, wanted) or []
+        try:
+            message = await self._read(message_id, entry)
+        except ClusterError:
+            return False
+        copy = Copy(message_id, message, entry.version)
+        results = await asyncio.gather(
+            *(self._replicator.store(address, copy) for address in targets),
+            return_exceptions=True,
+        )
+        added = []
+        for address, result in zip(targets, results, strict=True):
+            if result is None:
+                added.append(address)
+            elif isinstance(result, MemberUnreachable):
+                self._member_failed(address, result)
+            else:
+                raise result
+        if self.index.get(message_id) != entry or message_id in self._writing:
+            return False  # a SET overtook the repair; its copies are the ones that count
+        holders = survivors + added
+        record = CopyRecord(message_id, entry.version, checksum(message), tuple(holders))
+        await self.store.record(record)
+        self.index.reserve(holders)
+        self.index.commit(message_id, entry.version, holders)
+        return len(holders) >= self.tolerance
 
     def member_counts(self) -> list[MemberCounts]:
         load = self.index.load

@@ -58,6 +58,10 @@ class Membership:
     def alive(self) -> list[str]:
         return [m.address for m in self._members.values() if self._alive(m)]
 
+    def silent_for(self, address: str) -> float:
+        """Seconds since the member was last heard from."""
+        return self._clock() - self._members[address].last_heard
+
     def view(self) -> list[MemberView]:
         return [MemberView(m.address, self._alive(m), m.stored) for m in self._members.values()]
 

@@ -14,6 +14,7 @@ import grpc
 
 from kayit.cluster.leader import Leader
 from kayit.cluster.membership import Membership
+from kayit.cluster.repair import Repairer
 from kayit.cluster.term import next_term
 from kayit.config import DEFAULT_GRPC_PORT, ConfigError, NodeConfig, Role
 from kayit.report import leader_report, member_report
@@ -82,8 +83,10 @@ class Node:
         await self._grpc.start()
 
         if leader is not None:
+            repairer = Repairer(leader, repair_after=config.repair_after, rate=config.repair_rate)
             self._spawn(self._watch_members(leader))
-            self._spawn(self._report_leader(leader, address))
+            self._spawn(repairer.run())
+            self._spawn(self._report_leader(leader, repairer, address))
             log.info(
                 "leader ready: clients on %s:%d, gRPC on %s, data in %s, TOLERANCE=%d, term %d",
                 config.host,
@@ -148,7 +151,7 @@ class Node:
                     log.warning("member %s is dead; it is no longer chosen", member.address)
             await asyncio.sleep(self.config.heartbeat / 2)
 
-    async def _report_leader(self, leader: Leader, address: str) -> None:
+    async def _report_leader(self, leader: Leader, repairer: Repairer, address: str) -> None:
         while True:
             await asyncio.sleep(self.config.report_every)
             text = leader_report(
@@ -157,6 +160,7 @@ class Node:
                 leader.tolerance,
                 leader.member_counts(),
                 own_disk=leader.store.count,
+                repair=repairer.progress,
             )
             print(text, flush=True)
 

@@ -29,7 +29,7 @@ class StoreOutcome:
 @dataclass(frozen=True, slots=True)
 class _Write:
     record: CopyRecord
-    message: bytes
+    message: bytes | None  # None: only the record changes (the leader moved a copy)
 
 
 class MessageStore:
@@ -53,7 +53,7 @@ class MessageStore:
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="kayit-disk-write")
         self._readers = ThreadPoolExecutor(4, thread_name_prefix="kayit-disk-read")
         self._writes: Batcher[_Write, StoreOutcome] = Batcher(
-            self._flush, max_items=1024, weigh=lambda write: len(write.message)
+            self._flush, max_items=1024, weigh=lambda write: len(write.message or b"")
         )
         self._syncer: asyncio.Task[None] | None = None
 
@@ -93,6 +93,10 @@ class MessageStore:
         record = CopyRecord(message_id, version, checksum(message), tuple(holders))
         return await self._writes.submit(_Write(record, message))
 
+    async def record(self, record: CopyRecord) -> StoreOutcome:
+        """Journal a new record for a copy already on this disk, such as new holders."""
+        return await self._writes.submit(_Write(record, None))
+
     async def get(self, message_id: str) -> bytes | None:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, self.disk.read, message_id)
@@ -127,7 +131,9 @@ class MessageStore:
                 continue
             accepted[key] = write
             outcomes.append(StoreOutcome(True, write.record.version))
-        self._count += self.disk.write_many((key, w.message) for key, w in accepted.items())
+        self._count += self.disk.write_many(
+            (key, w.message) for key, w in accepted.items() if w.message is not None
+        )
         # Journaled after the files: a crash in between leaves a file whose bytes do not
         # match the journal's checksum, which get_verified refuses to serve.
         self._journal.append(write.record for write in accepted.values())
