@@ -48,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_cluster(commands)
     _add_client(commands)
     _add_status(commands)
+    _add_bench(commands)
     return parser
 
 
@@ -263,6 +264,90 @@ def _run_status(args: argparse.Namespace) -> int:
         print(f"kayit status: {error}", file=sys.stderr)
         return 1
     print(format_status(status))
+    return 0
+
+
+def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from kayit.bench.settings import PROTOCOLS, flag_type, parse_positive, parse_ratio, parse_size
+
+    whole = flag_type(parse_positive)
+    bench = commands.add_parser(
+        "bench",
+        add_help=False,  # -h is the host, as in redis-benchmark
+        help="measure throughput and latency of a kayit leader or a Redis server",
+        description="Send SET and GET requests over many connections, pipelined, and print "
+        "the throughput and latency percentiles, like redis-benchmark. Speaks kayit's text "
+        "protocol or RESP (to kayit or to redis-server alike). Keys are key:000001234 style, "
+        "uniform over the keyspace; values are runs of 'x'. Errors (ERROR or -ERR replies, "
+        "wrong replies) are counted; a connection that fails ends the run with exit code 1.",
+    )  # fmt: skip
+    bench.add_argument("--help", action="help", help="show this help message and exit")
+    bench.add_argument("-h", "--host", default="127.0.0.1", help="server host (%(default)s)")
+    bench.add_argument(
+        "-p", "--port", type=_port, default=DEFAULT_CLIENT_PORT, help="server port (%(default)s)"
+    )
+    bench.add_argument(
+        "-c", "--connections", type=whole, default=50,
+        help="parallel connections (%(default)s)",
+    )  # fmt: skip
+    bench.add_argument(
+        "-n", "--requests", type=whole, default=100_000, help="total requests (%(default)s)"
+    )
+    bench.add_argument(
+        "--duration", type=_seconds, metavar="SECONDS",
+        help="run for this long instead of a number of requests (wins over -n)",
+    )  # fmt: skip
+    bench.add_argument(
+        "-P", "--pipeline", type=whole, default=1,
+        help="requests in flight per connection, written together (%(default)s)",
+    )  # fmt: skip
+    bench.add_argument(
+        "--set-ratio", type=flag_type(parse_ratio), default=1.0, metavar="FRACTION",
+        help="fraction of requests that are SETs, 0..1; the rest are GETs (%(default)s)",
+    )  # fmt: skip
+    bench.add_argument(
+        "-d", "--size", type=flag_type(parse_size), default=(64, 64), metavar="BYTES",
+        help="value size: 64, or a range like 5-2000 picked uniformly per request (64)",
+    )  # fmt: skip
+    bench.add_argument(
+        "--keyspace", type=whole, default=100_000,
+        help="distinct keys, key:000000000 up (%(default)s)",
+    )  # fmt: skip
+    bench.add_argument(
+        "--protocol", choices=PROTOCOLS, default="text",
+        help="text: kayit's line protocol; resp: RESP2 as Redis speaks it (%(default)s)",
+    )  # fmt: skip
+    bench.add_argument(
+        "--json", action="store_true", help="print one JSON object and nothing else on stdout"
+    )
+    bench.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+    bench.add_argument("--seed", type=int, help="seed for keys, sizes and the SET/GET mix")
+    bench.set_defaults(run=_run_bench)
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from kayit.bench import BenchError, BenchSettings, run_bench
+
+    settings = BenchSettings(
+        host=args.host,
+        port=args.port,
+        connections=args.connections,
+        requests=args.requests,
+        duration=args.duration,
+        pipeline=args.pipeline,
+        set_ratio=args.set_ratio,
+        size=args.size,
+        keyspace=args.keyspace,
+        protocol=args.protocol,
+        seed=args.seed,
+    )
+    progress = None if args.no_progress or not sys.stderr.isatty() else sys.stderr
+    try:
+        result = asyncio.run(run_bench(settings, progress))
+    except BenchError as error:
+        print(f"kayit bench: {error}", file=sys.stderr)
+        return 1
+    print(result.json_line() if args.json else result.summary(), flush=True)
     return 0
 
 

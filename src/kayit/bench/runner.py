@@ -1,0 +1,232 @@
+"""One run: every connection an ``asyncio.BufferedProtocol`` with one pipelined batch in flight.
+
+A connection writes a batch, counts replies as chunks arrive (all replies in one chunk share
+its arrival time), and writes its next batch as soon as the last reply of the current one is in,
+so up to ``connections * pipeline`` requests are in flight, as in redis-benchmark.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from array import array
+from time import perf_counter
+from typing import TextIO, cast
+
+from kayit.bench.settings import BenchSettings
+from kayit.bench.stats import BenchResult, latency_of
+from kayit.bench.wire import RequestPool, RespError, RespReplies, TextReplies
+
+CONNECT_TIMEOUT = 10.0  # seconds for every connection to open
+STALL_TIMEOUT = 30.0  # seconds without any reply while requests are in flight
+PROGRESS_EVERY = 0.25
+READ_BUFFER = 64 * 1024  # under glibc's mmap threshold: copies out of it stay on the heap
+
+
+class BenchError(Exception):
+    """Ends the run: a connection could not open, failed, closed or spoke nonsense."""
+
+
+class _Run:
+    """What the connections of one run share."""
+
+    def __init__(self, settings: BenchSettings, loop: asyncio.AbstractEventLoop) -> None:
+        self.settings = settings
+        self.where = f"{settings.host}:{settings.port}"
+        self.pool = RequestPool(settings)
+        self.remaining = settings.requests
+        self.deadline: float | None = None
+        self.done = 0
+        self.errors = 0
+        self.latencies = array("d")  # milliseconds, one per reply
+        self.busy = settings.connections
+        self.last_reply = 0.0
+        self.finished: asyncio.Future[None] = loop.create_future()
+
+    def take(self, want: int) -> int:
+        """How many requests a connection may send now (0: it is finished)."""
+        if self.deadline is not None:
+            return want if perf_counter() < self.deadline else 0
+        count = min(want, self.remaining)
+        self.remaining -= count
+        return count
+
+    def idle(self) -> None:
+        self.busy -= 1
+        if self.busy == 0 and not self.finished.done():
+            self.finished.set_result(None)
+
+    def fail(self, message: str) -> None:
+        if not self.finished.done():
+            self.finished.set_exception(BenchError(message))
+
+
+class _Connection(asyncio.BufferedProtocol):
+    """Reads into its own buffer: ``recv_into`` needs no allocation per read, where plain
+    ``Protocol`` reads cost an mmap, mremap and munmap each (asyncio asks ``recv`` for
+    256 KiB), more system time than the send and the receive themselves."""
+
+    def __init__(self, run: _Run, number: int, rng: random.Random) -> None:
+        self._run = run
+        self.number = number
+        self._random = rng.random
+        pool = run.pool
+        self._replies = TextReplies() if pool.text else RespReplies(pool.value_reply)
+        self._feed = self._replies.feed
+        self._record = run.latencies.append
+        self._pipeline = run.settings.pipeline
+        self.transport: asyncio.Transport | None = None
+        self._expected = b""
+        self._left = 0  # replies still to come for the batch in flight
+        self._sent_at = 0.0
+        self.busy = False
+        self._buffer = memoryview(bytearray(READ_BUFFER))
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A stream transport, though not always an asyncio.Transport subclass (uvloop's).
+        self.transport = cast(asyncio.Transport, transport)
+
+    def start(self) -> None:
+        self.busy = True
+        self._send()
+
+    def _send(self) -> None:
+        run = self._run
+        count = run.take(self._pipeline)
+        if not count:
+            self.busy = False
+            run.idle()
+            return
+        payload, self._expected = run.pool.batch(self._random, count)
+        self._left = count
+        assert self.transport is not None
+        self._sent_at = perf_counter()
+        self.transport.write(payload)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        try:
+            count = self._feed(self._buffer[:nbytes].tobytes())
+        except RespError as error:
+            self._broken(f"sent a reply that is not RESP: {error}")
+            return
+        if not count:
+            return
+        now = perf_counter()
+        run = self._run
+        latency = (now - self._sent_at) * 1000.0
+        if count == 1:
+            self._record(latency)
+        else:
+            run.latencies.extend([latency] * count)
+        run.done += count
+        left = self._left - count
+        self._left = left
+        if left > 0:
+            return
+        if left < 0:
+            self._broken(f"sent {-left} more replies than requests")
+            return
+        run.last_reply = now
+        run.errors += self._replies.batch_errors(self._expected)
+        self._send()
+
+    def eof_received(self) -> bool | None:
+        return None  # close; connection_lost reports it if requests were still in flight
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.busy:
+            self.busy = False
+            how = f"failed: {exc}" if exc else "was closed by the server"
+            self._run.fail(
+                f"connection {self.number + 1} to {self._run.where} {how} "
+                f"(after {self._run.done} replies in all)"
+            )
+
+    def _broken(self, what: str) -> None:
+        self._run.fail(f"the server at {self._run.where} {what} (connection {self.number + 1})")
+        self.busy = False
+        if self.transport is not None:
+            self.transport.close()
+
+
+async def run_bench(settings: BenchSettings, progress: TextIO | None = None) -> BenchResult:
+    """Run the benchmark; raises BenchError when a connection cannot open or fails mid-run."""
+    loop = asyncio.get_running_loop()
+    run = _Run(settings, loop)
+    seed = settings.seed if settings.seed is not None else random.randrange(2**63)
+    connections = [
+        _Connection(run, number, random.Random(f"{seed}:{number}"))
+        for number in range(settings.connections)
+    ]
+    try:
+        await _connect(connections, settings)
+        start = perf_counter()
+        if settings.duration is not None:
+            run.deadline = start + settings.duration
+        for connection in connections:
+            connection.start()
+        watch = asyncio.create_task(_watch(run, start, progress))
+        try:
+            await run.finished
+        finally:
+            watch.cancel()
+            if progress is not None:
+                progress.write("\r\x1b[K")
+                progress.flush()
+    finally:
+        for connection in connections:
+            connection.busy = False
+            if connection.transport is not None:
+                connection.transport.close()
+        await asyncio.sleep(0)  # let the transports finish closing
+    return BenchResult(
+        settings=settings,
+        requests=run.done,
+        errors=run.errors,
+        seconds=max(run.last_reply - start, 0.0),
+        latency=latency_of(run.latencies),
+    )
+
+
+async def _connect(connections: list[_Connection], settings: BenchSettings) -> None:
+    loop = asyncio.get_running_loop()
+
+    def opener(connection: _Connection) -> asyncio.Future[object]:
+        return asyncio.ensure_future(
+            loop.create_connection(lambda: connection, settings.host, settings.port)
+        )
+
+    opening = [opener(connection) for connection in connections]
+    done, pending = await asyncio.wait(opening, timeout=CONNECT_TIMEOUT)
+    for future in pending:
+        future.cancel()
+    if pending:
+        raise BenchError(
+            f"cannot connect to {settings.host}:{settings.port}: "
+            f"no answer within {CONNECT_TIMEOUT:g} s"
+        )
+    errors = [error for future in done if (error := future.exception()) is not None]
+    if errors:
+        raise BenchError(f"cannot connect to {settings.host}:{settings.port}: {errors[0]}")
+
+
+async def _watch(run: _Run, start: float, progress: TextIO | None) -> None:
+    """Print the progress line (if asked) and fail the run if replies stop coming."""
+    last_done, last_time, last_change = 0, start, start
+    while True:
+        await asyncio.sleep(PROGRESS_EVERY)
+        now = perf_counter()
+        done = run.done
+        if done != last_done:
+            last_change = now
+        elif now - last_change > STALL_TIMEOUT:
+            run.fail(f"no reply from {run.where} for {STALL_TIMEOUT:g} s")
+            return
+        if progress is not None:
+            rate = (done - last_done) / (now - last_time)
+            progress.write(f"\r\x1b[Kkayit bench: {done} requests, {rate:.0f} requests/s")
+            progress.flush()
+        last_done, last_time = done, now

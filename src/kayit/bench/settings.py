@@ -1,0 +1,90 @@
+"""What one ``kayit bench`` run does: its settings and the parsing of its flag values."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, TypeVar
+
+Protocol = Literal["text", "resp"]
+PROTOCOLS: tuple[Protocol, ...] = ("text", "resp")
+
+MAX_VALUE_SIZE = 512 * 1024 * 1024  # Redis's own limit on one bulk string
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class BenchSettings:
+    host: str = "127.0.0.1"
+    port: int = 6666
+    connections: int = 50
+    requests: int = 100_000
+    duration: float | None = None  # seconds; when given it wins over ``requests``
+    pipeline: int = 1
+    set_ratio: float = 1.0
+    size: tuple[int, int] = (64, 64)  # value size range in bytes, both ends included
+    keyspace: int = 100_000
+    protocol: Protocol = "text"
+    seed: int | None = None
+    progress: bool = False
+
+
+def format_key(number: int) -> bytes:
+    """The key for ``number``: ``key:`` and the number zero-padded to 9 digits."""
+    return b"key:%09d" % number
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``64`` -> (64, 64); ``5-2000`` -> (5, 2000). Sizes are 1..512 MiB; raises ValueError."""
+    low_text, dash, high_text = text.strip().partition("-")
+    low = _size(low_text, text)
+    high = _size(high_text, text) if dash else low
+    if low > high:
+        raise ValueError(f"size range {text!r} runs backwards")
+    return low, high
+
+
+def _size(part: str, whole: str) -> int:
+    part = part.strip()
+    if not (part.isascii() and part.isdigit()):
+        raise ValueError(f"not a size in bytes or a range like 5-2000: {whole!r}")
+    value = int(part)
+    if not 1 <= value <= MAX_VALUE_SIZE:
+        raise ValueError(f"value size must be between 1 and {MAX_VALUE_SIZE} bytes: {whole!r}")
+    return value
+
+
+def parse_ratio(text: str) -> float:
+    """A fraction 0..1; raises ValueError."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"not a fraction between 0 and 1: {text!r}") from None
+    if not 0.0 <= value <= 1.0:  # also rejects nan
+        raise ValueError(f"must be between 0 and 1: {text!r}")
+    return value
+
+
+def parse_positive(text: str) -> int:
+    """An integer of at least 1; raises ValueError."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise ValueError(f"must be at least 1: {text!r}")
+    return value
+
+
+def flag_type(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """``parse`` as an argparse ``type=``: its ValueError message becomes the usage error."""
+
+    def convert(text: str) -> T:
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return convert

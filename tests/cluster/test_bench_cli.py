@@ -1,0 +1,203 @@
+"""``kayit bench`` as a user runs it: a subprocess against a real kayit node (and redis-server)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kayit.client import KayitClient
+from tests.cluster.harness import NodeProcess, free_ports, wait_for
+
+MAX_LINE = 4096  # the node's longest line: a bigger value gets ERROR
+
+
+def port_open(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
+
+
+def start_node(workdir: Path) -> tuple[NodeProcess, int]:
+    """A single leader with TOLERANCE=0; returns it and its client port."""
+    grpc_port, client_port = free_ports(2)
+    node = NodeProcess(
+        f"node-{grpc_port}",
+        grpc_port,
+        ["--leader", "--tolerance", "0", "--grpc-port", str(grpc_port),
+         "--client-port", str(client_port), "--data-dir", str(workdir / "data"),
+         "--max-line", str(MAX_LINE), "--report-every", "60", "-q"],
+        workdir,
+    )  # fmt: skip
+    node.start()
+    wait_for(lambda: port_open(client_port), 20, "the node's client port")
+    return node, client_port
+
+
+@pytest.fixture(scope="module")
+def kayit_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    node, client_port = start_node(tmp_path_factory.mktemp("bench-node"))
+    yield client_port
+    node.kill()
+
+
+def bench(port: int, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kayit", "bench", "-p", str(port), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def bench_json(port: int, *args: str) -> dict[str, Any]:
+    done = bench(port, "--json", *args)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""  # no progress line when stderr is not a terminal
+    result = json.loads(done.stdout)  # one JSON object and nothing else
+    assert isinstance(result, dict)
+    return result
+
+
+@pytest.mark.cluster
+def test_sets_then_gets_of_the_same_keys(kayit_port: int) -> None:
+    result = bench_json(kayit_port, "-n", "300", "-c", "10", "--keyspace", "50", "--seed", "1")
+    assert result["requests"] == 300
+    assert result["errors"] == 0
+    assert result["throughput"] > 0
+    assert result["seconds"] > 0
+    latency = result["latency_ms"]
+    assert 0 < latency["p50"] <= latency["p95"] <= latency["p99"] <= latency["max"]
+    assert {k: result[k] for k in ("protocol", "port", "connections", "pipeline", "size")} == {
+        "protocol": "text",
+        "port": kayit_port,
+        "connections": 10,
+        "pipeline": 1,
+        "size": [64, 64],
+    }
+    with KayitClient("127.0.0.1", kayit_port) as client:
+        replies = client.pipeline([b"GET key:%09d" % n for n in range(50)])
+    assert set(replies) <= {b"x" * 64, b"NOT_FOUND"}
+    assert replies.count(b"x" * 64) >= 45  # 300 random SETs over 50 keys miss almost none
+
+    gets = bench_json(kayit_port, "-n", "300", "-c", "10", "--keyspace", "50", "--set-ratio", "0")
+    assert (gets["requests"], gets["errors"], gets["set_ratio"]) == (300, 0, 0.0)
+
+
+@pytest.mark.cluster
+def test_mixed_pipelined_sets_and_gets(kayit_port: int) -> None:
+    result = bench_json(
+        kayit_port, "-n", "400", "-c", "8", "-P", "8", "--set-ratio", "0.5", "-d", "5-300",
+        "--keyspace", "100",
+    )  # fmt: skip
+    assert (result["requests"], result["errors"]) == (400, 0)
+    assert (result["pipeline"], result["set_ratio"], result["size"]) == (8, 0.5, [5, 300])
+
+
+@pytest.mark.cluster
+def test_error_replies_are_counted_not_fatal(kayit_port: int) -> None:
+    result = bench_json(kayit_port, "-n", "40", "-c", "4", "-d", str(MAX_LINE + 100))
+    assert (result["requests"], result["errors"]) == (40, 40)
+
+
+@pytest.mark.cluster
+def test_duration_stops_by_itself(kayit_port: int) -> None:
+    started = time.monotonic()
+    result = bench_json(kayit_port, "--duration", "1", "-c", "4", "-n", "10", "--set-ratio", "0")
+    assert time.monotonic() - started < 10
+    assert 1.0 <= result["seconds"] < 5
+    assert result["requests"] > 10  # the duration wins over -n
+    assert result["errors"] == 0
+
+
+@pytest.mark.cluster
+def test_no_server_is_a_clear_failure() -> None:
+    (port,) = free_ports(1)
+    done = bench(port, "-n", "10")
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert f"kayit bench: cannot connect to 127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.cluster
+def test_a_server_that_dies_mid_run_is_a_clear_failure(tmp_path: Path) -> None:
+    node, port = start_node(tmp_path)
+    try:
+        running = subprocess.Popen(
+            [sys.executable, "-m", "kayit", "bench", "-p", str(port), "--duration", "20",
+             "-c", "4", "--keyspace", "100", "--json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        messages = tmp_path / "data" / f"node-{node.grpc_port}" / "messages"
+        wait_for(lambda: any(messages.glob("*.msg")), 15, "the first SETs of kayit bench")
+        node.kill()
+        out, err = running.communicate(timeout=10)
+    finally:
+        node.kill()
+    assert running.returncode == 1, err
+    assert out == ""
+    assert re.match(rf"kayit bench: connection \d+ to 127\.0\.0\.1:{port} (failed|was closed)", err)
+    assert "Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.skip("redis-server is not installed (apt-get install -y redis-server)")
+    (port,) = free_ports(1)
+    workdir = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen(
+        [server, "--save", "", "--appendonly", "no", "--port", str(port), "--bind", "127.0.0.1",
+         "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: port_open(port), 10, "redis-server")
+        yield port
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def redis_dbsize(port: int) -> int:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+        connection.sendall(b"*1\r\n$6\r\nDBSIZE\r\n")
+        reply = connection.recv(100)
+    assert reply.startswith(b":") and reply.endswith(b"\r\n"), reply
+    return int(reply[1:-2])
+
+
+@pytest.mark.cluster
+def test_resp_against_redis(redis_port: int) -> None:
+    result = bench_json(
+        redis_port, "--protocol", "resp", "-n", "3000", "-c", "10", "-P", "4",
+        "--set-ratio", "0.5", "-d", "5-500", "--keyspace", "200",
+    )  # fmt: skip
+    assert (result["protocol"], result["requests"], result["errors"]) == ("resp", 3000, 0)
+    assert result["throughput"] > 0
+    assert 150 <= redis_dbsize(redis_port) <= 200
+
+
+@pytest.mark.cluster
+def test_wrong_replies_are_counted(redis_port: int) -> None:
+    # Redis answers the text protocol's inline SET with +OK, which is not kayit's OK.
+    result = bench_json(redis_port, "--protocol", "text", "-n", "50", "-c", "5")
+    assert (result["requests"], result["errors"]) == (50, 50)
