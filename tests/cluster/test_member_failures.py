@@ -101,7 +101,10 @@ def test_reads_go_to_a_live_holder_when_the_leaders_copy_is_gone(
         (cluster.messages_dir(cluster.leader_port) / "gone.msg").unlink()
         cluster.members[cluster.member_ports[0]].kill()
         assert client.get("gone") == b"from members"
+        own = cluster.messages_dir(cluster.leader_port) / "gone.msg"
+        assert own.read_bytes() == b"from members"  # the leader restored its copy
         cluster.members[cluster.member_ports[1]].kill()
+        own.unlink()
         reply = client.get("gone")
         assert reply.startswith(b"ERROR "), reply
     wait_for(lambda: cluster.leader.running, 1, "the leader to stay up")

@@ -59,3 +59,84 @@ def test_repair_survives_a_leader_restart(start_cluster: ClusterFactory) -> None
         path.unlink()
     replies = cluster.get_many(list(items))
     assert [k for k, r in zip(items, replies, strict=True) if r != items[k].encode()] == []
+
+
+@pytest.mark.cluster
+def test_a_returning_member_has_its_surplus_copies_trimmed(start_cluster: ClusterFactory) -> None:
+    cluster = start_cluster(tolerance=1, members=3, extra=("--repair-after", str(REPAIR_AFTER)))
+    items = {f"t{n}": f"value {n}" for n in range(150)}
+    assert cluster.set_many(items) == [b"OK"] * 150
+    returning = cluster.member_ports[0]
+    others = cluster.member_ports[1:]
+    assert cluster.count_on_disk(returning) == 50
+
+    cluster.members[returning].kill()
+    wait_for(lambda: sum(cluster.count_on_disk(p) for p in others) == 150, 30, "repair")
+    cluster.members[returning].start()
+    wait_for(lambda: cluster.count_on_disk(returning) == 0, 30, "the surplus copies to go")
+    assert sorted(cluster.count_on_disk(p) for p in others) == [75, 75]
+    assert cluster.get_many(list(items)) == [v.encode() for v in items.values()]
+
+
+@pytest.mark.cluster
+def test_a_member_back_with_an_old_copy_never_serves_it(start_cluster: ClusterFactory) -> None:
+    cluster = start_cluster(tolerance=1, members=2)
+    first, second = cluster.member_ports
+    with cluster.client() as client:
+        assert client.set("x", "old") == b"OK"
+    stale = first if cluster.holders("x") == [first] else second
+    fresh = second if stale == first else first
+    cluster.members[stale].kill()
+    with cluster.client() as client:
+        assert client.set("x", "new") == b"OK"  # the dead holder is replaced
+    assert cluster.holders("x") == sorted([stale, fresh]) or fresh in cluster.holders("x")
+
+    cluster.members[stale].start()
+    wait_for(lambda: not (cluster.messages_dir(stale) / "x.msg").exists(), 30, "the old copy to go")
+    cluster.members[fresh].kill()
+    (cluster.messages_dir(cluster.leader_port) / "x.msg").unlink()
+    with cluster.client() as client:
+        reply = client.get("x")
+    assert reply != b"old"
+    assert reply.startswith(b"ERROR ")
+
+
+@pytest.mark.cluster
+def test_copies_damaged_by_hand_are_not_served_and_are_repaired(
+    start_cluster: ClusterFactory,
+) -> None:
+    cluster = start_cluster(tolerance=2, members=3)
+    items = {f"d{n}": f"value {n}" for n in range(60)}
+    assert cluster.set_many(items) == [b"OK"] * 60
+    victim = cluster.member_ports[0]
+    damaged = sorted(p.name for p in cluster.messages_dir(victim).glob("*.msg"))[:10]
+    for n, name in enumerate(damaged):
+        path = cluster.messages_dir(victim) / name
+        if n % 2:
+            path.unlink()
+        else:
+            path.write_bytes(path.read_bytes()[:3])
+    leader_copies = cluster.messages_dir(cluster.leader_port)
+    for name in damaged[:4]:
+        (leader_copies / name).write_bytes(b"garbage")
+
+    # Reads notice: the leader's damaged copies and the member's are passed over.
+    assert cluster.get_many(list(items)) == [v.encode() for v in items.values()]
+    assert all((leader_copies / name).read_bytes() != b"garbage" for name in damaged[:4])
+
+    # A restart makes the member list only its good copies; the rest are made again.
+    cluster.members[victim].kill()
+    cluster.members[victim].start()
+
+    def whole() -> bool:
+        for key, value in items.items():
+            good = [
+                p
+                for p in cluster.holders(key)
+                if (cluster.messages_dir(p) / f"{key}.msg").read_bytes() == value.encode()
+            ]
+            if len(good) < 2:
+                return False
+        return True
+
+    wait_for(whole, 30, "two good member copies of every message")

@@ -165,13 +165,17 @@ def test_default_limit_is_large() -> None:
     assert framer.feed(line + b"\n") == [line]
 
 
-# A line starting with '*' is RESP (tests/unit/test_resp.py), as in Redis.
-_line_body = st.binary(max_size=12).filter(lambda b: b"\n" not in b and not b.startswith(b"*"))
+def _text_line(max_size: int) -> st.SearchStrategy[bytes]:
+    # A line starting with '*' is RESP (tests/unit/test_resp.py), as in Redis.
+    return st.binary(max_size=max_size).filter(lambda b: b"\n" not in b and not b.startswith(b"*"))
+
+
+_line_body = _text_line(12)
 _terminator = st.sampled_from([b"\n", b"\r\n"])
 
 
 @given(
-    lines=st.lists(st.tuples(st.binary(max_size=40).filter(lambda b: b"\n" not in b), _terminator)),
+    lines=st.lists(st.tuples(_text_line(40), _terminator)),
     cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=30),
 )
 def test_any_rechunking_gives_the_same_lines(

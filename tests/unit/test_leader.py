@@ -15,6 +15,7 @@ from kayit.cluster.membership import Membership
 from kayit.cluster.transport import Copy, MemberUnreachable
 from kayit.storage.disk import DiskManager, FsyncPolicy, IoMode
 from kayit.storage.store import MessageStore
+from kayit.version import Version
 
 T = TypeVar("T")
 MEMBERS = ["m1", "m2", "m3", "m4"]
@@ -43,6 +44,19 @@ class FakeMembers:
         if address in self.down:
             raise MemberUnreachable(f"{address} is down")
         return self.copies[address].get(message_id)
+
+    async def inventory(self, address: str, verify: bool) -> list[tuple[str, Version]]:
+        if address in self.down:
+            raise MemberUnreachable(f"{address} is down")
+        return [(key, copy.version) for key, copy in self.copies[address].items()]
+
+    async def delete(self, address: str, copies: list[tuple[str, Version]]) -> None:
+        if address in self.down:
+            raise MemberUnreachable(f"{address} is down")
+        for key, version in copies:
+            held = self.copies[address].get(key)
+            if held is not None and held.version <= version:
+                del self.copies[address][key]
 
     def holders(self, message_id: str) -> list[str]:
         return [m for m in MEMBERS if message_id in self.copies[m]]
@@ -134,9 +148,12 @@ def test_an_overwrite_that_failed_part_way_is_undone(tmp_path: Path) -> None:
 def test_reads_fall_back_to_holders_in_order_and_fail_when_none_answers(tmp_path: Path) -> None:
     async def scenario(leader: Leader, members: FakeMembers) -> None:
         await leader.set("a", b"one")
-        (tmp_path / "messages" / "a.msg").unlink()
+        own = tmp_path / "messages" / "a.msg"
+        own.unlink()
         members.down.add("m1")
         assert await leader.get("a") == b"one"
+        assert own.read_bytes() == b"one"  # the leader restored its copy from m2
+        own.write_bytes(b"ONE")  # damaged: fails the checksum, so it is not served
         members.down.add("m2")
         with pytest.raises(ClusterError, match="no holder"):
             await leader.get("a")
@@ -177,7 +194,7 @@ def test_repair_copies_a_dead_members_messages_to_a_live_one(tmp_path: Path) -> 
         assert sorted(leader.index.held_by({"m1"})) == sorted(lost)
         for key in lost:
             assert await leader.repair(key)
-        assert leader.index.held_by({"m1"}) == []
+        assert leader.index.held_by({"m1"}) == {}
         assert leader.index.load["m1"] == 0
         for key in lost:
             entry = leader.index.get(key)
@@ -186,5 +203,36 @@ def test_repair_copies_a_dead_members_messages_to_a_live_one(tmp_path: Path) -> 
             for holder in entry.holders:
                 assert members.copies[holder][key].message == key.replace("k", "v").encode()
                 assert members.copies[holder][key].version == entry.version
+
+    run(tmp_path, scenario)
+
+
+def test_reconcile_keeps_current_copies_deletes_the_rest_and_repairs_lost_ones(
+    tmp_path: Path,
+) -> None:
+    async def scenario(leader: Leader, members: FakeMembers) -> None:
+        await leader.set("current", b"c")  # on m1, m2
+        await leader.set("moved", b"m")  # on m3, m4
+        await leader.set("lost", b"l")  # on m1, m2
+        m1 = members.copies["m1"]
+        m1["orphan"] = Copy("orphan", b"never acknowledged", Version(1, 99))
+        m1["moved"] = Copy("moved", b"m", members.copies["m3"]["moved"].version)
+        del m1["lost"]
+
+        expected = leader.expected_on("m1")
+        inventory = await members.inventory("m1", verify=True)
+        deleted = await leader.reconcile("m1", expected, inventory)
+
+        assert deleted == 2
+        assert sorted(members.copies["m1"]) == ["current"]
+        assert leader.under_replicated == {"lost"}
+        lost = leader.index.get("lost")
+        assert lost is not None
+        assert lost.holders == ("m2",)
+        assert await leader.repair("lost")
+        repaired = leader.index.get("lost")
+        assert repaired is not None
+        assert len(repaired.holders) == 2
+        assert all(members.copies[h]["lost"].message == b"l" for h in repaired.holders)
 
     run(tmp_path, scenario)

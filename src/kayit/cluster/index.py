@@ -13,6 +13,7 @@ from kayit.version import Version
 class Entry:
     version: Version
     holders: tuple[str, ...]
+    checksum: int = 0  # crc32 of the message: the leader checks its own copy against it
 
 
 class Index:
@@ -28,9 +29,13 @@ class Index:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def held_by(self, addresses: set[str]) -> list[str]:
-        """Ids with a copy on any of ``addresses`` (a scan of the whole index)."""
-        return [k for k, entry in self._entries.items() if not addresses.isdisjoint(entry.holders)]
+    def held_by(self, addresses: set[str]) -> dict[str, Entry]:
+        """The entries with a copy on any of ``addresses`` (a scan of the whole index)."""
+        return {
+            key: entry
+            for key, entry in self._entries.items()
+            if not addresses.isdisjoint(entry.holders)
+        }
 
     def get(self, message_id: str) -> Entry | None:
         return self._entries.get(message_id)
@@ -45,7 +50,9 @@ class Index:
     def release(self, holders: Iterable[str]) -> None:
         self._load.subtract(holders)
 
-    def commit(self, message_id: str, version: Version, holders: Iterable[str]) -> bool:
+    def commit(
+        self, message_id: str, version: Version, holders: Iterable[str], checksum: int = 0
+    ) -> bool:
         """Record reserved ``holders`` as holding ``version``; False (and the reservation
         released) when the index already has a newer version."""
         holders = tuple(holders)
@@ -56,5 +63,5 @@ class Index:
             return False
         if current is not None:
             self.release(current.holders)
-        self._entries[message_id] = Entry(version, holders)
+        self._entries[message_id] = Entry(version, holders, checksum)
         return True

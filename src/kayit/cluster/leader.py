@@ -56,7 +56,7 @@ class Leader:
         self.index = Index()
         for record in journaled.values():
             self.index.reserve(record.holders)
-            self.index.commit(record.message_id, record.version, record.holders)
+            self.index.commit(record.message_id, record.version, record.holders, record.checksum)
         self.tolerance = tolerance
         self.term = term
         self._transport = transport
@@ -65,8 +65,8 @@ class Leader:
         # The latest SET under way for each id. A GET waits for it, so a client that pipelines
         # SET then GET reads its own write; a SET of the same id goes to the same holders.
         self._writing: dict[str, _Writing] = {}
-        # Ids whose own copy may not be the indexed version (writing it failed): read elsewhere.
-        self._stale_own_copies: set[str] = set()
+        # Ids found with fewer than TOLERANCE good member copies, for the Repairer.
+        self.under_replicated: set[str] = set()
 
     async def set(self, message_id: str, message: bytes) -> None:
         """Returns once the leader's copy and TOLERANCE member copies are stored."""
@@ -108,13 +108,12 @@ class Leader:
         try:
             await self.store.put(message_id, message, copy.version, confirmed)
         except OSError as error:
+            # Whatever reached the disk fails the checksum the index keeps, so is not served.
             log.error("could not store %r on the leader's disk: %s", message_id, error)
-            self._stale_own_copies.add(message_id)
             self.index.release(confirmed)
             await self._undo(message_id, entry, confirmed)
             raise ClusterError("the leader could not store its copy") from error
-        self._stale_own_copies.discard(message_id)
-        self.index.commit(message_id, copy.version, confirmed)
+        self.index.commit(message_id, copy.version, confirmed, checksum(message))
 
     async def get(self, message_id: str) -> bytes | None:
         """The message, or None if it was never set. Raises ClusterError if no copy answers."""
@@ -127,10 +126,9 @@ class Leader:
         return await self._read(message_id, entry)
 
     async def _read(self, message_id: str, entry: Entry) -> bytes:
-        if message_id not in self._stale_own_copies:
-            message = await self.store.get(message_id)
-            if message is not None:
-                return message
+        own = await self.store.get(message_id)
+        if own is not None and checksum(own) == entry.checksum:
+            return own
         alive_first = sorted(entry.holders, key=lambda h: not self.membership.is_alive(h))
         for address in alive_first:
             try:
@@ -138,9 +136,67 @@ class Leader:
             except MemberUnreachable as error:
                 self._member_failed(address, error)
                 continue
-            if copy is not None and copy.version >= entry.version:
-                return copy.message
+            if copy is None or copy.version < entry.version:
+                await self.lose_copy(message_id, address)
+                continue
+            if copy.version == entry.version:
+                await self._heal_own_copy(message_id, entry, copy.message, own is not None)
+            return copy.message
         raise ClusterError(f"no holder of {message_id!r} is reachable")
+
+    async def _heal_own_copy(
+        self, message_id: str, entry: Entry, message: bytes, damaged: bool
+    ) -> None:
+        current = self.index.get(message_id)
+        if current is None or current.version != entry.version or message_id in self._writing:
+            return  # a newer SET writes the leader's copy itself
+        log.warning(
+            "the leader's copy of %r was %s; restored from a member",
+            message_id,
+            "damaged" if damaged else "missing",
+        )
+        await self.store.put(message_id, message, current.version, current.holders)
+
+    async def lose_copy(self, message_id: str, address: str) -> None:
+        """``address`` no longer holds a good copy of the current version: it stops counting
+        as a holder, and the message waits for repair."""
+        entry = self.index.get(message_id)
+        if entry is None or address not in entry.holders:
+            return
+        holders = tuple(h for h in entry.holders if h != address)
+        await self.store.record(CopyRecord(message_id, entry.version, entry.checksum, holders))
+        if self.index.get(message_id) == entry:
+            self.index.reserve(holders)
+            self.index.commit(message_id, entry.version, holders, entry.checksum)
+        self.under_replicated.add(message_id)
+
+    def expected_on(self, address: str) -> dict[str, Entry]:
+        """The entries that place a copy on ``address``: taken before asking for its
+        inventory, so that copies placed while it is read are not mistaken for lost ones."""
+        return self.index.held_by({address})
+
+    async def reconcile(
+        self, address: str, expected: dict[str, Entry], held: list[tuple[str, Version]]
+    ) -> int:
+        """Match a member's inventory against the index, after it (re)joined. Its copies of
+        the current version stay; copies the index no longer places on it, or of an older
+        (or never acknowledged) version, are deleted; copies it should hold but lacks are
+        repaired. Returns how many copies were deleted."""
+        surplus = []
+        versions = dict(held)
+        for message_id, version in held:
+            entry = self.index.get(message_id)
+            if message_id in self._writing:
+                continue  # a SET under way settles this copy
+            if entry is None or address not in entry.holders or version != entry.version:
+                surplus.append((message_id, version))
+        for message_id, entry in expected.items():
+            unchanged = self.index.get(message_id) == entry
+            if unchanged and versions.get(message_id) != entry.version:
+                await self.lose_copy(message_id, address)
+        if surplus:
+            await self._transport.delete(address, surplus)
+        return len(surplus)
 
     async def _undo(self, message_id: str, before: Entry | None, reached: list[str]) -> None:
         """Put the previous value back on members that a failed SET reached, under a fresh
@@ -199,10 +255,12 @@ class Leader:
         if self.index.get(message_id) != entry or message_id in self._writing:
             return False  # a SET overtook the repair; its copies are the ones that count
         holders = survivors + added
-        record = CopyRecord(message_id, entry.version, checksum(message), tuple(holders))
+        record = CopyRecord(message_id, entry.version, entry.checksum, tuple(holders))
         await self.store.record(record)
+        if self.index.get(message_id) != entry:
+            return False
         self.index.reserve(holders)
-        self.index.commit(message_id, entry.version, holders)
+        self.index.commit(message_id, entry.version, holders, entry.checksum)
         return len(holders) >= self.tolerance
 
     def member_counts(self) -> list[MemberCounts]:

@@ -1,5 +1,7 @@
-"""Re-replication: members dead past a grace period lose their place, and their copies are
-made again on live members, at a bounded rate so client traffic keeps its share."""
+"""Healing: members dead past a grace period lose their place and their copies are made
+again on live members; a member that (re)joins has its copies reconciled with the index;
+copies found lost or damaged are made again. All at a bounded rate, so clients keep their
+share."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kayit.cluster.leader import Leader
+from kayit.cluster.transport import MemberTransport, MemberUnreachable
 
 log = logging.getLogger(__name__)
 
@@ -24,12 +27,15 @@ class Repairer:
     def __init__(
         self,
         leader: Leader,
+        transport: MemberTransport,
         *,
         repair_after: float,
         rate: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._leader = leader
+        self._transport = transport
+        self._joined: set[str] = set()
         self._repair_after = repair_after
         self._rate = rate
         self._clock = clock
@@ -43,20 +49,40 @@ class Repairer:
             if not m.alive and membership.silent_for(m.address) > self._repair_after
         }
 
+    def member_joined(self, address: str) -> None:
+        self._joined.add(address)
+
     async def run(self, every: float = 1.0) -> None:
         while True:
             await asyncio.sleep(every)
+            while self._joined:
+                await self.reconcile(self._joined.pop())
             lost = self.lost_members()
-            if lost:
-                await self.repair_pass(lost)
+            ids = set(self._leader.index.held_by(lost)) if lost else set()
+            ids |= self._leader.under_replicated
+            self._leader.under_replicated.clear()
+            if ids:
+                await self.repair_pass(sorted(ids))
 
-    async def repair_pass(self, lost: set[str]) -> None:
-        """One pass over the messages held by ``lost``, ``rate`` messages per second at most."""
-        ids = self._leader.index.held_by(lost)
-        self.progress = RepairProgress(under_replicated=len(ids))
-        if not ids:
+    async def reconcile(self, address: str) -> None:
+        expected = self._leader.expected_on(address)
+        try:
+            held = await self._transport.inventory(address, verify=True)
+            deleted = await self._leader.reconcile(address, expected, held)
+        except MemberUnreachable as error:
+            log.warning("could not reconcile member %s: %s", address, error)
             return
-        log.info("repairing %d messages held by %s", len(ids), ", ".join(sorted(lost)))
+        log.info(
+            "member %s reconciled: %d copies kept, %d deleted",
+            address,
+            len(held) - deleted,
+            deleted,
+        )
+
+    async def repair_pass(self, ids: list[str]) -> None:
+        """Give each message its TOLERANCE member copies again, ``rate`` per second at most."""
+        self.progress = RepairProgress(under_replicated=len(ids))
+        log.info("repairing %d under-replicated messages", len(ids))
         started = self._clock()
         for done, message_id in enumerate(ids, start=1):
             if await self._leader.repair(message_id):

@@ -27,3 +27,10 @@ class MemberTransport(Protocol):
 
     async def retrieve(self, address: str, message_id: str) -> Copy | None:
         """A member's copy of ``message_id``, or None if it has none. Raises MemberUnreachable."""
+
+    async def inventory(self, address: str, verify: bool) -> list[tuple[str, Version]]:
+        """Every copy a member holds, with its version. Raises MemberUnreachable."""
+
+    async def delete(self, address: str, copies: list[tuple[str, Version]]) -> None:
+        """Remove copies from a member (a newer version there stays). Raises
+        MemberUnreachable."""

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15kayit/rpc/kayit.proto\x12\x05kayit\"$\n\x07Version\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x0b\n\x03seq\x18\x02 \x01(\x04\"M\n\rStoredMessage\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x1f\n\x07version\x18\x03 \x01(\x0b\x32\x0e.kayit.Version\">\n\x0bStoreResult\x12\x0e\n\x06stored\x18\x01 \x01(\x08\x12\x1f\n\x07\x63urrent\x18\x02 \x01(\x0b\x32\x0e.kayit.Version\"4\n\nStoreBatch\x12&\n\x08messages\x18\x01 \x03(\x0b\x32\x14.kayit.StoredMessage\"7\n\x10StoreBatchResult\x12#\n\x07results\x18\x01 \x03(\x0b\x32\x12.kayit.StoreResult\"\x17\n\tMessageId\x12\n\n\x02id\x18\x01 \x01(\t\"F\n\x0eRetrieveResult\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12%\n\x07message\x18\x02 \x01(\x0b\x32\x14.kayit.StoredMessage\"5\n\x0bJoinRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x15\n\rmessage_count\x18\x02 \x01(\x04\"C\n\tJoinReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x14\n\x0cheartbeat_ms\x18\x03 \x01(\r\":\n\x10HeartbeatRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x15\n\rmessage_count\x18\x02 \x01(\x04\"\x1f\n\x0eHeartbeatReply\x12\r\n\x05known\x18\x01 \x01(\x08\"\x0e\n\x0c\x43ountRequest\"#\n\nCountReply\x12\x15\n\rmessage_count\x18\x01 \x01(\x04\"\x0f\n\rStatusRequest\"P\n\x0cMemberStatus\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\r\n\x05\x61live\x18\x02 \x01(\x08\x12\x10\n\x08\x61ssigned\x18\x03 \x01(\x04\x12\x0e\n\x06stored\x18\x04 \x01(\x04\"|\n\x0bStatusReply\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x15\n\rmessage_count\x18\x03 \x01(\x04\x12\x11\n\ttolerance\x18\x04 \x01(\r\x12$\n\x07members\x18\x05 \x03(\x0b\x32\x13.kayit.MemberStatus2\xf7\x02\n\x04Node\x12\x31\n\x05Store\x12\x14.kayit.StoredMessage\x1a\x12.kayit.StoreResult\x12\x37\n\tStoreMany\x12\x11.kayit.StoreBatch\x1a\x17.kayit.StoreBatchResult\x12\x33\n\x08Retrieve\x12\x10.kayit.MessageId\x1a\x15.kayit.RetrieveResult\x12,\n\x04Join\x12\x12.kayit.JoinRequest\x1a\x10.kayit.JoinReply\x12;\n\tHeartbeat\x12\x17.kayit.HeartbeatRequest\x1a\x15.kayit.HeartbeatReply\x12/\n\x05\x43ount\x12\x13.kayit.CountRequest\x1a\x11.kayit.CountReply\x12\x32\n\x06Status\x12\x14.kayit.StatusRequest\x1a\x12.kayit.StatusReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15kayit/rpc/kayit.proto\x12\x05kayit\"$\n\x07Version\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x0b\n\x03seq\x18\x02 \x01(\x04\"M\n\rStoredMessage\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x1f\n\x07version\x18\x03 \x01(\x0b\x32\x0e.kayit.Version\">\n\x0bStoreResult\x12\x0e\n\x06stored\x18\x01 \x01(\x08\x12\x1f\n\x07\x63urrent\x18\x02 \x01(\x0b\x32\x0e.kayit.Version\"4\n\nStoreBatch\x12&\n\x08messages\x18\x01 \x03(\x0b\x32\x14.kayit.StoredMessage\"7\n\x10StoreBatchResult\x12#\n\x07results\x18\x01 \x03(\x0b\x32\x12.kayit.StoreResult\"\x17\n\tMessageId\x12\n\n\x02id\x18\x01 \x01(\t\"F\n\x0eRetrieveResult\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12%\n\x07message\x18\x02 \x01(\x0b\x32\x14.kayit.StoredMessage\"5\n\x0bJoinRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x15\n\rmessage_count\x18\x02 \x01(\x04\"C\n\tJoinReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x14\n\x0cheartbeat_ms\x18\x03 \x01(\r\":\n\x10HeartbeatRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x15\n\rmessage_count\x18\x02 \x01(\x04\"\x1f\n\x0eHeartbeatReply\x12\r\n\x05known\x18\x01 \x01(\x08\"\x0e\n\x0c\x43ountRequest\"#\n\nCountReply\x12\x15\n\rmessage_count\x18\x01 \x01(\x04\"\"\n\x10InventoryRequest\x12\x0e\n\x06verify\x18\x01 \x01(\x08\"=\n\x0eInventoryEntry\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1f\n\x07version\x18\x02 \x01(\x0b\x32\x0e.kayit.Version\"8\n\x0eInventoryChunk\x12&\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x15.kayit.InventoryEntry\"7\n\rDeleteRequest\x12&\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x15.kayit.InventoryEntry\"\x1f\n\x0c\x44\x65leteResult\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\r\"\x0f\n\rStatusRequest\"P\n\x0cMemberStatus\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\r\n\x05\x61live\x18\x02 \x01(\x08\x12\x10\n\x08\x61ssigned\x18\x03 \x01(\x04\x12\x0e\n\x06stored\x18\x04 \x01(\x04\"|\n\x0bStatusReply\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x15\n\rmessage_count\x18\x03 \x01(\x04\x12\x11\n\ttolerance\x18\x04 \x01(\r\x12$\n\x07members\x18\x05 \x03(\x0b\x32\x13.kayit.MemberStatus2\xeb\x03\n\x04Node\x12\x31\n\x05Store\x12\x14.kayit.StoredMessage\x1a\x12.kayit.StoreResult\x12\x37\n\tStoreMany\x12\x11.kayit.StoreBatch\x1a\x17.kayit.StoreBatchResult\x12\x33\n\x08Retrieve\x12\x10.kayit.MessageId\x1a\x15.kayit.RetrieveResult\x12,\n\x04Join\x12\x12.kayit.JoinRequest\x1a\x10.kayit.JoinReply\x12;\n\tHeartbeat\x12\x17.kayit.HeartbeatRequest\x1a\x15.kayit.HeartbeatReply\x12/\n\x05\x43ount\x12\x13.kayit.CountRequest\x1a\x11.kayit.CountReply\x12\x32\n\x06Status\x12\x14.kayit.StatusRequest\x1a\x12.kayit.StatusReply\x12=\n\tInventory\x12\x17.kayit.InventoryRequest\x1a\x15.kayit.InventoryChunk0\x01\x12\x33\n\x06\x44\x65lete\x12\x14.kayit.DeleteRequest\x1a\x13.kayit.DeleteResultb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -57,12 +57,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COUNTREQUEST']._serialized_end=652
   _globals['_COUNTREPLY']._serialized_start=654
   _globals['_COUNTREPLY']._serialized_end=689
-  _globals['_STATUSREQUEST']._serialized_start=691
-  _globals['_STATUSREQUEST']._serialized_end=706
-  _globals['_MEMBERSTATUS']._serialized_start=708
-  _globals['_MEMBERSTATUS']._serialized_end=788
-  _globals['_STATUSREPLY']._serialized_start=790
-  _globals['_STATUSREPLY']._serialized_end=914
-  _globals['_NODE']._serialized_start=917
-  _globals['_NODE']._serialized_end=1292
+  _globals['_INVENTORYREQUEST']._serialized_start=691
+  _globals['_INVENTORYREQUEST']._serialized_end=725
+  _globals['_INVENTORYENTRY']._serialized_start=727
+  _globals['_INVENTORYENTRY']._serialized_end=788
+  _globals['_INVENTORYCHUNK']._serialized_start=790
+  _globals['_INVENTORYCHUNK']._serialized_end=846
+  _globals['_DELETEREQUEST']._serialized_start=848
+  _globals['_DELETEREQUEST']._serialized_end=903
+  _globals['_DELETERESULT']._serialized_start=905
+  _globals['_DELETERESULT']._serialized_end=936
+  _globals['_STATUSREQUEST']._serialized_start=938
+  _globals['_STATUSREQUEST']._serialized_end=953
+  _globals['_MEMBERSTATUS']._serialized_start=955
+  _globals['_MEMBERSTATUS']._serialized_end=1035
+  _globals['_STATUSREPLY']._serialized_start=1037
+  _globals['_STATUSREPLY']._serialized_end=1161
+  _globals['_NODE']._serialized_start=1164
+  _globals['_NODE']._serialized_end=1655
 # @@protoc_insertion_point(module_scope)

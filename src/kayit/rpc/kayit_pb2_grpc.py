@@ -69,6 +69,16 @@ class NodeStub:
                 request_serializer=kayit_dot_rpc_dot_kayit__pb2.StatusRequest.SerializeToString,
                 response_deserializer=kayit_dot_rpc_dot_kayit__pb2.StatusReply.FromString,
                 _registered_method=True)
+        self.Inventory = channel.unary_stream(
+                '/kayit.Node/Inventory',
+                request_serializer=kayit_dot_rpc_dot_kayit__pb2.InventoryRequest.SerializeToString,
+                response_deserializer=kayit_dot_rpc_dot_kayit__pb2.InventoryChunk.FromString,
+                _registered_method=True)
+        self.Delete = channel.unary_unary(
+                '/kayit.Node/Delete',
+                request_serializer=kayit_dot_rpc_dot_kayit__pb2.DeleteRequest.SerializeToString,
+                response_deserializer=kayit_dot_rpc_dot_kayit__pb2.DeleteResult.FromString,
+                _registered_method=True)
 
 
 class NodeServicer:
@@ -117,6 +127,19 @@ class NodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Inventory(self, request, context):
+        """What a member holds, in chunks: the leader reconciles it with its index on (re)join.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Delete(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -154,6 +177,16 @@ def add_NodeServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=kayit_dot_rpc_dot_kayit__pb2.StatusRequest.FromString,
                     response_serializer=kayit_dot_rpc_dot_kayit__pb2.StatusReply.SerializeToString,
+            ),
+            'Inventory': grpc.unary_stream_rpc_method_handler(
+                    servicer.Inventory,
+                    request_deserializer=kayit_dot_rpc_dot_kayit__pb2.InventoryRequest.FromString,
+                    response_serializer=kayit_dot_rpc_dot_kayit__pb2.InventoryChunk.SerializeToString,
+            ),
+            'Delete': grpc.unary_unary_rpc_method_handler(
+                    servicer.Delete,
+                    request_deserializer=kayit_dot_rpc_dot_kayit__pb2.DeleteRequest.FromString,
+                    response_serializer=kayit_dot_rpc_dot_kayit__pb2.DeleteResult.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -345,6 +378,60 @@ class Node:
             '/kayit.Node/Status',
             kayit_dot_rpc_dot_kayit__pb2.StatusRequest.SerializeToString,
             kayit_dot_rpc_dot_kayit__pb2.StatusReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Inventory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/kayit.Node/Inventory',
+            kayit_dot_rpc_dot_kayit__pb2.InventoryRequest.SerializeToString,
+            kayit_dot_rpc_dot_kayit__pb2.InventoryChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Delete(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kayit.Node/Delete',
+            kayit_dot_rpc_dot_kayit__pb2.DeleteRequest.SerializeToString,
+            kayit_dot_rpc_dot_kayit__pb2.DeleteResult.FromString,
             options,
             channel_credentials,
             insecure,

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 
 from kayit.cluster.transport import Copy, MemberUnreachable
 from kayit.rpc import kayit_pb2 as pb
 from kayit.rpc.channels import open_channel
-from kayit.rpc.convert import copy_from_pb, copy_to_pb
+from kayit.rpc.convert import copy_from_pb, copy_to_pb, version_from_pb, version_to_pb
 from kayit.rpc.kayit_pb2_grpc import NodeStub
+from kayit.version import Version
 
 
 class Peers:
@@ -16,20 +19,29 @@ class Peers:
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
-        self._stubs: dict[str, NodeStub] = {}
-        self._channels: list[grpc.aio.Channel] = []
+        self._stubs: dict[str, tuple[grpc.aio.Channel, NodeStub]] = {}
+        self._closing: set[asyncio.Task[None]] = set()
 
     def stub(self, address: str) -> NodeStub:
-        stub = self._stubs.get(address)
-        if stub is None:
+        known = self._stubs.get(address)
+        if known is None:
             channel = open_channel(address)
-            self._channels.append(channel)
-            stub = self._stubs[address] = NodeStub(channel)
-        return stub
+            known = self._stubs[address] = (channel, NodeStub(channel))
+        return known[1]
+
+    def forget(self, address: str) -> None:
+        """Drop the channel to a peer that restarted: one that failed while it was down
+        would wait out its reconnect backoff, and fail calls meanwhile."""
+        known = self._stubs.pop(address, None)
+        if known is not None:
+            closing = asyncio.get_running_loop().create_task(known[0].close())
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
 
     async def close(self) -> None:
-        for channel in self._channels:
+        for channel, _ in self._stubs.values():
             await channel.close()
+        self._stubs.clear()
 
 
 class GrpcMemberTransport:
@@ -55,6 +67,26 @@ class GrpcMemberTransport:
         except grpc.aio.AioRpcError as error:
             raise MemberUnreachable(_describe(error)) from error
         return copy_from_pb(reply.message) if reply.found else None
+
+    async def inventory(self, address: str, verify: bool) -> list[tuple[str, Version]]:
+        held: list[tuple[str, Version]] = []
+        try:
+            # Reading every copy with verify=True takes time: no deadline beyond the channel's.
+            call = self._peers.stub(address).Inventory(pb.InventoryRequest(verify=verify))
+            async for chunk in call:
+                held += [(e.id, version_from_pb(e.version)) for e in chunk.entries]
+        except grpc.aio.AioRpcError as error:
+            raise MemberUnreachable(_describe(error)) from error
+        return held
+
+    async def delete(self, address: str, copies: list[tuple[str, Version]]) -> None:
+        entries = [pb.InventoryEntry(id=key, version=version_to_pb(v)) for key, v in copies]
+        try:
+            await self._peers.stub(address).Delete(
+                pb.DeleteRequest(entries=entries), timeout=self._peers.timeout
+            )
+        except grpc.aio.AioRpcError as error:
+            raise MemberUnreachable(_describe(error)) from error
 
 
 def _describe(error: grpc.aio.AioRpcError) -> str:

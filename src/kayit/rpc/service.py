@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 
@@ -16,11 +17,20 @@ from kayit.storage.store import MessageStore
 
 log = logging.getLogger(__name__)
 
+_INVENTORY_CHUNK = 10_000  # entries per streamed message: ~0.5 MB
+
 
 class NodeService(NodeServicer):  # type: ignore[misc]  # generated base class is untyped
     def __init__(
-        self, *, address: str, store: MessageStore, leader: Leader | None, heartbeat_ms: int
+        self,
+        *,
+        address: str,
+        store: MessageStore,
+        leader: Leader | None,
+        heartbeat_ms: int,
+        on_join: Callable[[str], None] | None = None,
     ) -> None:
+        self.on_join = on_join
         self.address = address
         self.store = store
         self.leader = leader
@@ -60,6 +70,8 @@ class NodeService(NodeServicer):  # type: ignore[misc]  # generated base class i
             return pb.JoinReply(accepted=False, reason="that address is the leader's own")
         if self.leader.membership.heard_from(request.address, request.message_count):
             log.info("member %s joined", request.address)
+        if self.on_join is not None:
+            self.on_join(request.address)  # its copies are reconciled with the index
         return pb.JoinReply(accepted=True, heartbeat_ms=self.heartbeat_ms)
 
     async def Heartbeat(
@@ -93,6 +105,27 @@ class NodeService(NodeServicer):  # type: ignore[misc]  # generated base class i
             tolerance=self.leader.tolerance,
             members=members,
         )
+
+    async def Inventory(
+        self, request: pb.InventoryRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.InventoryChunk]:
+        held = await self.store.inventory(request.verify)
+        for start in range(0, len(held), _INVENTORY_CHUNK):
+            entries = [
+                pb.InventoryEntry(id=key, version=version_to_pb(version))
+                for key, version in held[start : start + _INVENTORY_CHUNK]
+            ]
+            yield pb.InventoryChunk(entries=entries)
+
+    async def Delete(
+        self, request: pb.DeleteRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteResult:
+        await _check_ids([e.id for e in request.entries], context)
+        copies = [(e.id, version_from_pb(e.version)) for e in request.entries]
+        deleted = await self.store.delete(copies)
+        if deleted:
+            log.info("deleted %d copies the leader no longer places here", deleted)
+        return pb.DeleteResult(deleted=deleted)
 
     async def _store(self, message: pb.StoredMessage) -> pb.StoreResult:
         outcome = await self.store.put(

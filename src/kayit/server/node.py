@@ -41,6 +41,7 @@ class Node:
         self._tasks: list[asyncio.Task[None]] = []
         self._client_server: asyncio.Server | None = None
         self._store: MessageStore | None = None
+        self._repairer: Repairer | None = None
 
     async def start(self) -> None:
         config = self.config
@@ -55,14 +56,19 @@ class Node:
         journaled = await store.open()
 
         leader: Leader | None = None
+        repairer: Repairer | None = None
         if is_leader:
+            transport = GrpcMemberTransport(self._peers)
             leader = Leader(
                 store=store,
                 membership=Membership(config.dead_after),
-                transport=GrpcMemberTransport(self._peers),
+                transport=transport,
                 tolerance=config.tolerance,
                 term=next_term(node_dir / "term"),
                 journaled=journaled,
+            )
+            self._repairer = repairer = Repairer(
+                leader, transport, repair_after=config.repair_after, rate=config.repair_rate
             )
             try:
                 self._client_server = await serve_clients(
@@ -78,12 +84,12 @@ class Node:
             store=store,
             leader=leader,
             heartbeat_ms=int(config.heartbeat * 1000),
+            on_join=self._member_joined,
         )
         add_NodeServicer_to_server(service, self._grpc)
         await self._grpc.start()
 
-        if leader is not None:
-            repairer = Repairer(leader, repair_after=config.repair_after, rate=config.repair_rate)
+        if leader is not None and repairer is not None:
             self._spawn(self._watch_members(leader))
             self._spawn(repairer.run())
             self._spawn(self._report_leader(leader, repairer, address))
@@ -123,6 +129,11 @@ class Node:
         await self._peers.close()
         if self._store is not None:
             await self._store.close()
+
+    def _member_joined(self, address: str) -> None:
+        self._peers.forget(address)
+        if self._repairer is not None:
+            self._repairer.member_joined(address)
 
     def _bind_grpc(self) -> int:
         host = self.config.host

@@ -77,6 +77,16 @@ class DiskManager:
             self._dirty.update(names)
         return created
 
+    def delete(self, message_id: str) -> bool:
+        """Remove a message file; False if there was none."""
+        try:
+            self.path(message_id).unlink()
+        except FileNotFoundError:
+            return False
+        if self.fsync is FsyncPolicy.EVERYSEC:
+            self._dirty.add(file_name(message_id))
+        return True
+
     def read(self, message_id: str) -> bytes | None:
         try:
             if self.io_mode is IoMode.BUFFERED:

@@ -18,7 +18,7 @@ from kayit.storage.atomic import replace_durably
 from kayit.version import Version
 
 _FRAME = struct.Struct(">II")
-_COPY = struct.Struct(">QQIH")  # term, seq, checksum of the message, id length
+_COPY = struct.Struct(">?QQIH")  # deleted, term, seq, checksum of the message, id length
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,11 +27,13 @@ class CopyRecord:
     version: Version
     checksum: int  # crc32 of the message bytes in the .msg file
     holders: tuple[str, ...] = ()  # on the leader: the members holding this version
+    deleted: bool = False  # the copy of this version, and any older one, was removed
 
     def encode(self) -> bytes:
         key = self.message_id.encode("utf-8")
+        term, seq = self.version
         parts = [
-            _COPY.pack(self.version.term, self.version.seq, self.checksum, len(key)),
+            _COPY.pack(self.deleted, term, seq, self.checksum, len(key)),
             key,
             "\n".join(self.holders).encode("utf-8"),
         ]
@@ -39,11 +41,12 @@ class CopyRecord:
 
     @classmethod
     def decode(cls, body: bytes) -> CopyRecord:
-        term, seq, checksum, key_length = _COPY.unpack_from(body)
+        deleted, term, seq, checksum, key_length = _COPY.unpack_from(body)
         start = _COPY.size
         key = body[start : start + key_length].decode("utf-8")
         rest = body[start + key_length :].decode("utf-8")
-        return cls(key, Version(term, seq), checksum, tuple(rest.split("\n")) if rest else ())
+        holders = tuple(rest.split("\n")) if rest else ()
+        return cls(key, Version(term, seq), checksum, holders, deleted)
 
 
 def checksum(message: bytes) -> int:
@@ -56,8 +59,8 @@ class Journal:
         self._fd: int | None = None
 
     def replay(self) -> dict[str, CopyRecord]:
-        """The latest record of each id. Drops a torn tail and compacts the file to one record
-        per id; afterwards the journal is open for appending."""
+        """The latest record of each copy still held. Drops a torn tail and compacts the file
+        to one record per copy; afterwards the journal is open for appending."""
         latest: dict[str, CopyRecord] = {}
         total = 0
         bodies, torn = self._read_bodies()
@@ -67,6 +70,7 @@ class Journal:
             if current is None or current.version <= record.version:
                 latest[record.message_id] = record
             total += 1
+        latest = {key: record for key, record in latest.items() if not record.deleted}
         if torn or total != len(latest) or not self.path.exists():
             self._rewrite(latest.values())
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)

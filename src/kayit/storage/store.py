@@ -97,6 +97,18 @@ class MessageStore:
         """Journal a new record for a copy already on this disk, such as new holders."""
         return await self._writes.submit(_Write(record, None))
 
+    async def delete(self, copies: list[tuple[str, Version]]) -> int:
+        """Remove each copy whose version is not newer than the one given; returns how many
+        went. A copy of a newer version stays (a SET reached it after the caller looked)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, self._delete, copies)
+
+    async def inventory(self, verify: bool) -> list[tuple[str, Version]]:
+        """Every copy this store has a record of and a file for; with ``verify``, only those
+        whose bytes still match their checksum."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, self._inventory, verify)
+
     async def get(self, message_id: str) -> bytes | None:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, self.disk.read, message_id)
@@ -143,6 +155,34 @@ class MessageStore:
             for key, write in accepted.items():
                 self._copies[key] = (write.record.version, write.record.checksum)
         return outcomes
+
+    def _delete(self, copies: list[tuple[str, Version]]) -> int:
+        """Runs on the writer thread."""
+        gone = []
+        for message_id, version in copies:
+            known = self._known_version(message_id)
+            if known > version:
+                continue
+            if self.disk.delete(message_id):
+                self._count -= 1
+            self._copies.pop(message_id, None)
+            gone.append(CopyRecord(message_id, version, 0, deleted=True))
+        self._journal.append(gone)
+        if self.disk.fsync is FsyncPolicy.ALWAYS:
+            self._journal.sync()
+        return len(gone)
+
+    def _inventory(self, verify: bool) -> list[tuple[str, Version]]:
+        held = []
+        for message_id, (version, expected) in list(self._copies.items()):
+            if verify:
+                message = self.disk.read(message_id)
+                if message is None or checksum(message) != expected:
+                    continue
+            elif not self.disk.path(message_id).exists():
+                continue
+            held.append((message_id, version))
+        return held
 
     def _known_version(self, message_id: str) -> Version:
         copy = self._copies.get(message_id)
