@@ -235,10 +235,30 @@ class Leader:
         if wanted <= 0:
             return len(survivors) >= self.tolerance
         targets = choose_holders(self.index.load, candidates, wanted) or []
+        # Reserved now, so that repairs running side by side spread over the members.
+        self.index.reserve(targets)
+        added = await self._copy_to(message_id, entry, targets)
+        if self.index.get(message_id) != entry or message_id in self._writing:
+            self.index.release(added)
+            return False  # a SET overtook the repair; its copies are the ones that count
+        holders = survivors + added
+        record = CopyRecord(message_id, entry.version, entry.checksum, tuple(holders))
+        await self.store.record(record)
+        if self.index.get(message_id) != entry:
+            self.index.release(added)
+            return False
+        self.index.reserve(survivors)
+        self.index.commit(message_id, entry.version, holders, entry.checksum)
+        return len(holders) >= self.tolerance
+
+    async def _copy_to(self, message_id: str, entry: Entry, targets: list[str]) -> list[str]:
+        """Store the current version on each of ``targets`` (reserved); returns those that
+        now hold it, releasing the others."""
         try:
             message = await self._read(message_id, entry)
         except ClusterError:
-            return False
+            self.index.release(targets)
+            return []
         copy = Copy(message_id, message, entry.version)
         results = await asyncio.gather(
             *(self._replicator.store(address, copy) for address in targets),
@@ -248,20 +268,12 @@ class Leader:
         for address, result in zip(targets, results, strict=True):
             if result is None:
                 added.append(address)
-            elif isinstance(result, MemberUnreachable):
-                self._member_failed(address, result)
-            else:
+                continue
+            self.index.release([address])
+            if not isinstance(result, MemberUnreachable):
                 raise result
-        if self.index.get(message_id) != entry or message_id in self._writing:
-            return False  # a SET overtook the repair; its copies are the ones that count
-        holders = survivors + added
-        record = CopyRecord(message_id, entry.version, entry.checksum, tuple(holders))
-        await self.store.record(record)
-        if self.index.get(message_id) != entry:
-            return False
-        self.index.reserve(holders)
-        self.index.commit(message_id, entry.version, holders, entry.checksum)
-        return len(holders) >= self.tolerance
+            self._member_failed(address, result)
+        return added
 
     def member_counts(self) -> list[MemberCounts]:
         load = self.index.load

@@ -16,6 +16,8 @@ from kayit.cluster.transport import MemberTransport, MemberUnreachable
 
 log = logging.getLogger(__name__)
 
+_CONCURRENT_REPAIRS = 64
+
 
 @dataclass(slots=True)
 class RepairProgress:
@@ -84,10 +86,12 @@ class Repairer:
         self.progress = RepairProgress(under_replicated=len(ids))
         log.info("repairing %d under-replicated messages", len(ids))
         started = self._clock()
-        for done, message_id in enumerate(ids, start=1):
-            if await self._leader.repair(message_id):
-                self.progress.repaired += 1
-            ahead = done / self._rate - (self._clock() - started)
+        for first in range(0, len(ids), _CONCURRENT_REPAIRS):
+            window = ids[first : first + _CONCURRENT_REPAIRS]
+            # Repairs of one window overlap, so their round trips (and batches) are shared.
+            done = await asyncio.gather(*(self._leader.repair(key) for key in window))
+            self.progress.repaired += sum(done)
+            ahead = (first + len(window)) / self._rate - (self._clock() - started)
             if ahead > 0:
                 await asyncio.sleep(ahead)
         log.info(
