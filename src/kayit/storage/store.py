@@ -17,6 +17,7 @@ from kayit.version import UNKNOWN, Version
 log = logging.getLogger(__name__)
 
 _SYNC_INTERVAL = 1.0
+_READ_THREADS = 4
 JOURNAL_FILE = "journal.log"
 
 
@@ -51,9 +52,13 @@ class MessageStore:
         self._copies: dict[str, tuple[Version, int]] = {}  # id -> (version, checksum)
         self._count = 0
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="kayit-disk-write")
-        self._readers = ThreadPoolExecutor(4, thread_name_prefix="kayit-disk-read")
+        self._readers = ThreadPoolExecutor(_READ_THREADS, thread_name_prefix="kayit-disk-read")
         self._writes: Batcher[_Write, StoreOutcome] = Batcher(
             self._flush, max_items=1024, weigh=lambda write: len(write.message or b"")
+        )
+        # Reads are batched too: one thread hand-off serves every GET of a batch.
+        self._reads: Batcher[str, bytes | None] = Batcher(
+            self._read_batch, max_items=256, in_flight=_READ_THREADS
         )
         self._syncer: asyncio.Task[None] | None = None
 
@@ -110,8 +115,13 @@ class MessageStore:
         return await loop.run_in_executor(self._readers, self._inventory, verify)
 
     async def get(self, message_id: str) -> bytes | None:
+        return await self._reads.submit(message_id)
+
+    async def _read_batch(self, message_ids: list[str]) -> list[bytes | None]:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._readers, self.disk.read, message_id)
+        return await loop.run_in_executor(
+            self._readers, lambda: [self.disk.read(key) for key in message_ids]
+        )
 
     async def get_verified(self, message_id: str) -> tuple[bytes, Version] | None:
         """The copy and its version, if its bytes match the journaled checksum; a missing,
