@@ -31,9 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, TypedDict
 
+from kayit.server.ports import free_ports
+
 HERE = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
-RESERVED_PORTS = frozenset({5555, 6666})  # a user's own cluster may be running on these
 REDIS_MISSING = "redis-server not installed: apt-get install redis-server"
 STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
 START_TIMEOUT = 30.0
@@ -344,24 +345,6 @@ def busy_warning(busy: float | None) -> str | None:
 
 
 # --------------------------------------------------------------------------- processes
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports the kernel just handed out, held open together so they are distinct."""
-    probes: list[socket.socket] = []
-    ports: list[int] = []
-    try:
-        while len(ports) < count:
-            probe = socket.socket()
-            probe.bind((HOST, 0))
-            probes.append(probe)
-            port = probe.getsockname()[1]
-            if port not in RESERVED_PORTS:
-                ports.append(port)
-    finally:
-        for probe in probes:
-            probe.close()
-    return ports
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:

@@ -14,23 +14,11 @@ from pathlib import Path
 from kayit.client import KayitClient
 from kayit.rpc import kayit_pb2 as pb
 from kayit.rpc.status import fetch_status
+from kayit.server.ports import free_ports
 from kayit.storage.naming import file_name
 
 HEARTBEAT = 0.2
 DEAD_AFTER = 1.0
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports the kernel just handed out; held open together so they are distinct."""
-    sockets = []
-    for _ in range(count):
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        sockets.append(probe)
-    ports = [probe.getsockname()[1] for probe in sockets]
-    for probe in sockets:
-        probe.close()
-    return ports
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:

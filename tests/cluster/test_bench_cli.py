@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from kayit.client import KayitClient
-from tests.cluster.harness import NodeProcess, free_ports, wait_for
+from kayit.server.ports import free_ports
+from tests.cluster.harness import NodeProcess, wait_for
 
 MAX_LINE = 4096  # the node's longest line: a bigger value gets ERROR
 

@@ -15,8 +15,8 @@ import pytest
 
 from kayit.client import KayitClient
 from kayit.rpc.status import fetch_status
-from kayit.server.ports import port_is_free
-from tests.cluster.harness import NodeProcess, free_ports, wait_for
+from kayit.server.ports import free_ports, port_is_free
+from tests.cluster.harness import NodeProcess, wait_for
 
 KAYIT = [sys.executable, "-m", "kayit"]
 FAST = ["--heartbeat", "0.2", "--dead-after", "1"]

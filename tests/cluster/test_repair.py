@@ -41,6 +41,11 @@ def test_copies_of_a_dead_member_are_made_again_so_a_second_failure_loses_nothin
     replies = cluster.get_many(list(items))
     assert [k for k, r in zip(items, replies, strict=True) if r != items[k].encode()] == []
 
+    # Those reads restored the leader's copies; a second member may now die too.
+    cluster.members[second].kill()
+    replies = cluster.get_many(list(items))
+    assert [k for k, r in zip(items, replies, strict=True) if r != items[k].encode()] == []
+
 
 @pytest.mark.cluster
 def test_repair_survives_a_leader_restart(start_cluster: ClusterFactory) -> None:

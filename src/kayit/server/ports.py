@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import socket
 
+from kayit.config import DEFAULT_CLIENT_PORT, DEFAULT_GRPC_PORT
+
 
 def port_is_free(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -13,3 +15,23 @@ def port_is_free(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """Ports the kernel just handed out, held open together so they are distinct; never the
+    default ports, where a user's own cluster may be running."""
+    reserved = {DEFAULT_CLIENT_PORT, *range(DEFAULT_GRPC_PORT, DEFAULT_GRPC_PORT + 64)}
+    probes: list[socket.socket] = []
+    ports: list[int] = []
+    try:
+        while len(ports) < count:
+            probe = socket.socket()
+            probe.bind((host, 0))
+            probes.append(probe)
+            port = probe.getsockname()[1]
+            if port not in reserved:
+                ports.append(port)
+    finally:
+        for probe in probes:
+            probe.close()
+    return ports
