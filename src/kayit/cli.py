@@ -120,6 +120,11 @@ def _add_node(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="messages per second that repair may copy, so clients keep their share "
         "(%(default)s)",
     )  # fmt: skip
+    node.add_argument(
+        "--scrub-every", type=_seconds, default=3600.0,
+        help="seconds between checks of every member's copies against their checksums "
+        "(%(default)s)",
+    )  # fmt: skip
     node.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     node.set_defaults(run=_run_node)
 
@@ -155,6 +160,7 @@ def _run_node(args: argparse.Namespace) -> int:
         rpc_timeout=args.rpc_timeout,
         repair_after=args.repair_after,
         repair_rate=args.repair_rate,
+        scrub_every=args.scrub_every,
     )
     return asyncio.run(run_node(config))
 

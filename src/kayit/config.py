@@ -47,6 +47,7 @@ class NodeConfig:
     rpc_timeout: float = 5.0
     repair_after: float = 30.0
     repair_rate: float = 1000.0
+    scrub_every: float = 3600.0
 
     def node_dir(self, grpc_port: int) -> Path:
         return self.data_dir / f"node-{grpc_port}"

@@ -145,3 +145,26 @@ def test_copies_damaged_by_hand_are_not_served_and_are_repaired(
         return True
 
     wait_for(whole, 30, "two good member copies of every message")
+
+
+@pytest.mark.cluster
+def test_the_scrub_finds_damage_on_copies_nobody_reads(start_cluster: ClusterFactory) -> None:
+    cluster = start_cluster(tolerance=1, members=2, extra=("--scrub-every", "1"))
+    items = {f"s{n}": f"value {n}" for n in range(40)}
+    assert cluster.set_many(items) == [b"OK"] * 40
+    member = cluster.member_ports[0]
+    damaged = sorted(cluster.messages_dir(member).glob("*.msg"))[:5]
+    for path in damaged:
+        path.write_bytes(b"rot")
+
+    def healed() -> bool:
+        for key, value in items.items():
+            copies = [cluster.messages_dir(p) / f"{key}.msg" for p in cluster.holders(key)]
+            if not any(c.exists() and c.read_bytes() == value.encode() for c in copies):
+                return False
+        return True
+
+    wait_for(healed, 30, "the scrub to repair the damaged copies")
+    assert "reconciled" in cluster.leader.log()
+    rotten = [p for p in cluster.messages_dir(member).glob("*.msg") if p.read_bytes() == b"rot"]
+    assert rotten == []  # damaged copies are removed, not left behind

@@ -33,11 +33,14 @@ class Repairer:
         *,
         repair_after: float,
         rate: float,
+        scrub_every: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._leader = leader
         self._transport = transport
-        self._joined: set[str] = set()
+        self._joined: set[str] = set()  # members to reconcile with the index
+        self._scrub_every = scrub_every
+        self._scrubbed_at = clock()
         self._repair_after = repair_after
         self._rate = rate
         self._clock = clock
@@ -57,6 +60,11 @@ class Repairer:
     async def run(self, every: float = 1.0) -> None:
         while True:
             await asyncio.sleep(every)
+            if self._clock() - self._scrubbed_at >= self._scrub_every:
+                # A scrub: every live member's copies are read back and checked, so damage
+                # is found even on copies nobody reads.
+                self._scrubbed_at = self._clock()
+                self._joined.update(self._leader.membership.alive())
             while self._joined:
                 await self.reconcile(self._joined.pop())
             lost = self.lost_members()

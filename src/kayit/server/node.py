@@ -68,7 +68,11 @@ class Node:
                 journaled=journaled,
             )
             self._repairer = repairer = Repairer(
-                leader, transport, repair_after=config.repair_after, rate=config.repair_rate
+                leader,
+                transport,
+                repair_after=config.repair_after,
+                rate=config.repair_rate,
+                scrub_every=config.scrub_every,
             )
             try:
                 self._client_server = await serve_clients(

@@ -110,9 +110,14 @@ class MessageStore:
 
     async def inventory(self, verify: bool) -> list[tuple[str, Version]]:
         """Every copy this store has a record of and a file for; with ``verify``, only those
-        whose bytes still match their checksum."""
+        whose bytes still match their checksum, and the others are removed: they can never
+        be served, and the leader has them made again."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._readers, self._inventory, verify)
+        held, broken = await loop.run_in_executor(self._readers, self._inventory, verify)
+        if broken:
+            log.warning("%d copies here failed their checksum or are gone; removed", len(broken))
+            await self.delete(broken)
+        return held
 
     async def get(self, message_id: str) -> bytes | None:
         return await self._reads.submit(message_id)
@@ -182,17 +187,20 @@ class MessageStore:
             self._journal.sync()
         return len(gone)
 
-    def _inventory(self, verify: bool) -> list[tuple[str, Version]]:
-        held = []
+    def _inventory(
+        self, verify: bool
+    ) -> tuple[list[tuple[str, Version]], list[tuple[str, Version]]]:
+        """(copies held, copies recorded but missing or damaged)."""
+        held: list[tuple[str, Version]] = []
+        broken: list[tuple[str, Version]] = []
         for message_id, (version, expected) in list(self._copies.items()):
             if verify:
                 message = self.disk.read(message_id)
-                if message is None or checksum(message) != expected:
-                    continue
-            elif not self.disk.path(message_id).exists():
-                continue
-            held.append((message_id, version))
-        return held
+                good = message is not None and checksum(message) == expected
+            else:
+                good = self.disk.path(message_id).exists()
+            (held if good else broken).append((message_id, version))
+        return held, broken
 
     def _known_version(self, message_id: str) -> Version:
         copy = self._copies.get(message_id)
