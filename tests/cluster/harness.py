@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from kayit.client import KayitClient
@@ -180,6 +180,14 @@ class Cluster:
                 lines = [f"SET {k} {v}".encode() for k, v in pairs[start : start + chunk]]
                 replies += client.pipeline(lines)
         return replies
+
+    def misread(self, expected: Mapping[str, str | bytes]) -> list[str]:
+        """The ids whose GET does not answer the expected value (pipelined GETs)."""
+        replies = self.get_many(list(expected))
+        wanted = [v.encode() if isinstance(v, str) else v for v in expected.values()]
+        return [
+            k for k, reply, want in zip(expected, replies, wanted, strict=True) if reply != want
+        ]
 
     def get_many(self, ids: list[str], chunk: int = 500) -> list[bytes]:
         replies: list[bytes] = []

@@ -16,11 +16,6 @@ def _write_and_overwrite(cluster: Cluster, count: int) -> dict[str, str]:
     return first | latest
 
 
-def _read_all(cluster: Cluster, expected: dict[str, str]) -> list[str]:
-    replies = cluster.get_many(list(expected))
-    return [k for k, reply in zip(expected, replies, strict=True) if reply != expected[k].encode()]
-
-
 def _drop_leader_copies(cluster: Cluster) -> None:
     for path in cluster.messages_dir(cluster.leader_port).glob("*.msg"):
         path.unlink()
@@ -40,7 +35,7 @@ def test_leader_restart_keeps_every_acknowledged_message(start_cluster: ClusterF
     _restart(cluster)
     cluster.wait_alive(4)  # the members rejoin by themselves
 
-    assert _read_all(cluster, expected) == []
+    assert cluster.misread(expected) == []
     assert cluster.status().message_count == 300
     term_file = cluster.data_dir / f"node-{cluster.leader_port}" / "term"
     assert term_file.read_text().strip() == "2"
@@ -76,7 +71,7 @@ def test_a_restarted_member_serves_its_copies_again(start_cluster: ClusterFactor
 
     held = [k for k in expected if cluster.holders(k) == [restarted]]
     assert len(held) > 50
-    assert _read_all(cluster, {k: expected[k] for k in held}) == []
+    assert cluster.misread({k: expected[k] for k in held}) == []
 
 
 @pytest.mark.cluster
@@ -96,6 +91,6 @@ def test_whole_cluster_restart_keeps_every_acknowledged_message(
     wait_for(cluster.client_port_open, 20, "the restarted leader")
     cluster.wait_alive(3)
 
-    assert _read_all(cluster, expected) == []
+    assert cluster.misread(expected) == []
     _drop_leader_copies(cluster)
-    assert _read_all(cluster, expected) == []
+    assert cluster.misread(expected) == []
