@@ -125,6 +125,11 @@ def _add_node(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="seconds between checks of every member's copies against their checksums "
         "(%(default)s)",
     )  # fmt: skip
+    node.add_argument(
+        "--cache-mb", type=_megabytes, default=64,
+        help="memory for recently written messages, which GETs then read without the disk "
+        "(leader only; 0 turns it off) (%(default)s)",
+    )  # fmt: skip
     node.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     node.set_defaults(run=_run_node)
 
@@ -161,6 +166,7 @@ def _run_node(args: argparse.Namespace) -> int:
         repair_after=args.repair_after,
         repair_rate=args.repair_rate,
         scrub_every=args.scrub_every,
+        cache_bytes=args.cache_mb * 1024 * 1024,
     )
     return asyncio.run(run_node(config))
 
@@ -388,6 +394,16 @@ def _positive(unit: str) -> Callable[[str], float]:
 
 _seconds = _positive("seconds")
 _per_second = _positive("per second")
+
+
+def _megabytes(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of MiB: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
 
 
 def _max_line(text: str) -> int:

@@ -102,6 +102,8 @@ class Cluster:
             "--dead-after", str(DEAD_AFTER),
             "--rpc-timeout", "2",
             "--report-every", "60",
+            # Off, so that reads exercise the disk paths; tests of the cache turn it on.
+            "--cache-mb", "0",
             *extra,
         ]  # fmt: skip
         self.leader = NodeProcess(

@@ -140,3 +140,22 @@ def _read_lines(raw: socket.socket, count: int) -> list[bytes]:
             break
         buffer += chunk
     return buffer.split(b"\n")[:count]
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("cache_mb", ["0", "1"])
+def test_pipelined_sets_and_gets_of_one_id_see_each_other_in_order(
+    start_cluster: ClusterFactory, cache_mb: str
+) -> None:
+    cluster = start_cluster(tolerance=1, members=1, extra=("--cache-mb", cache_mb))
+    lines = []
+    expected = []
+    for n in range(300):  # ~300 KB of values through a 1 MiB cache: some are evicted
+        key = f"c{n % 50}"
+        value = f"{key} round {n} " + "v" * 1000
+        lines += [f"SET {key} {value}".encode(), f"GET {key}".encode()]
+        expected += [b"OK", value.encode()]
+    with cluster.client() as client:
+        assert client.pipeline(lines) == expected
+        latest = {f"c{n % 50}": f"c{n % 50} round {n} " + "v" * 1000 for n in range(300)}
+    assert cluster.misread(latest) == []

@@ -17,7 +17,7 @@ import pytest
 
 from kayit.client import KayitClient
 from tests.cluster.conftest import ClusterFactory
-from tests.cluster.harness import Cluster
+from tests.cluster.harness import Cluster, wait_for
 
 TOLERANCE = 2
 MEMBERS = 4
@@ -86,7 +86,9 @@ def _inject_faults(cluster: Cluster, seconds: float, rng: random.Random) -> int:
 def test_acknowledged_sets_survive_random_member_crashes(start_cluster: ClusterFactory) -> None:
     seconds = float(os.environ.get("KAYIT_FAULT_SECONDS", "60"))
     cluster = start_cluster(
-        tolerance=TOLERANCE, members=MEMBERS, extra=("--repair-after", "3", "--fsync", "always")
+        tolerance=TOLERANCE,
+        members=MEMBERS,
+        extra=("--repair-after", "3", "--fsync", "always", "--cache-mb", "64"),
     )
     tallies = [Tally() for _ in range(CLIENTS)]
     stop = threading.Event()
@@ -117,9 +119,13 @@ def test_acknowledged_sets_survive_random_member_crashes(start_cluster: ClusterF
     assert mismatches == []
     assert wrong == []
 
-    # The members' copies alone must also hold every acknowledged value: with the leader's
-    # copies gone, every GET is served by a member (and restores the leader's copy).
+    # The members' copies alone must also hold every acknowledged value: with the leader
+    # restarted (its cache empty) and its copies gone, every GET is served by a member.
     time.sleep(3)  # reconciliation of the members restarted last
+    cluster.leader.kill()
     for path in cluster.messages_dir(cluster.leader_port).glob("*.msg"):
         path.unlink()
+    cluster.leader.start()
+    wait_for(cluster.client_port_open, 20, "the restarted leader")
+    cluster.wait_alive(MEMBERS)
     assert cluster.misread(last) == []

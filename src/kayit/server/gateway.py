@@ -13,6 +13,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import cast
 
 from kayit import __version__
@@ -98,6 +99,7 @@ class ClientConnection(asyncio.Protocol):
         self._writing_paused = False
         self._flush_scheduled = False
         self._closing = False  # QUIT or broken RESP: close once every reply is out
+        self._last_on_id: dict[str, asyncio.Task[bytes]] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A stream transport; not always an asyncio.Transport subclass (uvloop's is not).
@@ -153,7 +155,12 @@ class ClientConnection(asyncio.Protocol):
             return style.error(command.reason)
         if isinstance(command, ServerCommand):
             return self._serve(command)
-        task = asyncio.create_task(self._execute(command, style))
+        # Commands of this connection on one id run one after another, in the order sent, so
+        # a pipelined GET sees the SETs before it and none after; other ids go on meanwhile.
+        earlier = self._last_on_id.get(command.id)
+        task = asyncio.create_task(self._execute(command, style, earlier))
+        self._last_on_id[command.id] = task
+        task.add_done_callback(partial(self._settled, command.id))
         task.add_done_callback(self._schedule_flush)
         if isinstance(command, SetCommand):
             size = len(command.message)
@@ -161,7 +168,18 @@ class ClientConnection(asyncio.Protocol):
             task.add_done_callback(lambda _task: self._budget.give(size))
         return task
 
-    async def _execute(self, command: SetCommand | GetCommand, style: ReplyStyle) -> bytes:
+    def _settled(self, message_id: str, task: asyncio.Task[bytes]) -> None:
+        if self._last_on_id.get(message_id) is task:
+            del self._last_on_id[message_id]
+
+    async def _execute(
+        self,
+        command: SetCommand | GetCommand,
+        style: ReplyStyle,
+        earlier: asyncio.Task[bytes] | None,
+    ) -> bytes:
+        if earlier is not None:
+            await asyncio.wait([earlier])
         try:
             if isinstance(command, SetCommand):
                 await self._leader.set(command.id, command.message)

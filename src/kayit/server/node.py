@@ -52,7 +52,8 @@ class Node:
         )
         node_dir = config.node_dir(port)
         disk = DiskManager(node_dir, config.io_mode, config.fsync)
-        self._store = store = MessageStore(disk, keep_versions=not is_leader)
+        cache = config.cache_bytes if is_leader else 0  # only the leader answers GETs
+        self._store = store = MessageStore(disk, keep_versions=not is_leader, cache_bytes=cache)
         journaled = await store.open()
 
         leader: Leader | None = None

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from kayit.batching import Batcher
+from kayit.storage.cache import ValueCache
 from kayit.storage.disk import DiskManager, FsyncPolicy
 from kayit.storage.journal import CopyRecord, Journal, checksum
 from kayit.version import UNKNOWN, Version
@@ -45,8 +46,11 @@ class MessageStore:
     map would double its memory; it rebuilds that index from what ``open`` returns.
     """
 
-    def __init__(self, disk: DiskManager, *, keep_versions: bool = True) -> None:
+    def __init__(
+        self, disk: DiskManager, *, keep_versions: bool = True, cache_bytes: int = 0
+    ) -> None:
         self.disk = disk
+        self._cache = ValueCache(cache_bytes)
         self._journal = Journal(disk.directory.parent / JOURNAL_FILE)
         self._keep_versions = keep_versions
         self._copies: dict[str, tuple[Version, int]] = {}  # id -> (version, checksum)
@@ -106,7 +110,10 @@ class MessageStore:
         """Remove each copy whose version is not newer than the one given; returns how many
         went. A copy of a newer version stays (a SET reached it after the caller looked)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writer, self._delete, copies)
+        deleted = await loop.run_in_executor(self._writer, self._delete, copies)
+        for message_id, _ in copies:
+            self._cache.drop(message_id)
+        return deleted
 
     async def inventory(self, verify: bool) -> list[tuple[str, Version]]:
         """Every copy this store has a record of and a file for; with ``verify``, only those
@@ -120,6 +127,9 @@ class MessageStore:
         return held
 
     async def get(self, message_id: str) -> bytes | None:
+        cached = self._cache.get(message_id)
+        if cached is not None:
+            return cached
         return await self._reads.submit(message_id)
 
     async def _read_batch(self, message_ids: list[str]) -> list[bytes | None]:
@@ -143,7 +153,13 @@ class MessageStore:
 
     async def _flush(self, batch: list[_Write]) -> list[StoreOutcome]:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writer, self._write_batch, batch)
+        outcomes = await loop.run_in_executor(self._writer, self._write_batch, batch)
+        # The cache changes here, on the event loop, before any writer hears back: a GET
+        # after a SET finds the new value, and no read can put an older one back.
+        for write, outcome in zip(batch, outcomes, strict=True):
+            if outcome.stored and write.message is not None:
+                self._cache.put(write.record.message_id, write.message)
+        return outcomes
 
     def _write_batch(self, batch: list[_Write]) -> list[StoreOutcome]:
         """Runs on the writer thread: the only place that changes files, journal and versions."""
