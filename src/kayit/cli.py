@@ -126,7 +126,7 @@ def _add_node(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "(%(default)s)",
     )  # fmt: skip
     node.add_argument(
-        "--cache-mb", type=_megabytes, default=64,
+        "--cache-mb", type=_megabytes, default=16,
         help="memory for recently written messages, which GETs then read without the disk "
         "(leader only; 0 turns it off) (%(default)s)",
     )  # fmt: skip

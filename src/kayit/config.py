@@ -48,7 +48,7 @@ class NodeConfig:
     repair_after: float = 30.0
     repair_rate: float = 1000.0
     scrub_every: float = 3600.0
-    cache_bytes: int = 64 * 1024 * 1024
+    cache_bytes: int = 16 * 1024 * 1024
 
     def node_dir(self, grpc_port: int) -> Path:
         return self.data_dir / f"node-{grpc_port}"

@@ -148,14 +148,16 @@ def test_pipelined_sets_and_gets_of_one_id_see_each_other_in_order(
     start_cluster: ClusterFactory, cache_mb: str
 ) -> None:
     cluster = start_cluster(tolerance=1, members=1, extra=("--cache-mb", cache_mb))
-    lines = []
-    expected = []
-    for n in range(300):  # ~300 KB of values through a 1 MiB cache: some are evicted
-        key = f"c{n % 50}"
-        value = f"{key} round {n} " + "v" * 1000
-        lines += [f"SET {key} {value}".encode(), f"GET {key}".encode()]
-        expected += [b"OK", value.encode()]
+    latest: dict[str, str] = {}
     with cluster.client() as client:
-        assert client.pipeline(lines) == expected
-        latest = {f"c{n % 50}": f"c{n % 50} round {n} " + "v" * 1000 for n in range(300)}
+        for start in range(0, 600, 100):  # 5 KB values over 200 ids: a 1 MiB cache evicts
+            lines = []
+            expected = []
+            for n in range(start, start + 100):
+                key = f"c{n // 3}"  # three SET+GET pairs per id, back to back
+                value = f"{key} round {n} " + "v" * 5000
+                lines += [f"SET {key} {value}".encode(), f"GET {key}".encode()]
+                expected += [b"OK", value.encode()]
+                latest[key] = value
+            assert client.pipeline(lines) == expected
     assert cluster.misread(latest) == []

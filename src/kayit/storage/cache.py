@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+# What an entry costs beyond its value's bytes (the key, the bytes object, the dict's node),
+# so that the limit bounds real memory even when values are small.
+ENTRY_OVERHEAD = 200
+
 
 class ValueCache:
     def __init__(self, limit_bytes: int) -> None:
@@ -14,6 +18,7 @@ class ValueCache:
 
     @property
     def size_bytes(self) -> int:
+        """Memory the cache accounts for: its values plus ENTRY_OVERHEAD each."""
         return self._bytes
 
     def get(self, message_id: str) -> bytes | None:
@@ -24,15 +29,15 @@ class ValueCache:
 
     def put(self, message_id: str, value: bytes) -> None:
         self.drop(message_id)
-        if len(value) > self.limit_bytes // 8:
+        if len(value) + ENTRY_OVERHEAD > self.limit_bytes // 8:
             return  # one huge value would push out thousands of small ones
         self._values[message_id] = value
-        self._bytes += len(value)
+        self._bytes += len(value) + ENTRY_OVERHEAD
         while self._bytes > self.limit_bytes:
             _, oldest = self._values.popitem(last=False)
-            self._bytes -= len(oldest)
+            self._bytes -= len(oldest) + ENTRY_OVERHEAD
 
     def drop(self, message_id: str) -> None:
         old = self._values.pop(message_id, None)
         if old is not None:
-            self._bytes -= len(old)
+            self._bytes -= len(old) + ENTRY_OVERHEAD
