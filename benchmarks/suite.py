@@ -111,26 +111,26 @@ def measurement(
 # --------------------------------------------------------------------------- tables and ratios
 
 
-def throughput(results: Sequence[Measurement], system: str, case: Case) -> float | None:
+def _bench_of(results: Sequence[Measurement], system: str, case: Case) -> dict[str, Any] | None:
+    """The `kayit bench` output of one system for one case, if it ran."""
     for result in results:
         if (
             result["system"] == system
             and Case(result["op"], result["connections"], result["pipeline"]) == case
             and result["bench"] is not None
         ):
-            return float(result["bench"]["throughput"])
+            return result["bench"]
     return None
+
+
+def throughput(results: Sequence[Measurement], system: str, case: Case) -> float | None:
+    bench = _bench_of(results, system, case)
+    return None if bench is None else float(bench["throughput"])
 
 
 def p99(results: Sequence[Measurement], system: str, case: Case) -> float | None:
-    for result in results:
-        if (
-            result["system"] == system
-            and Case(result["op"], result["connections"], result["pipeline"]) == case
-            and result["bench"] is not None
-        ):
-            return float(result["bench"]["latency_ms"]["p99"])
-    return None
+    bench = _bench_of(results, system, case)
+    return None if bench is None else float(bench["latency_ms"]["p99"])
 
 
 def ratio(value: float | None, reference: float | None) -> float | None:
