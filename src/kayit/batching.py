@@ -20,7 +20,8 @@ class Batcher(Generic[T, R]):
 
     ``flush`` returns one result per item, in order; if it raises, every item of that batch
     gets the exception. At most ``in_flight`` flushes run at once; a batch holds at most
-    ``max_items`` items and, past its first item, at most ``max_bytes`` by ``weigh``.
+    ``max_items`` items and, past its first item, at most ``max_bytes`` by ``weigh``. An item
+    whose caller stopped waiting (cancelled) before its batch was taken is never flushed.
     """
 
     def __init__(
@@ -53,8 +54,7 @@ class Batcher(Generic[T, R]):
 
     async def _drain(self) -> None:
         try:
-            while self._pending:
-                batch = self._take()
+            while batch := self._take():
                 try:
                     results = await self._flush([item for item, _ in batch])
                     if len(results) != len(batch):
@@ -75,11 +75,15 @@ class Batcher(Generic[T, R]):
                 self._drains.discard(task)
 
     def _take(self) -> list[tuple[T, asyncio.Future[R]]]:
-        batch = [self._pending.popleft()]
-        size = self._weigh(batch[0][0])
+        batch: list[tuple[T, asyncio.Future[R]]] = []
+        size = 0
         while self._pending and len(batch) < self._max_items:
-            weight = self._weigh(self._pending[0][0])
-            if size + weight > self._max_bytes:
+            item, future = self._pending[0]
+            if future.done():  # its caller gave up waiting
+                self._pending.popleft()
+                continue
+            weight = self._weigh(item)
+            if batch and size + weight > self._max_bytes:
                 break
             size += weight
             batch.append(self._pending.popleft())

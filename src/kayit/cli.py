@@ -111,6 +111,11 @@ def _add_node(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="seconds before a call to another node fails (%(default)s)",
     )  # fmt: skip
     node.add_argument(
+        "--store-timeout", type=_seconds, default=NodeConfig().store_timeout,
+        help="seconds a member may take to store a copy, plus 1 s per 4 MB queued to it; a "
+        "member past it is passed over for that SET, not counted dead (%(default)s)",
+    )  # fmt: skip
+    node.add_argument(
         "--repair-after", type=_seconds, default=30.0,
         help="seconds a member may stay dead before its copies are made again elsewhere "
         "(%(default)s)",
@@ -163,6 +168,7 @@ def _run_node(args: argparse.Namespace) -> int:
         dead_after=args.dead_after,
         report_every=args.report_every,
         rpc_timeout=args.rpc_timeout,
+        store_timeout=args.store_timeout,
         repair_after=args.repair_after,
         repair_rate=args.repair_rate,
         scrub_every=args.scrub_every,

@@ -45,6 +45,7 @@ class NodeConfig:
     dead_after: float = 3.0
     report_every: float = 10.0
     rpc_timeout: float = 5.0
+    store_timeout: float = 0.5  # base of a member copy's deadline; its bytes add to it
     repair_after: float = 30.0
     repair_rate: float = 1000.0
     scrub_every: float = 3600.0

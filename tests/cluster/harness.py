@@ -69,6 +69,15 @@ class NodeProcess:
             os.kill(self.process.pid, signal.SIGKILL)
             self.process.wait()
 
+    def pause(self) -> None:
+        """SIGSTOP: the process stays, its sockets stay open, and nothing on it runs."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGCONT)
+
     def stop(self) -> int:
         """SIGTERM and wait; returns the exit code."""
         assert self.process is not None

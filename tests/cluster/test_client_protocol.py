@@ -72,8 +72,8 @@ def test_bad_input_gets_one_error_line_and_changes_nothing(cluster: Cluster) -> 
         assert client.set("1", "kept") == b"OK"
         for line in BAD_INPUTS:
             reply = client.request(line)
-            assert reply.startswith(b"ERROR "), (line, reply)
-        assert client.request(b"X" * (MAX_LINE + 10)).startswith(b"ERROR ")
+            assert reply.startswith(b"ERROR BADREQUEST "), (line, reply)
+        assert client.request(b"X" * (MAX_LINE + 10)).startswith(b"ERROR BADREQUEST ")
         assert client.get("1") == b"kept"
     assert (cluster.messages_dir(cluster.leader_port) / "1.msg").read_bytes() == b"kept"
 
@@ -84,7 +84,7 @@ def test_over_long_line_is_discarded_up_to_its_newline(cluster: Cluster) -> None
         raw.sendall(b"SET long " + b"y" * (MAX_LINE * 3))
         raw.sendall(b"z" * 1000 + b"\nGET long\nSET after ok\nGET after\n")
         replies = _read_lines(raw, 4)
-    assert replies[0].startswith(b"ERROR ")
+    assert replies[0].startswith(b"ERROR BADREQUEST ")
     assert replies[1:] == [b"NOT_FOUND", b"OK", b"ok"]
 
 

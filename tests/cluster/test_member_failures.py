@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
+from kayit.protocol.errors import ErrorCode, error_code
 from kayit.rpc import kayit_pb2 as pb
 from kayit.rpc.kayit_pb2_grpc import NodeStub
 from tests.cluster.conftest import ClusterFactory
@@ -18,7 +19,7 @@ def test_set_with_too_few_live_members_is_an_error_and_leaves_no_trace(
     cluster = start_cluster(tolerance=2, members=1)
     with cluster.client() as client:
         reply = client.set("lonely", "should not stay")
-        assert reply.startswith(b"ERROR "), reply
+        assert reply.startswith(b"ERROR NOREPLICAS "), reply
         assert client.get("lonely") == b"NOT_FOUND"
     assert cluster.count_on_disk(cluster.leader_port) == 0
 
@@ -31,9 +32,10 @@ def test_set_right_after_members_die_is_an_error_and_leaves_no_visible_trace(
     with cluster.client() as client:
         assert client.set("k", "first") == b"OK"
         cluster.members[cluster.member_ports[0]].kill()
-        # The leader has not noticed yet: the SET finds out, and fails.
-        assert client.set("k", "second").startswith(b"ERROR ")
-        assert client.set("new", "value").startswith(b"ERROR ")
+        # The leader has not noticed yet: the SET finds out, and fails; nothing was done.
+        failed = client.set("k", "second")
+        assert error_code(failed) is ErrorCode.NOREPLICAS, failed
+        assert client.set("new", "value").startswith(b"ERROR NOREPLICAS ")
         assert client.get("new") == b"NOT_FOUND"
         assert client.get("k") == b"first"
 
@@ -106,7 +108,7 @@ def test_reads_go_to_a_live_holder_when_the_leaders_copy_is_gone(
         cluster.members[cluster.member_ports[1]].kill()
         own.unlink()
         reply = client.get("gone")
-        assert reply.startswith(b"ERROR "), reply
+        assert reply.startswith(b"ERROR UNAVAILABLE "), reply
     wait_for(lambda: cluster.leader.running, 1, "the leader to stay up")
 
 

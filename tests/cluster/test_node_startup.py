@@ -169,7 +169,7 @@ def test_kayit_client_in_a_pipe(tmp_path: Path) -> None:
         node.kill()
     assert result.returncode == 0
     assert result.stdout.splitlines()[:3] == ["OK", "a b", "NOT_FOUND"]
-    assert result.stdout.splitlines()[3].startswith("ERROR ")
+    assert result.stdout.splitlines()[3].startswith("ERROR BADREQUEST ")
 
 
 def _answers(grpc_port: int) -> bool:

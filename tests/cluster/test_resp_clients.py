@@ -70,7 +70,7 @@ def test_a_value_with_a_newline_is_refused_to_text_readers(cluster: Cluster) -> 
     finally:
         client.close()
     with cluster.client() as text:
-        assert text.get("multi").startswith(b"ERROR ")
+        assert text.get("multi").startswith(b"ERROR BADREQUEST ")
         assert text.get("missing") == b"NOT_FOUND"
 
 
@@ -111,6 +111,22 @@ def test_redis_cli(cluster: Cluster) -> None:
     assert cli("GET", "cli:1") == "via redis-cli"
     assert cli("DBSIZE") == "1"
     assert cli("GET", "cli:2") == ""
+
+
+@pytest.mark.cluster
+def test_cluster_errors_lead_with_their_code_and_request_errors_stay_err(cluster: Cluster) -> None:
+    for member in cluster.members.values():
+        member.kill()
+    cluster.wait_alive(0)
+    with socket.create_connection(("127.0.0.1", cluster.client_port)) as raw:
+        raw.sendall(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n*2\r\n$3\r\nGET\r\n$3\r\na b\r\n")
+        raw.settimeout(10)
+        received = b""
+        while received.count(b"\r\n") < 2 and (chunk := raw.recv(65536)):
+            received += chunk
+    refused, bad = received.split(b"\r\n")[:2]
+    assert refused.startswith(b"-NOREPLICAS only 0 live members"), refused
+    assert bad == b"-ERR id must not contain whitespace"
 
 
 def _receive(raw: socket.socket, size: int) -> bytes:

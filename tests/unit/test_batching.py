@@ -298,3 +298,38 @@ def test_submit_immediately_after_a_result_is_flushed() -> None:
         return [await batcher.submit(1), await batcher.submit(2)]
 
     assert run(main, timeout=0.5) == [10, 20]
+
+
+def test_items_whose_callers_gave_up_while_queued_are_never_flushed() -> None:
+    batches: list[list[int]] = []
+    release = asyncio.Event()
+
+    async def slow_flush(items: list[int]) -> list[int]:
+        batches.append(list(items))
+        await release.wait()
+        return items
+
+    async def main() -> list[int]:
+        batcher = Batcher(slow_flush)
+        first = asyncio.create_task(batcher.submit(1))
+        await settle()  # 1 is being flushed; what follows waits for the next batch
+        queued = {n: asyncio.create_task(batcher.submit(n)) for n in (2, 3, 4)}
+        await settle()
+        queued[2].cancel()
+        queued[4].cancel()
+        release.set()
+        results = [await first, await queued[3]]
+
+        release.clear()
+        last = asyncio.create_task(batcher.submit(5))
+        await settle()
+        alone = asyncio.create_task(batcher.submit(6))
+        await settle()
+        alone.cancel()
+        release.set()
+        results.append(await last)
+        await settle()
+        return results
+
+    assert run(main) == [1, 3, 5]
+    assert batches == [[1], [3], [5]]

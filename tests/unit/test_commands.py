@@ -14,6 +14,7 @@ from kayit.protocol.commands import (
     parse_command,
     validate_id,
 )
+from kayit.protocol.errors import ErrorCode, error_code
 from kayit.protocol.replies import NOT_FOUND, OK, encode_error, encode_value
 
 
@@ -218,29 +219,35 @@ def test_encode_value_appends_one_newline() -> None:
     assert encode_value(b"") == b"\n"
 
 
+def test_encode_value_with_a_newline_is_a_request_error() -> None:
+    assert encode_value(b"two\nlines").startswith(b"ERROR BADREQUEST ")
+
+
 def test_encode_error_simple() -> None:
-    assert encode_error("missing id") == b"ERROR missing id\n"
+    assert encode_error(ErrorCode.BADREQUEST, "missing id") == b"ERROR BADREQUEST missing id\n"
 
 
 def test_encode_error_flattens_newlines_and_runs_of_whitespace() -> None:
-    assert encode_error("bad\nline\r\n  here\t") == b"ERROR bad line here\n"
+    encoded = encode_error(ErrorCode.NOREPLICAS, "bad\nline\r\n  here\t")
+    assert encoded == b"ERROR NOREPLICAS bad line here\n"
 
 
 def test_encode_error_of_lone_surrogate_does_not_raise() -> None:
-    assert encode_error("x\ud800y") == b"ERROR x?y\n"
+    assert encode_error(ErrorCode.INTERNAL, "x\ud800y") == b"ERROR INTERNAL x?y\n"
 
 
 def test_encode_error_of_invalid_command_reason() -> None:
     reason = invalid_reason(b"FOO\x0b\x0c\x1c 1")
-    encoded = encode_error(reason)
+    encoded = encode_error(ErrorCode.BADREQUEST, reason)
     assert encoded.count(b"\n") == 1
-    assert encoded.startswith(b"ERROR unknown command")
+    assert encoded.startswith(b"ERROR BADREQUEST unknown command")
 
 
 @given(st.text())
 def test_encode_error_is_always_exactly_one_line(reason: str) -> None:
-    encoded = encode_error(reason)
-    assert encoded.startswith(b"ERROR ")
+    encoded = encode_error(ErrorCode.UNAVAILABLE, reason)
+    assert encoded.startswith(b"ERROR UNAVAILABLE ")
+    assert error_code(encoded) is ErrorCode.UNAVAILABLE
     assert encoded.endswith(b"\n")
     assert encoded.count(b"\n") == 1
     assert b"\r" not in encoded
@@ -248,7 +255,7 @@ def test_encode_error_is_always_exactly_one_line(reason: str) -> None:
 
 @given(st.text(st.characters(codec=None, categories=["Cs", "Zl", "Zp", "Cc", "Zs", "Ll"])))
 def test_encode_error_one_line_with_separators_and_surrogates(reason: str) -> None:
-    encoded = encode_error(reason)
-    assert encoded.startswith(b"ERROR ")
+    encoded = encode_error(ErrorCode.BADREQUEST, reason)
+    assert encoded.startswith(b"ERROR BADREQUEST ")
     assert encoded.count(b"\n") == 1
     assert encoded.endswith(b"\n")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from kayit.cluster.membership import Membership, MemberView
+import pytest
+
+from kayit.cluster.loop_clock import LoopClock
+from kayit.cluster.membership import Arrival, Membership, MemberView
 
 
 class FakeClock:
@@ -26,12 +29,20 @@ def test_unknown_member_is_not_alive() -> None:
     assert membership.view() == []
 
 
-def test_heard_from_reports_new_members_only() -> None:
-    membership, _ = make()
-    assert membership.heard_from("a", 0) is True
-    assert membership.heard_from("a", 0) is False
-    assert membership.heard_from("b", 0) is True
+def test_heard_from_tells_new_live_and_revived_members_apart() -> None:
+    membership, clock = make(dead_after=3.0)
+    assert membership.heard_from("a", 0) is Arrival.NEW
+    assert membership.heard_from("a", 0) is Arrival.LIVE
+    assert membership.heard_from("b", 0) is Arrival.NEW
     assert membership.is_known("a")
+    clock.now += 2.9
+    assert membership.heard_from("a", 0) is Arrival.LIVE
+    clock.now += 3.1  # silent past dead_after
+    assert membership.heard_from("a", 0) is Arrival.REVIVED
+    assert membership.heard_from("a", 0) is Arrival.LIVE
+    membership.mark_failed("b")
+    assert membership.heard_from("b", 0) is Arrival.REVIVED
+    assert membership.heard_from("b", 0) is Arrival.LIVE
 
 
 def test_alive_after_heard_from() -> None:
@@ -70,7 +81,7 @@ def test_dead_member_comes_back_when_heard_from() -> None:
     membership.heard_from("a", 1)
     clock.now += 5
     assert not membership.is_alive("a")
-    assert membership.heard_from("a", 2) is False
+    assert membership.heard_from("a", 2) is Arrival.REVIVED
     assert membership.is_alive("a")
     assert membership.view() == [MemberView("a", True, 2)]
 
@@ -170,3 +181,22 @@ def test_changes_in_join_order() -> None:
     membership.changes()
     clock.now += 2
     assert [view.address for view in membership.changes()] == ["z", "y", "x"]
+
+
+def test_silence_counts_only_time_in_which_the_leaders_loop_ran() -> None:
+    """A leader stopped for 10 s hears nothing meanwhile: its members must not look silent
+    for those 10 s when it resumes, only for the loop clock's cap."""
+    source = FakeClock()
+    clock = LoopClock(period=0.1, source=source)
+    membership = Membership(dead_after=1.0, clock=clock)
+    membership.heard_from("a", 0)
+    for _ in range(5):
+        source.now += 0.1
+        clock.tick()
+    source.now += 10  # stopped: no ticks
+    assert membership.is_alive("a")
+    assert membership.silent_for("a") == pytest.approx(0.5 + 0.3)
+    for _ in range(3):  # running again, and still nothing heard: it is judged again
+        source.now += 0.1
+        clock.tick()
+    assert not membership.is_alive("a")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import count
@@ -12,7 +13,8 @@ from kayit.cluster.index import Entry, Index
 from kayit.cluster.membership import Membership
 from kayit.cluster.placement import choose_holders
 from kayit.cluster.replicator import Replicator
-from kayit.cluster.transport import Copy, MemberTransport, MemberUnreachable
+from kayit.cluster.transport import Copy, MemberSlow, MemberTransport, MemberUnreachable
+from kayit.protocol.errors import ErrorCode
 from kayit.storage.journal import CopyRecord, checksum
 from kayit.storage.store import MessageStore
 from kayit.version import Version
@@ -35,7 +37,12 @@ class _Writing:
 
 
 class ClusterError(Exception):
-    """The cluster cannot do what was asked; the message is the reason a client sees."""
+    """The cluster cannot do what was asked: ``code`` tells a client what it may conclude,
+    the message is the reason it sees."""
+
+    def __init__(self, code: ErrorCode, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
 
 
 class Leader:
@@ -47,10 +54,12 @@ class Leader:
         transport: MemberTransport,
         tolerance: int,
         term: int,
+        store_timeout: float,
         journaled: Mapping[str, CopyRecord] = {},
     ) -> None:
         """``journaled``: the leader's own copies as its store found them at start; their
-        records name the holders, so the index survives a restart of the leader."""
+        records name the holders, so the index survives a restart of the leader.
+        ``store_timeout``: the base of each member copy's deadline (see Replicator)."""
         self.store = store
         self.membership = membership
         self.index = Index()
@@ -60,11 +69,12 @@ class Leader:
         self.tolerance = tolerance
         self.term = term
         self._transport = transport
-        self._replicator = Replicator(transport)
+        self._replicator = Replicator(transport, store_timeout)
         self._sequence = count(1)
         # The latest SET under way for each id. A GET waits for it, so a client that pipelines
         # SET then GET reads its own write; a SET of the same id goes to the same holders.
         self._writing: dict[str, _Writing] = {}
+        self._under_way: Counter[str] = Counter()  # SETs of each id not yet finished
         # Ids found with fewer than TOLERANCE good member copies, for the Repairer.
         self.under_replicated: set[str] = set()
 
@@ -79,16 +89,26 @@ class Leader:
         )
         if holders is None:
             raise ClusterError(
-                f"only {len(alive)} live members; TOLERANCE={self.tolerance} needs {self.tolerance}"
+                ErrorCode.NOREPLICAS,
+                f"only {len(alive)} live members; TOLERANCE={self.tolerance} needs "
+                f"{self.tolerance}",
             )
         writing = _Writing(asyncio.get_running_loop().create_future(), holders)
         self._writing[message_id] = writing
+        self._under_way[message_id] += 1
         try:
             await self._set(message_id, message, entry, holders)
         finally:
             writing.done.set_result(None)
             if self._writing.get(message_id) is writing:
                 del self._writing[message_id]
+            self._under_way[message_id] -= 1
+            if not self._under_way[message_id]:
+                del self._under_way[message_id]
+
+    def _settled(self, message_id: str) -> bool:
+        """No SET of the id is under way: what members hold of it changes no more."""
+        return message_id not in self._under_way
 
     async def _set(
         self, message_id: str, message: bytes, entry: Entry | None, holders: list[str]
@@ -98,10 +118,11 @@ class Leader:
         confirmed = await self._replicate(copy, holders)
         if len(confirmed) < self.tolerance:
             self.index.release(confirmed)
-            await self._undo(message_id, entry, confirmed)
+            await self._undo(entry, copy, confirmed)
             raise ClusterError(
+                ErrorCode.NOREPLICAS,
                 f"stored on {len(confirmed)} of {self.tolerance} members; the others failed "
-                "and no live member was left to replace them"
+                "and no live member was left to replace them",
             )
         # The leader's own copy goes last, so that until every member copy is stored it still
         # holds the previous value, which _undo puts back where a failed SET reached.
@@ -111,8 +132,8 @@ class Leader:
             # Whatever reached the disk fails the checksum the index keeps, so is not served.
             log.error("could not store %r on the leader's disk: %s", message_id, error)
             self.index.release(confirmed)
-            await self._undo(message_id, entry, confirmed)
-            raise ClusterError("the leader could not store its copy") from error
+            await self._undo(entry, copy, confirmed)
+            raise ClusterError(ErrorCode.IOERROR, "the leader could not store its copy") from error
         self.index.commit(message_id, copy.version, confirmed, checksum(message))
 
     async def get(self, message_id: str) -> bytes | None:
@@ -126,6 +147,8 @@ class Leader:
         return await self._read(message_id, entry)
 
     async def _read(self, message_id: str, entry: Entry) -> bytes:
+        """The message at ``entry``'s version. The index is the only truth: a holder's copy
+        counts only at exactly that version, since a newer one was never acknowledged."""
         own = await self.store.get(message_id)
         if own is not None and checksum(own) == entry.checksum:
             return own
@@ -136,19 +159,36 @@ class Leader:
             except MemberUnreachable as error:
                 self._member_failed(address, error)
                 continue
-            if copy is None or copy.version < entry.version:
-                await self.lose_copy(message_id, address)
-                continue
-            if copy.version == entry.version:
+            if copy is not None and copy.version == entry.version:
                 await self._heal_own_copy(message_id, entry, copy.message, own is not None)
-            return copy.message
-        raise ClusterError(f"no holder of {message_id!r} is reachable")
+                return copy.message
+            await self._passed_over(message_id, entry, address, copy)
+        raise ClusterError(
+            ErrorCode.UNAVAILABLE, f"no holder of {message_id!r} answered with its current copy"
+        )
+
+    async def _passed_over(
+        self, message_id: str, entry: Entry, address: str, copy: Copy | None
+    ) -> None:
+        """``address`` answered without ``entry``'s version. It is reported lost only while
+        the index still has that entry and no SET of the id is under way: a SET settles the
+        copies itself, and a newer copy may be its own, not yet acknowledged."""
+        if self.index.get(message_id) != entry or not self._settled(message_id):
+            return
+        await self.lose_copy(message_id, address)
+        if copy is not None and copy.version > entry.version:
+            # A leftover of a SET that failed. Deleted, or the copy repair sends there would
+            # be refused as older, and the member would pass for a holder it is not.
+            try:
+                await self._transport.delete(address, [(message_id, copy.version)])
+            except MemberUnreachable as error:
+                self._member_failed(address, error)
 
     async def _heal_own_copy(
         self, message_id: str, entry: Entry, message: bytes, damaged: bool
     ) -> None:
         current = self.index.get(message_id)
-        if current is None or current.version != entry.version or message_id in self._writing:
+        if current is None or current.version != entry.version or not self._settled(message_id):
             return  # a newer SET writes the leader's copy itself
         log.warning(
             "the leader's copy of %r was %s; restored from a member",
@@ -186,8 +226,9 @@ class Leader:
         versions = dict(held)
         for message_id, version in held:
             entry = self.index.get(message_id)
-            if message_id in self._writing:
-                continue  # a SET under way settles this copy
+            newer = entry is None or version > entry.version
+            if newer and not self._settled(message_id):
+                continue  # it may be the copy of a SET under way, which settles it
             if entry is None or address not in entry.holders or version != entry.version:
                 surplus.append((message_id, version))
         for message_id, entry in expected.items():
@@ -198,26 +239,37 @@ class Leader:
             await self._transport.delete(address, surplus)
         return len(surplus)
 
-    async def _undo(self, message_id: str, before: Entry | None, reached: list[str]) -> None:
-        """Put the previous value back on members that a failed SET reached, under a fresh
-        version, so the failure leaves no visible trace. Copies of an id never set before
-        stay unseen: the index does not point at them."""
-        if before is None or not reached or self.index.get(message_id) != before:
+    async def _undo(self, before: Entry | None, failed: Copy, reached: list[str]) -> None:
+        """Put the previous version back on its holders that a failed SET reached, so that
+        they hold what the index says again. Elsewhere the failed copy stays unseen: reads
+        ask only the index's holders, at its version, and reconciliation deletes it."""
+        message_id = failed.message_id
+        if before is None or self.index.get(message_id) != before:
+            return
+        restore_on = [address for address in reached if address in before.holders]
+        if not restore_on:
             return
         try:
             previous = await self._read(message_id, before)
         except ClusterError:
             return
-        restore = Copy(message_id, previous, self._next_version())
+        restore = Copy(message_id, previous, before.version)
         results = await asyncio.gather(
-            *(self._replicator.store(address, restore) for address in reached),
+            *(self._restore(address, failed, restore) for address in restore_on),
             return_exceptions=True,
         )
-        for address, result in zip(reached, results, strict=True):
+        for address, result in zip(restore_on, results, strict=True):
             if isinstance(result, MemberUnreachable):
                 self._member_failed(address, result)
+                if self.index.get(message_id) == before:
+                    await self.lose_copy(message_id, address)
             elif isinstance(result, BaseException):
                 raise result
+
+    async def _restore(self, address: str, failed: Copy, restore: Copy) -> None:
+        # A member keeps the newer of two versions: the failed copy must go first.
+        await self._transport.delete(address, [(failed.message_id, failed.version)])
+        await self._replicator.store(address, restore)
 
     def _next_version(self) -> Version:
         return Version(self.term, next(self._sequence))
@@ -226,7 +278,7 @@ class Leader:
         """Copy a message whose holders are not all alive to other live members, so it has
         TOLERANCE member copies again. True when it has them."""
         entry = self.index.get(message_id)
-        if entry is None or message_id in self._writing:
+        if entry is None or not self._settled(message_id):
             return entry is None  # a SET under way places the message itself
         alive = self.membership.alive()
         survivors = [h for h in entry.holders if h in alive]
@@ -238,7 +290,7 @@ class Leader:
         # Reserved now, so that repairs running side by side spread over the members.
         self.index.reserve(targets)
         added = await self._copy_to(message_id, entry, targets)
-        if self.index.get(message_id) != entry or message_id in self._writing:
+        if self.index.get(message_id) != entry or not self._settled(message_id):
             self.index.release(added)
             return False  # a SET overtook the repair; its copies are the ones that count
         holders = survivors + added
@@ -318,7 +370,11 @@ class Leader:
             raise
         return confirmed
 
-    def _member_failed(self, address: str, error: Exception) -> None:
+    def _member_failed(self, address: str, error: MemberUnreachable) -> None:
+        """A member that failed a call is dead until heard from again. One that was only slow
+        is passed over for this request: whether it is dead is the failure detector's call."""
+        if isinstance(error, MemberSlow):
+            return
         if self.membership.is_alive(address):
             log.warning("member %s failed (%s); marked dead", address, error)
         self.membership.mark_failed(address)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +16,14 @@ class _Member:
     failed: bool = False  # an RPC to it failed after it was last heard from
 
 
+class Arrival(enum.Enum):
+    """What hearing from a member means."""
+
+    NEW = "new"  # not known before
+    REVIVED = "revived"  # known and dead: its copies may have changed meanwhile
+    LIVE = "live"  # known and alive
+
+
 @dataclass(frozen=True, slots=True)
 class MemberView:
     address: str
@@ -24,7 +33,10 @@ class MemberView:
 
 class Membership:
     """Members are alive while they heartbeat; silent for ``dead_after`` seconds, or failing an
-    RPC, they are dead and no longer chosen, until they are heard from again."""
+    RPC, they are dead and no longer chosen, until they are heard from again.
+
+    ``clock`` measures silence; the node passes a LoopClock, so that time in which the leader
+    itself was stopped does not count against its members."""
 
     def __init__(self, dead_after: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.dead_after = dead_after
@@ -32,16 +44,17 @@ class Membership:
         self._members: dict[str, _Member] = {}  # in join order: the placement tie-break
         self._last_alive: dict[str, bool] = {}
 
-    def heard_from(self, address: str, stored: int) -> bool:
-        """Record a join or heartbeat; returns True for a member not known before."""
+    def heard_from(self, address: str, stored: int) -> Arrival:
+        """Record a join or heartbeat."""
         member = self._members.get(address)
         if member is None:
             self._members[address] = _Member(address, self._clock(), stored)
-            return True
+            return Arrival.NEW
+        arrival = Arrival.LIVE if self._alive(member) else Arrival.REVIVED
         member.last_heard = self._clock()
         member.stored = stored
         member.failed = False
-        return False
+        return arrival
 
     def is_known(self, address: str) -> bool:
         return address in self._members

@@ -20,10 +20,15 @@ class MemberUnreachable(Exception):
     """The member did not answer (down, refused, timed out, or failed the call)."""
 
 
+class MemberSlow(MemberUnreachable):
+    """The member did not answer within the call's deadline. It may be paused, partitioned or
+    overloaded, and may still carry the call out later: no sign by itself that it is dead."""
+
+
 class MemberTransport(Protocol):
-    async def store_many(self, address: str, copies: list[Copy]) -> None:
-        """Returns once the member holds each copy or a newer version of it.
-        Raises MemberUnreachable."""
+    async def store_many(self, address: str, copies: list[Copy], timeout: float) -> None:
+        """Returns once the member holds each copy or a newer version of it. Raises
+        MemberUnreachable, or MemberSlow after ``timeout`` seconds."""
 
     async def retrieve(self, address: str, message_id: str) -> Copy | None:
         """A member's copy of ``message_id``, or None if it has none. Raises MemberUnreachable."""

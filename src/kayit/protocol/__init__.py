@@ -7,6 +7,7 @@ from kayit.protocol.commands import (
     SetCommand,
     parse_command,
 )
+from kayit.protocol.errors import ErrorCode, error_code
 from kayit.protocol.framing import BrokenResp, OverlongLine, RequestFramer, RespArray
 from kayit.protocol.replies import NOT_FOUND, OK, encode_error, encode_value
 
@@ -15,6 +16,7 @@ __all__ = [
     "OK",
     "BrokenResp",
     "Command",
+    "ErrorCode",
     "GetCommand",
     "InvalidCommand",
     "OverlongLine",
@@ -23,5 +25,6 @@ __all__ = [
     "SetCommand",
     "encode_error",
     "encode_value",
+    "error_code",
     "parse_command",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kayit.protocol.commands import Command, GetCommand, InvalidCommand, SetCommand, validate_id
+from kayit.protocol.errors import ErrorCode
 
 # name -> (fewest, most) arguments after the name; None: no upper bound
 SERVER_COMMANDS: dict[str, tuple[int, int | None]] = {
@@ -85,6 +86,12 @@ def integer(value: int) -> bytes:
 def error(reason: str, kind: str = "ERR") -> bytes:
     flat = " ".join(reason.split())
     return f"-{kind} ".encode() + flat.encode("utf-8", "replace") + b"\r\n"
+
+
+def coded_error(code: ErrorCode, reason: str) -> bytes:
+    """Request errors stay ``-ERR``, as Redis answers syntax errors; the cluster's errors lead
+    with their code, as Redis's own ``-NOREPLICAS`` does."""
+    return error(reason, "ERR" if code is ErrorCode.BADREQUEST else code.value)
 
 
 def array(items: list[bytes]) -> bytes:

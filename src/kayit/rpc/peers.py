@@ -6,7 +6,7 @@ import asyncio
 
 import grpc
 
-from kayit.cluster.transport import Copy, MemberUnreachable
+from kayit.cluster.transport import Copy, MemberSlow, MemberUnreachable
 from kayit.rpc import kayit_pb2 as pb
 from kayit.rpc.channels import open_channel
 from kayit.rpc.convert import copy_from_pb, copy_to_pb, version_from_pb, version_to_pb
@@ -31,10 +31,11 @@ class Peers:
 
     def forget(self, address: str) -> None:
         """Drop the channel to a peer that restarted: one that failed while it was down
-        would wait out its reconnect backoff, and fail calls meanwhile."""
+        would wait out its reconnect backoff, and fail calls meanwhile. Calls still on it
+        may finish: cut short, they would count against a peer that did nothing wrong."""
         known = self._stubs.pop(address, None)
         if known is not None:
-            closing = asyncio.get_running_loop().create_task(known[0].close())
+            closing = asyncio.get_running_loop().create_task(known[0].close(self.timeout))
             self._closing.add(closing)
             closing.add_done_callback(self._closing.discard)
 
@@ -50,12 +51,12 @@ class GrpcMemberTransport:
     def __init__(self, peers: Peers) -> None:
         self._peers = peers
 
-    async def store_many(self, address: str, copies: list[Copy]) -> None:
+    async def store_many(self, address: str, copies: list[Copy], timeout: float) -> None:
         request = pb.StoreBatch(messages=[copy_to_pb(copy) for copy in copies])
         try:
-            reply = await self._peers.stub(address).StoreMany(request, timeout=self._peers.timeout)
+            reply = await self._peers.stub(address).StoreMany(request, timeout=timeout)
         except grpc.aio.AioRpcError as error:
-            raise MemberUnreachable(_describe(error)) from error
+            raise _failure(error) from error
         if len(reply.results) != len(copies):
             raise MemberUnreachable(f"answered {len(reply.results)} of {len(copies)} copies")
 
@@ -65,7 +66,7 @@ class GrpcMemberTransport:
                 pb.MessageId(id=message_id), timeout=self._peers.timeout
             )
         except grpc.aio.AioRpcError as error:
-            raise MemberUnreachable(_describe(error)) from error
+            raise _failure(error) from error
         return copy_from_pb(reply.message) if reply.found else None
 
     async def inventory(self, address: str, verify: bool) -> list[tuple[str, Version]]:
@@ -76,7 +77,7 @@ class GrpcMemberTransport:
             async for chunk in call:
                 held += [(e.id, version_from_pb(e.version)) for e in chunk.entries]
         except grpc.aio.AioRpcError as error:
-            raise MemberUnreachable(_describe(error)) from error
+            raise _failure(error) from error
         return held
 
     async def delete(self, address: str, copies: list[tuple[str, Version]]) -> None:
@@ -86,8 +87,11 @@ class GrpcMemberTransport:
                 pb.DeleteRequest(entries=entries), timeout=self._peers.timeout
             )
         except grpc.aio.AioRpcError as error:
-            raise MemberUnreachable(_describe(error)) from error
+            raise _failure(error) from error
 
 
-def _describe(error: grpc.aio.AioRpcError) -> str:
-    return f"{error.code().name}: {error.details()}"
+def _failure(error: grpc.aio.AioRpcError) -> MemberUnreachable:
+    """A deadline that passed says the member is slow, not that it is gone: the failure
+    detector, not one late answer, decides that it is dead."""
+    kind = MemberSlow if error.code() is grpc.StatusCode.DEADLINE_EXCEEDED else MemberUnreachable
+    return kind(f"{error.code().name}: {error.details()}")

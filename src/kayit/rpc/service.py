@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 
 from kayit.cluster.leader import Leader
+from kayit.cluster.membership import Arrival
 from kayit.protocol.commands import validate_id
 from kayit.rpc import kayit_pb2 as pb
 from kayit.rpc.convert import version_from_pb, version_to_pb
@@ -29,8 +30,12 @@ class NodeService(NodeServicer):  # type: ignore[misc]  # generated base class i
         leader: Leader | None,
         heartbeat_ms: int,
         on_join: Callable[[str], None] | None = None,
+        on_revived: Callable[[str], None] | None = None,
     ) -> None:
+        """``on_join``: a member (re)joined, maybe after a restart. ``on_revived``: a member
+        counted dead heartbeats again. Either way its copies are to be reconciled."""
         self.on_join = on_join
+        self.on_revived = on_revived
         self.address = address
         self.store = store
         self.leader = leader
@@ -68,7 +73,7 @@ class NodeService(NodeServicer):  # type: ignore[misc]  # generated base class i
             return pb.JoinReply(accepted=False, reason=f"{self.address} is not the leader")
         if request.address == self.address:
             return pb.JoinReply(accepted=False, reason="that address is the leader's own")
-        if self.leader.membership.heard_from(request.address, request.message_count):
+        if self.leader.membership.heard_from(request.address, request.message_count) is Arrival.NEW:
             log.info("member %s joined", request.address)
         if self.on_join is not None:
             self.on_join(request.address)  # its copies are reconciled with the index
@@ -79,7 +84,11 @@ class NodeService(NodeServicer):  # type: ignore[misc]  # generated base class i
     ) -> pb.HeartbeatReply:
         if self.leader is None or not self.leader.membership.is_known(request.address):
             return pb.HeartbeatReply(known=False)
-        self.leader.membership.heard_from(request.address, request.message_count)
+        arrival = self.leader.membership.heard_from(request.address, request.message_count)
+        if arrival is Arrival.REVIVED and self.on_revived is not None:
+            # Dead meanwhile (paused or cut off): SETs went elsewhere, copies it stored late
+            # are surplus, and repair may have moved its copies.
+            self.on_revived(request.address)
         return pb.HeartbeatReply(known=True)
 
     async def Count(

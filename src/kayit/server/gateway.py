@@ -22,6 +22,7 @@ from kayit.protocol import (
     NOT_FOUND,
     OK,
     BrokenResp,
+    ErrorCode,
     GetCommand,
     InvalidCommand,
     OverlongLine,
@@ -78,11 +79,11 @@ class ReplyStyle:
     ok: bytes
     not_found: bytes
     value: Callable[[bytes], bytes]
-    error: Callable[[str], bytes]
+    error: Callable[[ErrorCode, str], bytes]
 
 
 TEXT = ReplyStyle(OK, NOT_FOUND, encode_value, encode_error)
-RESP = ReplyStyle(resp.OK, resp.bulk(None), resp.bulk, resp.error)
+RESP = ReplyStyle(resp.OK, resp.bulk(None), resp.bulk, resp.coded_error)
 
 
 class ClientConnection(asyncio.Protocol):
@@ -141,7 +142,9 @@ class ClientConnection(asyncio.Protocol):
         self, request: bytes | RespArray | OverlongLine | BrokenResp
     ) -> bytes | asyncio.Task[bytes]:
         if isinstance(request, OverlongLine):
-            return encode_error(f"line longer than {request.limit} bytes; discarded")
+            return encode_error(
+                ErrorCode.BADREQUEST, f"line longer than {request.limit} bytes; discarded"
+            )
         if isinstance(request, BrokenResp):
             self._closing = True
             return resp.error(f"Protocol error: {request.reason}")
@@ -152,7 +155,7 @@ class ClientConnection(asyncio.Protocol):
             style = TEXT
             command = parse_command(request)
         if isinstance(command, InvalidCommand):
-            return style.error(command.reason)
+            return style.error(ErrorCode.BADREQUEST, command.reason)
         if isinstance(command, ServerCommand):
             return self._serve(command)
         # Commands of this connection on one id run one after another, in the order sent, so
@@ -187,10 +190,10 @@ class ClientConnection(asyncio.Protocol):
             message = await self._leader.get(command.id)
             return style.not_found if message is None else style.value(message)
         except ClusterError as error:
-            return style.error(str(error))
+            return style.error(error.code, str(error))
         except Exception:
             log.exception("command on %r failed", command.id)
-            return style.error("internal error; see the node's log")
+            return style.error(ErrorCode.INTERNAL, "internal error; see the node's log")
 
     def _serve(self, command: ServerCommand) -> bytes:
         """The commands Redis clients send besides SET and GET; answered at once."""

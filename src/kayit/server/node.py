@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 
 from kayit.cluster.leader import Leader
+from kayit.cluster.loop_clock import LoopClock
 from kayit.cluster.membership import Membership
 from kayit.cluster.repair import Repairer
 from kayit.cluster.term import next_term
@@ -31,6 +32,7 @@ from kayit.storage.store import MessageStore
 log = logging.getLogger(__name__)
 
 _PORT_SEARCH = 64  # how far past 5555 a node looks for a free gRPC port
+_CLOCK_TICK = 0.1  # seconds between LoopClock ticks, at most (heartbeat / 4 when shorter)
 
 
 class Node:
@@ -60,12 +62,15 @@ class Node:
         repairer: Repairer | None = None
         if is_leader:
             transport = GrpcMemberTransport(self._peers)
+            clock = LoopClock(min(_CLOCK_TICK, config.heartbeat / 4))
+            self._spawn(clock.run())
             leader = Leader(
                 store=store,
-                membership=Membership(config.dead_after),
+                membership=Membership(config.dead_after, clock=clock),
                 transport=transport,
                 tolerance=config.tolerance,
                 term=next_term(node_dir / "term"),
+                store_timeout=config.store_timeout,
                 journaled=journaled,
             )
             self._repairer = repairer = Repairer(
@@ -90,6 +95,7 @@ class Node:
             leader=leader,
             heartbeat_ms=int(config.heartbeat * 1000),
             on_join=self._member_joined,
+            on_revived=self._member_revived,
         )
         add_NodeServicer_to_server(service, self._grpc)
         await self._grpc.start()
@@ -137,6 +143,10 @@ class Node:
 
     def _member_joined(self, address: str) -> None:
         self._peers.forget(address)
+        self._member_revived(address)
+
+    def _member_revived(self, address: str) -> None:
+        # The same process as before: its channel stays, with any calls still on it.
         if self._repairer is not None:
             self._repairer.member_joined(address)
 
