@@ -386,6 +386,38 @@ def test_write_error_reaches_the_caller(tmp_path: Path) -> None:
     assert count == 0
 
 
+def test_a_crash_before_the_files_leaves_the_record_and_serves_no_stale_bytes(
+    tmp_path: Path,
+) -> None:
+    """The journal is the commit point: a write that died after its record but before its
+    file (as a SIGKILL mid-batch does) is known at its new version on restart, and the old
+    bytes still in the file are not served as that version."""
+
+    class DyingDisk(DiskManager):
+        def write_many(self, items: Iterable[tuple[str, bytes]]) -> int:
+            raise OSError("killed before the files were written")
+
+    async def main() -> tuple[Version, tuple[bytes, Version] | None]:
+        store = MessageStore(disk(tmp_path))
+        await store.open()
+        await store.put("k", b"old", Version(1, 1))
+        await store.close()
+        dying = MessageStore(DyingDisk(tmp_path, IoMode.BUFFERED, FsyncPolicy.NEVER))
+        await dying.open()
+        await asyncio.gather(dying.put("k", b"new", Version(1, 2)), return_exceptions=True)
+        await dying.close()
+        restarted = MessageStore(disk(tmp_path))
+        records = await restarted.open()
+        served = await restarted.get_verified("k")
+        await restarted.close()
+        return records["k"].version, served
+
+    version, served = run(main)
+    assert version == Version(1, 2)
+    assert served is None
+    assert (tmp_path / "messages" / file_name("k")).read_bytes() == b"old"
+
+
 def test_store_put_right_after_a_put(tmp_path: Path) -> None:
     async def main() -> list[StoreOutcome]:
         store = MessageStore(disk(tmp_path))

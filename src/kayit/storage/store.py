@@ -174,14 +174,17 @@ class MessageStore:
                 continue
             accepted[key] = write
             outcomes.append(StoreOutcome(True, write.record.version))
-        self._count += self.disk.write_many(
-            (key, w.message) for key, w in accepted.items() if w.message is not None
-        )
-        # Journaled after the files: a crash in between leaves a file whose bytes do not
-        # match the journal's checksum, which get_verified refuses to serve.
+        # Journaled before the files: the record is the commit point. A crash in between
+        # leaves the old file under the new record, which its checksum refuses to serve, and
+        # the leader's index (rebuilt from the journal) names the new version, which its
+        # members already hold. Files first would leave the reverse on the leader: the new
+        # bytes under the old record, the old version held nowhere any more.
         self._journal.append(write.record for write in accepted.values())
         if self.disk.fsync is FsyncPolicy.ALWAYS:
             self._journal.sync()
+        self._count += self.disk.write_many(
+            (key, w.message) for key, w in accepted.items() if w.message is not None
+        )
         if self._keep_versions:
             for key, write in accepted.items():
                 self._copies[key] = (write.record.version, write.record.checksum)
