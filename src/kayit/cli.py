@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from kayit.chaos.command import add_chaos_command
 from kayit.config import (
     DEFAULT_CLIENT_PORT,
     DEFAULT_GRPC_PORT,
@@ -50,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_client(commands)
     _add_status(commands)
     _add_bench(commands)
+    add_chaos_command(commands)
     return parser
 
 

@@ -25,6 +25,12 @@ class ClusterPlan:
     data_dir: Path
     fsync: str
     report_every: float
+    hosts: tuple[str, ...] = ()  # the address of each node, leader first; () is all loopback
+    extra: tuple[str, ...] = ()  # more `kayit node` flags, for every node
+
+    def host(self, node: int) -> str:
+        """The address node ``node`` (0 is the leader) listens on."""
+        return self.hosts[node] if self.hosts else "127.0.0.1"
 
     def node_commands(self) -> list[tuple[str, list[str]]]:
         """(name, argv) of each node: the leader on grpc_port, members on the ports after it."""
@@ -32,21 +38,21 @@ class ClusterPlan:
             "--data-dir", str(self.data_dir),
             "--fsync", self.fsync,
             "--report-every", str(self.report_every),
+            *self.extra,
         ]  # fmt: skip
-        leader_address = f"127.0.0.1:{self.grpc_port}"
+        leader_address = f"{self.host(0)}:{self.grpc_port}"
         nodes = [
             (
                 f"leader:{self.grpc_port}",
-                ["--leader", "--grpc-port", str(self.grpc_port),
+                ["--leader", "--host", self.host(0), "--grpc-port", str(self.grpc_port),
                  "--client-port", str(self.client_port),
                  "--tolerance", str(self.tolerance), *common],
             )
         ]  # fmt: skip
         for n in range(1, self.members + 1):
             port = self.grpc_port + n
-            nodes.append(
-                (f"member:{port}", ["--join", leader_address, "--grpc-port", str(port), *common])
-            )
+            argv = ["--join", leader_address, "--host", self.host(n), "--grpc-port", str(port)]
+            nodes.append((f"member:{port}", [*argv, *common]))
         return nodes
 
 
