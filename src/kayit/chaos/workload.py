@@ -130,7 +130,7 @@ class Clients:
         written = value if kind is Kind.SET else None
         self._history.invoke(process, kind, key, written, time.monotonic())
         answer = await connection.request(kind, line.encode())
-        read = answer.value if kind is Kind.GET else written
+        read = answer.value if kind is Kind.GET else None  # a SET's value is in its invoke
         self._history.complete(
             process, kind, key, answer.outcome, read, time.monotonic(), answer.error
         )
