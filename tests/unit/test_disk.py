@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import itertools
+import os
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
@@ -12,7 +14,7 @@ import pytest
 
 from kayit.storage.disk import DiskManager, FsyncPolicy, IoMode
 from kayit.storage.naming import file_name
-from kayit.storage.store import MessageStore, StoreOutcome
+from kayit.storage.store import JOURNAL_FILE, MessageStore, StoreOutcome
 from kayit.version import Version
 
 T = TypeVar("T")
@@ -431,3 +433,67 @@ def test_store_put_right_after_a_put(tmp_path: Path) -> None:
         StoreOutcome(True, Version(1, 1)),
         StoreOutcome(True, Version(1, 2)),
     ]
+
+
+def test_a_journal_append_cut_short_by_a_full_disk_strands_no_later_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Measured before: the records acknowledged after the full disk sat behind a torn one,
+    and a restart found none of them."""
+    real_write = os.write
+    full = {"disk": False}
+
+    def write(fd: int, data: memoryview) -> int:
+        if full["disk"] and fd not in (1, 2):
+            full["disk"] = False
+            real_write(fd, data[: len(data) // 3])
+            raise OSError(errno.ENOSPC, "no space left on device")
+        return real_write(fd, data)
+
+    async def main() -> tuple[BaseException | StoreOutcome, list[StoreOutcome]]:
+        store = MessageStore(disk(tmp_path))
+        await store.open()
+        full["disk"] = True
+        [failed] = await asyncio.gather(store.put("x", b"x", Version(1, 1)), return_exceptions=True)
+        later = [await store.put(f"k{n}", b"v", Version(1, 2 + n)) for n in range(5)]
+        await store.close()
+        return failed, later
+
+    monkeypatch.setattr(os, "write", write)
+    failed, later = run(main)
+    monkeypatch.undo()
+    assert isinstance(failed, OSError)
+    assert all(outcome.stored for outcome in later)
+
+    async def reopened() -> tuple[list[str], bool]:
+        store = MessageStore(disk(tmp_path))
+        records = await store.open()
+        lost = store.journal_lost_records
+        await store.close()
+        return sorted(records), lost
+
+    assert run(reopened) == ([f"k{n}" for n in range(5)], False)
+
+
+def test_a_damaged_journal_costs_the_store_only_the_damaged_record(tmp_path: Path) -> None:
+    async def write() -> None:
+        store = MessageStore(disk(tmp_path))
+        await store.open()
+        for n in range(3):
+            await store.put(f"k{n}", b"value", Version(1, n + 1))
+        await store.close()
+
+    async def reopen() -> tuple[list[str], bool, bytes | None]:
+        store = MessageStore(disk(tmp_path))
+        records = await store.open()
+        lost = store.journal_lost_records
+        copy = await store.get_verified("k2")
+        await store.close()
+        return sorted(records), lost, copy[0] if copy else None
+
+    run(write)
+    journal = tmp_path / JOURNAL_FILE
+    data = bytearray(journal.read_bytes())
+    data[len(data) // 2] ^= 0x40  # inside the record of k1
+    journal.write_bytes(bytes(data))
+    assert run(reopen) == (["k0", "k2"], True, b"value")

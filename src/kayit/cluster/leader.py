@@ -56,11 +56,15 @@ class Leader:
         term: int,
         store_timeout: float,
         journaled: Mapping[str, CopyRecord] = {},
+        index_complete: bool = True,
     ) -> None:
         """``journaled``: the leader's own copies as its store found them at start; their
         records name the holders, so the index survives a restart of the leader.
+        ``index_complete``: False when damage cost journal records, so an id the index does
+        not know may still be an acknowledged message.
         ``store_timeout``: the base of each member copy's deadline (see Replicator)."""
         self.store = store
+        self.index_complete = index_complete
         self.membership = membership
         self.index = Index()
         for record in journaled.values():
@@ -221,16 +225,29 @@ class Leader:
         """Match a member's inventory against the index, after it (re)joined. Its copies of
         the current version stay; copies the index no longer places on it, or of an older
         (or never acknowledged) version, are deleted; copies it should hold but lacks are
-        repaired. Returns how many copies were deleted."""
+        repaired. Returns how many copies were deleted.
+
+        While the index is incomplete, copies of ids it does not know are kept: they may be
+        all that is left of acknowledged messages whose journal records were lost."""
         surplus = []
+        unknown = 0
         versions = dict(held)
         for message_id, version in held:
             entry = self.index.get(message_id)
             newer = entry is None or version > entry.version
             if newer and not self._settled(message_id):
                 continue  # it may be the copy of a SET under way, which settles it
-            if entry is None or address not in entry.holders or version != entry.version:
+            if entry is None and not self.index_complete:
+                unknown += 1
+            elif entry is None or address not in entry.holders or version != entry.version:
                 surplus.append((message_id, version))
+        if unknown:
+            log.warning(
+                "member %s holds %d copies of ids the leader's index does not know; kept, "
+                "since the leader's journal lost records",
+                address,
+                unknown,
+            )
         for message_id, entry in expected.items():
             unchanged = self.index.get(message_id) == entry
             if unchanged and versions.get(message_id) != entry.version:

@@ -53,6 +53,8 @@ class Node:
             config.role is Role.AUTO and config.join is None and port == DEFAULT_GRPC_PORT
         )
         node_dir = config.node_dir(port)
+        # First: a damaged term file stops the leader before it touches anything.
+        term = next_term(node_dir / "term") if is_leader else 0
         disk = DiskManager(node_dir, config.io_mode, config.fsync)
         cache = config.cache_bytes if is_leader else 0  # only the leader answers GETs
         self._store = store = MessageStore(disk, keep_versions=not is_leader, cache_bytes=cache)
@@ -69,9 +71,10 @@ class Node:
                 membership=Membership(config.dead_after, clock=clock),
                 transport=transport,
                 tolerance=config.tolerance,
-                term=next_term(node_dir / "term"),
+                term=term,
                 store_timeout=config.store_timeout,
                 journaled=journaled,
+                index_complete=not store.journal_lost_records,
             )
             self._repairer = repairer = Repairer(
                 leader,

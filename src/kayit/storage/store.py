@@ -67,9 +67,15 @@ class MessageStore:
         self._syncer: asyncio.Task[None] | None = None
 
     async def open(self) -> dict[str, CopyRecord]:
-        """Read the journal and the directory; returns the latest record of every copy."""
+        """Read the journal and the directory; returns the latest record of every good copy
+        (``journal_lost_records`` says whether damage cost any)."""
         loop = asyncio.get_running_loop()
         records = await loop.run_in_executor(self._writer, self._journal.replay)
+        if self._journal.lost_records and not self._journal.damaged:
+            log.warning(
+                "the journal lost records at an earlier start (kept in %s)",
+                self._journal.damaged_copy,
+            )
         self._count = await loop.run_in_executor(self._writer, self.disk.count)
         if self._keep_versions:
             self._copies = {key: (r.version, r.checksum) for key, r in records.items()}
@@ -86,6 +92,12 @@ class MessageStore:
         self._journal.close()
         self._writer.shutdown()
         self._readers.shutdown()
+
+    @property
+    def journal_lost_records(self) -> bool:
+        """Damage cost journal records (now or at an earlier start): some copies here, and
+        on the leader some index entries, may be unknown. Valid once ``open`` returned."""
+        return self._journal.lost_records
 
     @property
     def count(self) -> int:
