@@ -1,0 +1,674 @@
+"""The Raft consensus core of one node as a pure state machine (no I/O, no clock, no asyncio).
+
+A driver owns the I/O. It feeds the node time (``tick``), messages from peers (``step``) and
+commands (``propose``), then asks for a ``Ready``: what to make durable, what to send, what to
+apply. The contract, in order, for each Ready:
+
+1. persist ``snapshot`` (if not None: it replaces the whole persisted log), ``hard_state`` (if
+   not None) and ``entries`` (replacing any persisted entries from ``entries[0].index`` on)
+   in one durable write, fsynced;
+2. only then send ``messages`` (any order, any transport; losing some is fine);
+3. restore the application from ``snapshot`` if any, apply ``committed_entries`` in order,
+   then serve each of ``read_states`` once the application has applied up to its index;
+4. call ``advance(ready)``. Only one Ready is outstanding at a time.
+
+The application compacts the log on its own schedule: it makes a snapshot of what it applied,
+stores it durably, drops the persisted entries it covers, then calls ``compact(snapshot)``.
+
+Reads still pending when the node stops leading are dropped: the driver fails them when
+``role`` is no longer LEADER (and retries at the new leader).
+
+Step 1 before step 2 is what makes a vote, or an acknowledged append, survive a crash (Raft
+Figure 2, "Persistent state ... updated on stable storage before responding to RPCs"). A node is
+restarted from exactly what step 1 wrote (``PersistedState``); everything else is lost.
+
+Rules implemented: Raft (Ongaro & Ousterhout 2014) §5.1-§5.4; PreVote (Ongaro's thesis §9.6);
+CheckQuorum and ignoring votes while a leader is live (thesis §6.2, §4.2.3); leadership transfer
+with TimeoutNow (thesis §3.10); ReadIndex reads (thesis §6.4); log compaction with snapshots
+(Raft §7). Voters are fixed at construction: no learners or membership changes yet.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from kayit.consensus.log import RaftLog
+from kayit.consensus.messages import (
+    AppendRequest,
+    AppendResponse,
+    Entry,
+    EntryKind,
+    HardState,
+    InstallSnapshot,
+    Message,
+    Snapshot,
+    TimeoutNow,
+    VoteRequest,
+    VoteResponse,
+)
+
+
+class Role(enum.Enum):
+    FOLLOWER = "follower"
+    PRE_CANDIDATE = "pre-candidate"
+    CANDIDATE = "candidate"
+    LEADER = "leader"
+
+
+@dataclass(frozen=True, slots=True)
+class RaftConfig:
+    # The election timeout is drawn from [election_ticks, 2 * election_ticks) (Raft §5.2).
+    election_ticks: int = 10
+    heartbeat_ticks: int = 1
+    max_entries_per_append: int = 64
+    pre_vote: bool = True
+    check_quorum: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 < self.heartbeat_ticks < self.election_ticks:
+            raise ValueError("need 0 < heartbeat_ticks < election_ticks")
+
+
+@dataclass(frozen=True, slots=True)
+class PersistedState:
+    """What a node wrote through its Ready/advance cycles: all it keeps across a crash."""
+
+    hard_state: HardState = field(default_factory=HardState)
+    entries: tuple[Entry, ...] = ()
+    snapshot: Snapshot = field(default_factory=Snapshot)
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    hard_state: HardState | None
+    entries: tuple[Entry, ...]
+    messages: tuple[Message, ...]
+    committed_entries: tuple[Entry, ...]
+    read_states: tuple[ReadState, ...] = ()
+    snapshot: Snapshot | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReadState:
+    """A read asked with ``request_read(context)`` may be served once the application has
+    applied up to ``index``: leadership was confirmed after the request (thesis §6.4)."""
+
+    context: bytes
+    index: int
+
+
+@dataclass(slots=True)
+class _PendingRead:
+    context: bytes
+    read_round: int
+    confirmed_by: set[str]
+
+
+class NotLeaderError(Exception):
+    """Proposals go to the leader; ``leader_id`` is the leader this node knows of, if any."""
+
+    def __init__(self, leader_id: str | None) -> None:
+        super().__init__(f"not the leader (leader: {leader_id or 'unknown'})")
+        self.leader_id = leader_id
+
+
+@dataclass(slots=True)
+class _Progress:
+    """The leader's view of one follower (Raft Figure 2's nextIndex and matchIndex)."""
+
+    next: int
+    match: int = 0
+    # Probing: the match point is unknown, so one append at a time. Otherwise appends are sent
+    # optimistically (next moves on send) and a refusal falls back to probing.
+    probing: bool = True
+    paused: bool = False
+    recent_active: bool = False
+
+
+class RaftNode:
+    def __init__(
+        self,
+        node_id: str,
+        voters: Sequence[str],
+        rng: random.Random,
+        config: RaftConfig | None = None,
+        persisted: PersistedState | None = None,
+        applied: int | None = None,
+    ) -> None:
+        """``applied``: how far the application's own durable state got, if it keeps one;
+        by default it restarts from the persisted snapshot."""
+        if node_id not in voters:
+            raise ValueError(f"{node_id} is not among the voters {list(voters)}")
+        state = persisted or PersistedState()
+        self.id = node_id
+        self.voters = tuple(voters)
+        self.config = config or RaftConfig()
+        self._rng = rng
+        self.log = RaftLog(state.entries, state.snapshot)
+        self.term = state.hard_state.term
+        self.voted_for = state.hard_state.voted_for
+        self.commit = state.hard_state.commit
+        # Committed entries up to here were handed to the application in a Ready.
+        self.applied = state.snapshot.index if applied is None else applied
+        if not state.snapshot.index <= self.applied <= self.commit:
+            raise ValueError(f"applied {self.applied} is outside the snapshot and commit")
+        self._pending_snapshot: Snapshot | None = None
+        self.role = Role.FOLLOWER
+        self.leader_id: str | None = None
+        self._persisted = state.hard_state
+        self._messages: list[Message] = []
+        self._outstanding: Ready | None = None
+        self._votes: dict[str, bool] = {}
+        self._read_round = 0
+        self._reads: list[_PendingRead] = []
+        self._read_states: list[ReadState] = []
+        self._progress: dict[str, _Progress] = {}
+        self._transferee: str | None = None
+        self._transfer_elapsed = 0
+        self._election_elapsed = 0
+        self._heartbeat_elapsed = 0
+        self._timeout = self._random_timeout()
+
+    # ---- the driver's interface -------------------------------------------------------------
+
+    def tick(self) -> None:
+        if self.role is Role.LEADER:
+            self._tick_leader()
+            return
+        self._election_elapsed += 1
+        if self._election_elapsed >= self._timeout:
+            self._start_election(transfer=False)
+
+    def step(self, message: Message) -> None:
+        if message.recipient != self.id:
+            return
+        if message.term > self.term and not self._take_higher_term(message):
+            return
+        if message.term < self.term:
+            self._answer_stale(message)
+            return
+        match message:
+            case VoteRequest():
+                self._on_vote_request(message)
+            case VoteResponse():
+                self._on_vote_response(message)
+            case AppendRequest():
+                self._on_append_request(message)
+            case AppendResponse():
+                self._on_append_response(message)
+            case InstallSnapshot():
+                self._on_install_snapshot(message)
+            case TimeoutNow():
+                if self.role is not Role.LEADER:
+                    self._start_election(transfer=True)
+
+    def propose(self, data: bytes) -> int:
+        """Append a command to the leader's log; returns its index (committed once it comes
+        back in a Ready's committed_entries)."""
+        if self.role is not Role.LEADER or self._transferee is not None:
+            raise NotLeaderError(None if self.role is Role.LEADER else self.leader_id)
+        self.log.append(Entry(self.log.last_index + 1, self.term, data))
+        self._broadcast_append()
+        return self.log.last_index
+
+    def compact(self, snapshot: Snapshot) -> None:
+        """Forget the entries up to ``snapshot.index``, which the application has applied and
+        stored durably as ``snapshot`` (Raft §7); followers behind it get the snapshot."""
+        if snapshot.index > self.applied:
+            raise ValueError(f"snapshot {snapshot.index} is past what was applied")
+        self.log.compact(snapshot)
+
+    def transfer_leadership(self, target: str) -> None:
+        """Hand leadership to ``target`` once its log is complete (thesis §3.10); proposals are
+        refused meanwhile, and the attempt lapses after an election timeout."""
+        if self.role is not Role.LEADER or target == self.id or target not in self._progress:
+            return
+        self._transferee = target
+        self._transfer_elapsed = 0
+        self._send_timeout_now_if_caught_up(target)
+
+    @property
+    def hard_state(self) -> HardState:
+        return HardState(self.term, self.voted_for, self.commit)
+
+    def request_read(self, context: bytes) -> None:
+        """ReadIndex (thesis §6.4): confirm leadership with a heartbeat round started now; a
+        ReadState for ``context`` comes in a later Ready. ``context`` should be unique."""
+        if self.role is not Role.LEADER:
+            raise NotLeaderError(self.leader_id)
+        self._read_round += 1
+        self._reads.append(_PendingRead(context, self._read_round, {self.id}))
+        for peer, progress in self._progress.items():
+            # A heartbeat at what is known to match (or at the sentinel if compacted since): it
+            # succeeds without disturbing replication.
+            known = progress.match if self.log.term_at(progress.match) is not None else 0
+            self._send(
+                AppendRequest(
+                    sender=self.id,
+                    recipient=peer,
+                    term=self.term,
+                    prev_log_index=known,
+                    prev_log_term=self.log.term_at(known) or 0,
+                    entries=(),
+                    leader_commit=min(self.commit, known),
+                    read_round=self._read_round,
+                )
+            )
+        self._release_reads()
+
+    def has_ready(self) -> bool:
+        return bool(
+            self._messages
+            or self.hard_state != self._persisted
+            or self.log.stable_index < self.log.last_index
+            or self.applied < self.commit
+            or self._read_states
+            or self._pending_snapshot
+        )
+
+    def ready(self) -> Ready:
+        if self._outstanding is not None:
+            raise RuntimeError("advance() the previous Ready first")
+        hard_state = self.hard_state
+        ready = Ready(
+            hard_state=None if hard_state == self._persisted else hard_state,
+            entries=self.log.unstable(),
+            messages=tuple(self._messages),
+            committed_entries=self.log.slice(self.applied + 1, self.commit - self.applied),
+            read_states=tuple(self._read_states),
+            snapshot=self._pending_snapshot,
+        )
+        self._pending_snapshot = None
+        self._messages.clear()
+        self._read_states.clear()
+        self._outstanding = ready
+        return ready
+
+    def advance(self, ready: Ready) -> None:
+        if ready is not self._outstanding:
+            raise RuntimeError("advance() takes the Ready last returned by ready()")
+        self._outstanding = None
+        if ready.hard_state is not None:
+            self._persisted = ready.hard_state
+        if ready.entries:
+            last = ready.entries[-1]
+            self.log.stable_to(last.index, last.term)
+        if ready.committed_entries:
+            # max: a snapshot installed since this Ready was made may have moved it further.
+            self.applied = max(self.applied, ready.committed_entries[-1].index)
+        # The leader counts its own copy only once it is durable (thesis §10.2.1).
+        if self.role is Role.LEADER and self._maybe_commit():
+            self._broadcast_append()
+
+    # ---- terms and elections ----------------------------------------------------------------
+
+    def _take_higher_term(self, message: Message) -> bool:
+        """Adopt a newer term seen in ``message`` (Raft §5.1); False to drop the message."""
+        if isinstance(message, VoteRequest):
+            # A node that heard from a live leader within the minimum election timeout ignores
+            # votes, so a partitioned node cannot depose it (thesis §4.2.3, §6.2).
+            if self._in_leader_lease() and not message.transfer:
+                return False
+            if message.pre_vote:
+                return True  # a pre-vote changes nothing at the receiver (thesis §9.6)
+        elif isinstance(message, VoteResponse) and message.pre_vote and message.granted:
+            return True  # carries the term the pre-candidate asked about, not a newer one
+        from_leader = isinstance(message, AppendRequest | InstallSnapshot | TimeoutNow)
+        leader = message.sender if from_leader else None
+        self._become_follower(message.term, leader)
+        return True
+
+    def _answer_stale(self, message: Message) -> None:
+        """Refuse a message of an older term with our term, so its sender catches up."""
+        match message:
+            case AppendRequest():
+                self._send(
+                    AppendResponse(
+                        sender=self.id,
+                        recipient=message.sender,
+                        term=self.term,
+                        success=False,
+                        rejected_index=message.prev_log_index,
+                        last_index=self.log.last_index,
+                    )
+                )
+            case InstallSnapshot():
+                self._send(
+                    AppendResponse(
+                        sender=self.id, recipient=message.sender, term=self.term, success=False
+                    )
+                )
+            case VoteRequest():
+                self._reply_vote(message, granted=False)
+            case _:
+                pass
+
+    def _in_leader_lease(self) -> bool:
+        return (
+            self.config.check_quorum
+            and self.leader_id is not None
+            and self._election_elapsed < self.config.election_ticks
+        )
+
+    def _start_election(self, *, transfer: bool) -> None:
+        if self.config.pre_vote and not transfer:
+            self._reset(self.term)
+            self.role = Role.PRE_CANDIDATE
+            self._request_votes(self.term + 1, pre_vote=True, transfer=False)
+        else:
+            self._become_candidate(transfer=transfer)
+
+    def _become_candidate(self, *, transfer: bool) -> None:
+        self._reset(self.term + 1)
+        self.role = Role.CANDIDATE
+        self.voted_for = self.id
+        self._request_votes(self.term, pre_vote=False, transfer=transfer)
+
+    def _request_votes(self, term: int, *, pre_vote: bool, transfer: bool) -> None:
+        self._votes[self.id] = True
+        for voter in self.voters:
+            if voter != self.id:
+                self._send(
+                    VoteRequest(
+                        sender=self.id,
+                        recipient=voter,
+                        term=term,
+                        last_log_index=self.log.last_index,
+                        last_log_term=self.log.last_term,
+                        pre_vote=pre_vote,
+                        transfer=transfer,
+                    )
+                )
+        self._tally()
+
+    def _on_vote_request(self, request: VoteRequest) -> None:
+        # One vote per term (Raft §5.2); a pre-vote for a later term binds nothing.
+        free = self.voted_for == request.sender or (
+            self.voted_for is None and self.leader_id is None
+        )
+        free = free or (request.pre_vote and request.term > self.term)
+        # Only for a log at least as up to date as ours (Raft §5.4.1).
+        granted = free and self.log.is_up_to_date(request.last_log_index, request.last_log_term)
+        if granted and not request.pre_vote:
+            self.voted_for = request.sender
+            self._election_elapsed = 0
+        self._reply_vote(request, granted=granted)
+
+    def _reply_vote(self, request: VoteRequest, *, granted: bool) -> None:
+        # A granted pre-vote echoes the proposed term; anything else carries ours.
+        term = request.term if granted and request.pre_vote else self.term
+        self._send(
+            VoteResponse(
+                sender=self.id,
+                recipient=request.sender,
+                term=term,
+                granted=granted,
+                pre_vote=request.pre_vote,
+            )
+        )
+
+    def _on_vote_response(self, response: VoteResponse) -> None:
+        if self.role is Role.PRE_CANDIDATE and response.pre_vote:
+            expected = self.term + 1 if response.granted else self.term
+        elif self.role is Role.CANDIDATE and not response.pre_vote:
+            expected = self.term
+        else:
+            return
+        if response.term == expected and response.sender in self.voters:
+            self._votes.setdefault(response.sender, response.granted)
+            self._tally()
+
+    def _tally(self) -> None:
+        votes = self._votes.values()
+        if sum(votes) >= self._quorum:
+            if self.role is Role.PRE_CANDIDATE:
+                self._become_candidate(transfer=False)
+            else:
+                self._become_leader()
+        elif len(votes) - sum(votes) >= self._quorum:
+            self._become_follower(self.term, None)
+
+    @property
+    def _quorum(self) -> int:
+        return len(self.voters) // 2 + 1
+
+    def _reset(self, term: int) -> None:
+        if term != self.term:
+            self.term = term
+            self.voted_for = None
+        self.leader_id = None
+        self._votes = {}
+        self._progress = {}
+        self._reads = []
+        self._transferee = None
+        self._election_elapsed = 0
+        self._heartbeat_elapsed = 0
+        self._timeout = self._random_timeout()
+
+    def _random_timeout(self) -> int:
+        return self._rng.randrange(self.config.election_ticks, 2 * self.config.election_ticks)
+
+    def _become_follower(self, term: int, leader: str | None) -> None:
+        self._reset(term)
+        self.role = Role.FOLLOWER
+        self.leader_id = leader
+
+    def _become_leader(self) -> None:
+        self._reset(self.term)
+        self.role = Role.LEADER
+        self.leader_id = self.id
+        next_index = self.log.last_index + 1
+        self._progress = {
+            voter: _Progress(next=next_index) for voter in self.voters if voter != self.id
+        }
+        # Commit an entry of the new term at once: only that commits earlier ones (§5.4.2).
+        self.log.append(Entry(next_index, self.term, kind=EntryKind.NO_OP))
+        self._broadcast_append()
+
+    # ---- replication ------------------------------------------------------------------------
+
+    def _tick_leader(self) -> None:
+        self._election_elapsed += 1
+        if self._election_elapsed >= self.config.election_ticks:
+            self._election_elapsed = 0
+            if self.config.check_quorum and not self._quorum_recently_active():
+                self._become_follower(self.term, None)  # CheckQuorum (thesis §6.2)
+                return
+            for progress in self._progress.values():
+                progress.recent_active = False
+        self._transfer_elapsed += 1
+        if self._transfer_elapsed >= self.config.election_ticks:
+            self._transferee = None  # a transfer that did not finish in time lapses
+        self._heartbeat_elapsed += 1
+        if self._heartbeat_elapsed >= self.config.heartbeat_ticks:
+            self._heartbeat_elapsed = 0
+            for progress in self._progress.values():
+                progress.paused = False
+            self._broadcast_append()
+
+    def _quorum_recently_active(self) -> bool:
+        active = 1 + sum(progress.recent_active for progress in self._progress.values())
+        return active >= self._quorum
+
+    def _broadcast_append(self) -> None:
+        for peer in self._progress:
+            self._send_append(peer)
+
+    def _send_append(self, peer: str) -> None:
+        progress = self._progress[peer]
+        if progress.probing and progress.paused:
+            return
+        prev_index = progress.next - 1
+        if prev_index < self.log.snapshot.index:
+            self._send_snapshot(peer, progress)
+            return
+        prev_term = self.log.term_at(prev_index)
+        assert prev_term is not None, "next index is past the leader's log"
+        entries = self.log.slice(progress.next, self.config.max_entries_per_append)
+        self._send(
+            AppendRequest(
+                sender=self.id,
+                recipient=peer,
+                term=self.term,
+                prev_log_index=prev_index,
+                prev_log_term=prev_term,
+                entries=entries,
+                leader_commit=self.commit,
+                read_round=self._read_round,
+            )
+        )
+        if progress.probing:
+            progress.paused = True
+        elif entries:
+            progress.next = entries[-1].index + 1
+
+    def _send_snapshot(self, peer: str, progress: _Progress) -> None:
+        """The entries this follower needs are compacted: send the snapshot (Raft §7)."""
+        self._send(
+            InstallSnapshot(
+                sender=self.id, recipient=peer, term=self.term, snapshot=self.log.snapshot
+            )
+        )
+        progress.probing, progress.paused = True, True
+
+    def _follow(self, leader: str) -> None:
+        if self.role is not Role.FOLLOWER or self.leader_id != leader:
+            self._become_follower(self.term, leader)
+        self._election_elapsed = 0
+
+    def _on_install_snapshot(self, message: InstallSnapshot) -> None:
+        if self.role is Role.LEADER:
+            return  # another leader in our term: impossible while election safety holds
+        self._follow(message.sender)
+        snapshot = message.snapshot
+        if snapshot.index > self.commit:
+            if self.log.term_at(snapshot.index) != snapshot.term:
+                # Our log does not hold what the snapshot covers: replace it all.
+                self.log.restore(snapshot)
+                self.applied = snapshot.index
+                self._pending_snapshot = snapshot
+            self.commit = snapshot.index
+        # Our log matches the leader's up to the commit index (leader completeness, §5.4).
+        self._send(
+            AppendResponse(
+                sender=self.id,
+                recipient=message.sender,
+                term=self.term,
+                success=True,
+                match_index=self.commit,
+            )
+        )
+
+    def _on_append_request(self, request: AppendRequest) -> None:
+        if self.role is Role.LEADER:
+            return  # another leader in our term: impossible while election safety holds
+        self._follow(request.sender)
+        if request.prev_log_index < self.log.snapshot.index:
+            # What precedes our snapshot is committed, hence in the leader's log as in ours.
+            self._send(
+                AppendResponse(
+                    sender=self.id,
+                    recipient=request.sender,
+                    term=self.term,
+                    success=True,
+                    match_index=self.commit,
+                    read_round=request.read_round,
+                )
+            )
+            return
+        # Log matching (Raft §5.3): accept only after the entry preceding the new ones.
+        if self.log.term_at(request.prev_log_index) != request.prev_log_term:
+            self._send(
+                AppendResponse(
+                    sender=self.id,
+                    recipient=request.sender,
+                    term=self.term,
+                    success=False,
+                    rejected_index=request.prev_log_index,
+                    last_index=self.log.last_index,
+                    read_round=request.read_round,
+                )
+            )
+            return
+        self.log.merge(request.entries, self.commit)
+        last_new = request.prev_log_index + len(request.entries)
+        # Beyond last_new our log may still differ from the leader's: commit no further.
+        self.commit = max(self.commit, min(request.leader_commit, last_new))
+        self._send(
+            AppendResponse(
+                sender=self.id,
+                recipient=request.sender,
+                term=self.term,
+                success=True,
+                match_index=last_new,
+                read_round=request.read_round,
+            )
+        )
+
+    def _on_append_response(self, response: AppendResponse) -> None:
+        progress = self._progress.get(response.sender)
+        if self.role is not Role.LEADER or progress is None:
+            return
+        progress.recent_active = True
+        self._confirm_reads(response.sender, response.read_round)
+        if not response.success:
+            if response.rejected_index <= progress.match:
+                return  # refusal of an append older than what we know matches
+            progress.next = max(
+                progress.match + 1, min(response.rejected_index, response.last_index + 1)
+            )
+            progress.probing, progress.paused = True, False
+            self._send_append(response.sender)
+            return
+        if response.match_index > progress.match:
+            progress.match = response.match_index
+            progress.probing, progress.paused = False, False
+        progress.next = max(progress.next, progress.match + 1)
+        if self._maybe_commit():
+            self._broadcast_append()
+        elif progress.next <= self.log.last_index:
+            self._send_append(response.sender)
+        if response.sender == self._transferee:
+            self._send_timeout_now_if_caught_up(response.sender)
+
+    def _maybe_commit(self) -> bool:
+        """Advance the commit index to the highest index stored on a quorum, but only to an
+        entry of the current term: older ones commit with it, never by count (Raft §5.4.2)."""
+        matches = sorted(
+            [self.log.stable_index, *(progress.match for progress in self._progress.values())],
+            reverse=True,
+        )
+        candidate = matches[self._quorum - 1]
+        if candidate > self.commit and self.log.term_at(candidate) == self.term:
+            self.commit = candidate
+            self._release_reads()
+            return True
+        return False
+
+    def _confirm_reads(self, peer: str, read_round: int) -> None:
+        """An answer to round r shows ``peer`` still followed us after every read up to r."""
+        for read in self._reads:
+            if read.read_round > read_round:
+                break
+            read.confirmed_by.add(peer)
+        self._release_reads()
+
+    def _release_reads(self) -> None:
+        # The commit index is only known to be complete once an entry of this term is
+        # committed (thesis §6.4 step 1); earlier reads are confirmed by at least as many.
+        if self.log.term_at(self.commit) != self.term:
+            return
+        while self._reads and len(self._reads[0].confirmed_by) >= self._quorum:
+            self._read_states.append(ReadState(self._reads.pop(0).context, self.commit))
+
+    def _send_timeout_now_if_caught_up(self, target: str) -> None:
+        if self._progress[target].match == self.log.last_index:
+            self._send(TimeoutNow(sender=self.id, recipient=target, term=self.term))
+        else:
+            self._send_append(target)
+
+    def _send(self, message: Message) -> None:
+        self._messages.append(message)
