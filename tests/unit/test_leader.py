@@ -14,6 +14,7 @@ import pytest
 
 from kayit.cluster.leader import ClusterError, Leader
 from kayit.cluster.membership import Membership
+from kayit.cluster.repair import Repairer
 from kayit.cluster.transport import Copy, MemberSlow, MemberUnreachable
 from kayit.protocol.errors import ErrorCode
 from kayit.storage.disk import DiskManager, FsyncPolicy, IoMode
@@ -400,5 +401,27 @@ def test_reconcile_during_a_set_deletes_old_copies_and_keeps_ones_the_set_may_ow
         assert "a" in members.copies["m4"]
         members.resume("m2")
         await writing
+
+    run(tmp_path, scenario)
+
+
+def test_a_failed_repair_is_tried_again_on_the_next_pass(tmp_path: Path) -> None:
+    async def scenario(leader: Leader, members: FakeMembers) -> None:
+        repairer = Repairer(leader, members, repair_after=3600, rate=1000, scrub_every=3600)
+        await leader.set("a", b"x")
+        entry = leader.index.get("a")
+        assert entry is not None
+        lost, kept = entry.holders
+        del members.copies[lost]["a"]
+        leader.index.commit("a", entry.version, [kept], entry.checksum)
+        members.down = {m for m in MEMBERS if m != kept}  # nowhere to copy it to
+
+        await repairer.repair_pass(["a"])
+        assert leader.under_replicated == {"a"}  # not forgotten
+
+        members.down = set()
+        await repairer.repair_pass(sorted(leader.under_replicated))
+        repaired = leader.index.get("a")
+        assert repaired is not None and len(repaired.holders) == 2
 
     run(tmp_path, scenario)

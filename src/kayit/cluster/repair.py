@@ -99,6 +99,9 @@ class Repairer:
             # Repairs of one window overlap, so their round trips (and batches) are shared.
             done = await asyncio.gather(*(self._leader.repair(key) for key in window))
             self.progress.repaired += sum(done)
+            # A repair that failed (a member busy, a SET in the way) is tried again next pass.
+            failed = (key for key, ok in zip(window, done, strict=True) if not ok)
+            self._leader.under_replicated.update(failed)
             ahead = (first + len(window)) / self._rate - (self._clock() - started)
             if ahead > 0:
                 await asyncio.sleep(ahead)
