@@ -56,3 +56,37 @@ def test_chaos_run_is_linearizable_and_loses_nothing(tmp_path: Path) -> None:
     assert (run_dir / "timeline.png").stat().st_size > 10_000
     ops = (run_dir / "history.jsonl").read_text().count('"type": "ok"')
     assert ops > 1000
+
+
+def _namespaces_of(pid: int) -> list[str]:
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return [line.split()[0] for line in listed.splitlines() if line.startswith(f"kayit-{pid}-")]
+
+
+@pytest.mark.cluster
+def test_sigterm_stops_the_nodes_and_removes_the_namespaces(tmp_path: Path) -> None:
+    command = [
+        sys.executable, "-m", "kayit", "chaos", "--network", "netns",
+        "--seconds", "600", "--seed", "1", "--out", str(tmp_path),
+    ]  # fmt: skip
+    chaos = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        assert chaos.stdout is not None
+        for line in chaos.stdout:
+            if "of load and faults" in line:
+                break
+        nodes = subprocess.run(
+            ["pgrep", "-P", str(chaos.pid)], capture_output=True, text=True, check=True
+        ).stdout.split()
+        assert len(nodes) >= 3
+        chaos.terminate()
+        assert chaos.wait(timeout=60) == 143
+    finally:
+        chaos.kill()
+        chaos.wait()
+        left = _namespaces_of(chaos.pid)
+        for name in left:  # only when the run failed to remove them itself
+            subprocess.run(["ip", "netns", "del", name], check=False)
+    assert left == []
+    for pid in nodes:
+        assert not Path(f"/proc/{pid}").exists(), f"node {pid} outlived the chaos run"

@@ -125,7 +125,11 @@ def run_chaos_command(args: argparse.Namespace) -> int:
         fsync=args.fsync,
         final_wipe=not args.no_final_wipe,
     )
-    return asyncio.run(run_chaos(settings))
+    try:
+        return asyncio.run(run_chaos(settings))
+    except asyncio.CancelledError:
+        print("kayit chaos: stopped by SIGTERM; nodes stopped, namespaces removed", file=sys.stderr)
+        return 143
 
 
 def _choose_network(wanted: str, partitions: bool) -> str | None:

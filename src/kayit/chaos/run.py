@@ -7,6 +7,7 @@ import asyncio
 import json
 import random
 import shutil
+import signal
 import tempfile
 import time
 from dataclasses import dataclass
@@ -50,6 +51,10 @@ class ChaosSettings:
 async def run_chaos(settings: ChaosSettings) -> int:
     """Returns the exit code: 0 when nothing was lost, every key is linearizable and every
     node lived through it (no crash of its own, no traceback in its log)."""
+    main = asyncio.current_task()
+    assert main is not None
+    # SIGTERM stops the run as Ctrl-C does: the nodes are stopped and the namespaces removed.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
     run_dir = settings.out / datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
     nodes = settings.members + 1
