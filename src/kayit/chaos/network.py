@@ -14,6 +14,7 @@ import ipaddress
 import os
 import shutil
 import subprocess
+from collections import Counter
 from typing import Protocol
 
 _RANGE = ipaddress.ip_network("198.51.100.0/24")
@@ -73,7 +74,8 @@ class Namespaces:
         self.bridge_address = str(hosts[0])
         self._addresses = [str(address) for address in hosts[1 : nodes + 1]]
         self._namespaces: list[str] = []
-        self._cuts: set[tuple[int, int]] = set()
+        # Partitions may overlap on a link: it is cut by the first and healed by the last.
+        self._cuts: Counter[frozenset[int]] = Counter()
         try:
             _ip("link", "add", self._bridge, "type", "bridge")
             _ip("addr", "add", f"{self.bridge_address}/{_BLOCK}", "dev", self._bridge)
@@ -105,14 +107,22 @@ class Namespaces:
         return ["ip", "netns", "exec", self._namespaces[node], *argv]
 
     def cut(self, a: int, b: int) -> None:
-        for here, there in ((a, b), (b, a)):
-            _ip("-n", self._namespaces[here], "route", "add", "blackhole", self._addresses[there])
-        self._cuts.add((a, b))
+        link = frozenset((a, b))
+        if not self._cuts[link]:
+            for here, there in ((a, b), (b, a)):
+                self._route("add", here, there)
+        self._cuts[link] += 1
 
     def heal(self, a: int, b: int) -> None:
-        for here, there in ((a, b), (b, a)):
-            _ip("-n", self._namespaces[here], "route", "del", "blackhole", self._addresses[there])
-        self._cuts.discard((a, b))
+        link = frozenset((a, b))
+        self._cuts[link] -= 1
+        if not self._cuts[link]:
+            del self._cuts[link]
+            for here, there in ((a, b), (b, a)):
+                self._route("del", here, there)
+
+    def _route(self, action: str, here: int, there: int) -> None:
+        _ip("-n", self._namespaces[here], "route", action, "blackhole", self._addresses[there])
 
     def close(self) -> None:
         """Remove every namespace and the bridge (veths go with their namespace)."""
