@@ -24,7 +24,7 @@ from kayit.consensus import (
     VoteResponse,
 )
 from kayit.consensus.simulation import (
-    FaultProfile,
+    CALM,
     InvariantViolation,
     SafetyChecker,
     Simulation,
@@ -32,19 +32,6 @@ from kayit.consensus.simulation import (
 )
 
 NO_PRE_VOTE = RaftConfig(pre_vote=False)
-CALM = FaultProfile(
-    drop=0.0,
-    duplicate=0.0,
-    max_delay=0,
-    crash=0.0,
-    restart=0.0,
-    repartition=0.0,
-    propose=0.0,
-    process_ready=1.0,
-    transfer=0.0,
-    read=0.0,
-    compact=0.0,
-)
 
 
 def node(

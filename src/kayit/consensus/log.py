@@ -3,22 +3,30 @@ entries, split into a persisted part and an unpersisted tail.
 
 Index 0 is a sentinel of term 0 (the empty snapshot), so every entry has a predecessor to match
 (Raft §5.3).
+
+The log also knows the cluster configuration: that of its latest CONFIG entry, appended or not
+committed yet (thesis §4.1), else that of its snapshot. Dropping a conflicting tail brings back
+the configuration before it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from kayit.consensus.messages import Entry, Snapshot
+from kayit.consensus.membership import ClusterConfig
+from kayit.consensus.messages import Entry, EntryKind, Snapshot
 
 
 class RaftLog:
     def __init__(self, persisted: Sequence[Entry] = (), snapshot: Snapshot | None = None) -> None:
         self.snapshot = snapshot or Snapshot()
-        self._entries: list[Entry] = list(persisted)
-        for position, entry in enumerate(self._entries, start=self.snapshot.index + 1):
+        self._entries: list[Entry] = []
+        # (index, configuration) of each CONFIG entry in the log, in order.
+        self._configs: list[tuple[int, ClusterConfig]] = []
+        for position, entry in enumerate(persisted, start=self.snapshot.index + 1):
             if entry.index != position:
                 raise ValueError(f"persisted log has entry {entry.index} at index {position}")
+            self.append(entry)
         # Entries up to here are durable; the rest must go out in the next Ready.
         self.stable_index = self.last_index
 
@@ -34,6 +42,24 @@ class RaftLog:
     @property
     def last_term(self) -> int:
         return self._entries[-1].term if self._entries else self.snapshot.term
+
+    @property
+    def config(self) -> ClusterConfig:
+        return self._configs[-1][1] if self._configs else self.snapshot.config
+
+    @property
+    def config_index(self) -> int:
+        """Where the current configuration comes from: its entry, or the snapshot."""
+        return self._configs[-1][0] if self._configs else self.snapshot.index
+
+    def config_at(self, index: int) -> ClusterConfig:
+        """The configuration in effect at ``index``, which must not be compacted."""
+        if index < self.snapshot.index:
+            raise ValueError(f"entry {index} is compacted into the snapshot")
+        for config_index, config in reversed(self._configs):
+            if config_index <= index:
+                return config
+        return self.snapshot.config
 
     def entry(self, index: int) -> Entry | None:
         """The entry at ``index``; None when compacted into the snapshot or past the end."""
@@ -64,6 +90,8 @@ class RaftLog:
         if entry.index != self.last_index + 1:
             raise ValueError(f"entry {entry.index} does not follow {self.last_index}")
         self._entries.append(entry)
+        if entry.kind is EntryKind.CONFIG:
+            self._configs.append((entry.index, ClusterConfig.decode(entry.data)))
 
     def merge(self, entries: Sequence[Entry], commit: int) -> None:
         """Append a leader's entries that follow a matched prefix: an existing entry that
@@ -78,9 +106,15 @@ class RaftLog:
             if existing is not None:
                 if entry.index <= commit:
                     raise AssertionError(f"a leader contradicts committed entry {entry.index}")
-                del self._entries[entry.index - self.snapshot.index - 1 :]
-                self.stable_index = min(self.stable_index, entry.index - 1)
+                self._truncate(entry.index)
             self.append(entry)
+
+    def _truncate(self, first: int) -> None:
+        """Drop the entries from ``first`` on, and the configurations they held."""
+        del self._entries[first - self.snapshot.index - 1 :]
+        while self._configs and self._configs[-1][0] >= first:
+            self._configs.pop()
+        self.stable_index = min(self.stable_index, first - 1)
 
     def unstable(self) -> tuple[Entry, ...]:
         return tuple(self._entries[self.stable_index - self.snapshot.index :])
@@ -96,11 +130,15 @@ class RaftLog:
             raise ValueError(f"cannot compact to {snapshot.index}")
         if self.term_at(snapshot.index) != snapshot.term:
             raise ValueError(f"snapshot term {snapshot.term} differs from the log's")
+        if snapshot.config != self.config_at(snapshot.index):
+            raise ValueError(f"snapshot config differs from the log's at {snapshot.index}")
         del self._entries[: snapshot.index - self.snapshot.index]
+        self._configs = [item for item in self._configs if item[0] > snapshot.index]
         self.snapshot = snapshot
 
     def restore(self, snapshot: Snapshot) -> None:
         """Replace the whole log with a leader's snapshot (Raft §7)."""
         self.snapshot = snapshot
         self._entries = []
+        self._configs = []
         self.stable_index = snapshot.index

@@ -7,13 +7,17 @@ All types are immutable values, so a driver may serialise, duplicate or drop the
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from kayit.consensus.membership import ClusterConfig
 
 
 class EntryKind(enum.Enum):
     COMMAND = "command"
     # Appended by every new leader so that it commits an entry of its own term (Raft §5.4.2).
     NO_OP = "no-op"
+    # Holds a whole ClusterConfig (``ClusterConfig.encode``); takes effect once appended.
+    CONFIG = "config"
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,11 +30,13 @@ class Entry:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """The application's state after applying every entry up to ``index`` (Raft §7)."""
+    """The application's state after applying every entry up to ``index`` (Raft §7), and the
+    cluster configuration in effect at ``index``, which the compacted log no longer holds."""
 
     index: int = 0
     term: int = 0
     data: bytes = b""
+    config: ClusterConfig = field(default_factory=ClusterConfig)
 
 
 @dataclass(frozen=True, slots=True)

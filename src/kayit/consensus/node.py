@@ -25,17 +25,38 @@ restarted from exactly what step 1 wrote (``PersistedState``); everything else i
 Rules implemented: Raft (Ongaro & Ousterhout 2014) §5.1-§5.4; PreVote (Ongaro's thesis §9.6);
 CheckQuorum and ignoring votes while a leader is live (thesis §6.2, §4.2.3); leadership transfer
 with TimeoutNow (thesis §3.10); ReadIndex reads (thesis §6.4); log compaction with snapshots
-(Raft §7). Voters are fixed at construction: no learners or membership changes yet.
+(Raft §7); membership changes one node at a time through the log, with learners (thesis §4.1-4.3,
+see ``kayit.consensus.membership``).
+
+Membership. A node's configuration is that of the latest CONFIG entry in its log, else its
+snapshot's, else the ``voters`` it was constructed with (used only while nothing is persisted):
+a cluster is bootstrapped by one node started with ``voters=[itself]``; a node joining an
+existing cluster starts with no voters and learns its configuration from the leader. Only voters
+campaign; only voters' votes and acknowledgements count for elections, commits, CheckQuorum and
+ReadIndex. Any node answers a vote request on Raft's rules alone, whatever its own configuration
+says (thesis §4.1): a learner promoted by an entry it has not received yet must still be able to
+vote. A leader removed from the configuration leads on, not counting itself, until the removal
+commits; then it steps down, handing over to a caught-up voter if there is one.
+
+A node that joined learns its configuration from the first CONFIG entry or snapshot it receives:
+for the entries before the cluster's first CONFIG entry it knows only the empty configuration,
+which its snapshots there record. That makes no node campaign, and is superseded by the next
+CONFIG entry replicated to it.
 """
 
 from __future__ import annotations
 
 import enum
 import random
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 
 from kayit.consensus.log import RaftLog
+from kayit.consensus.membership import (
+    ClusterConfig,
+    ConfigChange,
+    ConfigChangeInProgress,
+)
 from kayit.consensus.messages import (
     AppendRequest,
     AppendResponse,
@@ -132,22 +153,25 @@ class RaftNode:
     def __init__(
         self,
         node_id: str,
-        voters: Sequence[str],
+        voters: Iterable[str],
         rng: random.Random,
         config: RaftConfig | None = None,
         persisted: PersistedState | None = None,
         applied: int | None = None,
     ) -> None:
-        """``applied``: how far the application's own durable state got, if it keeps one;
-        by default it restarts from the persisted snapshot."""
-        if node_id not in voters:
-            raise ValueError(f"{node_id} is not among the voters {list(voters)}")
+        """``voters``: the cluster configuration while nothing persisted says otherwise
+        (``[node_id]`` to bootstrap a cluster, none to join one). ``applied``: how far the
+        application's own durable state got, if it keeps one; by default it restarts from the
+        persisted snapshot."""
         state = persisted or PersistedState()
         self.id = node_id
-        self.voters = tuple(voters)
         self.config = config or RaftConfig()
         self._rng = rng
-        self.log = RaftLog(state.entries, state.snapshot)
+        snapshot = state.snapshot
+        if snapshot.index == 0:
+            # The configuration before any entry: the one given, as nothing was persisted.
+            snapshot = replace(snapshot, config=ClusterConfig(frozenset(voters)))
+        self.log = RaftLog(state.entries, snapshot)
         self.term = state.hard_state.term
         self.voted_for = state.hard_state.voted_for
         self.commit = state.hard_state.commit
@@ -179,7 +203,7 @@ class RaftNode:
             self._tick_leader()
             return
         self._election_elapsed += 1
-        if self._election_elapsed >= self._timeout:
+        if self._election_elapsed >= self._timeout and self._promotable:
             self._start_election(transfer=False)
 
     def step(self, message: Message) -> None:
@@ -202,7 +226,7 @@ class RaftNode:
             case InstallSnapshot():
                 self._on_install_snapshot(message)
             case TimeoutNow():
-                if self.role is not Role.LEADER:
+                if self.role is not Role.LEADER and self._promotable:
                     self._start_election(transfer=True)
 
     def propose(self, data: bytes) -> int:
@@ -214,6 +238,43 @@ class RaftNode:
         self._broadcast_append()
         return self.log.last_index
 
+    def propose_config_change(self, change: ConfigChange) -> int:
+        """Append the configuration after ``change`` to the leader's log; it takes effect at
+        once (thesis §4.1) and its index is returned. Raises NotLeaderError, ConfigChangeError
+        for a change that does not fit, and ConfigChangeInProgress while the previous change,
+        or any entry of this term, is not committed: one change at a time keeps every two
+        majorities overlapping (thesis §4.3), and a new leader's log may still hold a change
+        that a later leader will overwrite (the fix published on raft-dev in 2015)."""
+        if self.role is not Role.LEADER or self._transferee is not None:
+            raise NotLeaderError(None if self.role is Role.LEADER else self.leader_id)
+        if self.log.config_index > self.commit:
+            raise ConfigChangeInProgress(
+                f"the change at index {self.log.config_index} is not committed yet"
+            )
+        if self.log.term_at(self.commit) != self.term:
+            raise ConfigChangeInProgress(f"no entry of term {self.term} is committed yet")
+        config = self.cluster_config.apply(change)
+        self.log.append(
+            Entry(self.log.last_index + 1, self.term, config.encode(), EntryKind.CONFIG)
+        )
+        self._track_members()
+        self._broadcast_append()
+        return self.log.last_index
+
+    @property
+    def cluster_config(self) -> ClusterConfig:
+        """The configuration in effect: the latest in the log, committed or not."""
+        return self.log.config
+
+    def cluster_config_at(self, index: int) -> ClusterConfig:
+        """The configuration a snapshot up to ``index`` must record (``Snapshot.config``)."""
+        return self.log.config_at(index)
+
+    def follower_progress(self) -> dict[str, int]:
+        """On the leader, how far each other member's log is known to match its own (learners
+        included, to decide when one has caught up); empty elsewhere."""
+        return {peer: progress.match for peer, progress in self._progress.items()}
+
     def compact(self, snapshot: Snapshot) -> None:
         """Forget the entries up to ``snapshot.index``, which the application has applied and
         stored durably as ``snapshot`` (Raft §7); followers behind it get the snapshot."""
@@ -224,7 +285,11 @@ class RaftNode:
     def transfer_leadership(self, target: str) -> None:
         """Hand leadership to ``target`` once its log is complete (thesis §3.10); proposals are
         refused meanwhile, and the attempt lapses after an election timeout."""
-        if self.role is not Role.LEADER or target == self.id or target not in self._progress:
+        if (
+            self.role is not Role.LEADER
+            or target == self.id
+            or target not in self.cluster_config.voters
+        ):
             return
         self._transferee = target
         self._transfer_elapsed = 0
@@ -302,6 +367,7 @@ class RaftNode:
         # The leader counts its own copy only once it is durable (thesis §10.2.1).
         if self.role is Role.LEADER and self._maybe_commit():
             self._broadcast_append()
+            self._step_down_if_removed()
 
     # ---- terms and elections ----------------------------------------------------------------
 
@@ -368,8 +434,10 @@ class RaftNode:
         self._request_votes(self.term, pre_vote=False, transfer=transfer)
 
     def _request_votes(self, term: int, *, pre_vote: bool, transfer: bool) -> None:
-        self._votes[self.id] = True
-        for voter in self.voters:
+        voters = self.cluster_config.voters
+        if self.id in voters:  # else it campaigns only while its removal is uncommitted
+            self._votes[self.id] = True
+        for voter in sorted(voters):  # sorted: the same order in every process
             if voter != self.id:
                 self._send(
                     VoteRequest(
@@ -417,7 +485,7 @@ class RaftNode:
             expected = self.term
         else:
             return
-        if response.term == expected and response.sender in self.voters:
+        if response.term == expected and response.sender in self.cluster_config.voters:
             self._votes.setdefault(response.sender, response.granted)
             self._tally()
 
@@ -433,7 +501,18 @@ class RaftNode:
 
     @property
     def _quorum(self) -> int:
-        return len(self.voters) // 2 + 1
+        return self.cluster_config.quorum
+
+    @property
+    def _promotable(self) -> bool:
+        """Voters campaign, and so does a voter whose removal is not committed yet: the other
+        voters may not have the removal, yet need its vote, which it gives only to a log as up
+        to date as its own. It counts votes by the configuration that removes it, as it leads
+        by it (thesis §4.2.2) until the removal commits."""
+        config, config_index = self.cluster_config, self.log.config_index
+        if self.id in config.voters:
+            return True
+        return config_index > self.commit and self.id in self.log.config_at(config_index - 1).voters
 
     def _reset(self, term: int) -> None:
         if term != self.term:
@@ -460,13 +539,18 @@ class RaftNode:
         self._reset(self.term)
         self.role = Role.LEADER
         self.leader_id = self.id
-        next_index = self.log.last_index + 1
-        self._progress = {
-            voter: _Progress(next=next_index) for voter in self.voters if voter != self.id
-        }
+        self._track_members()
         # Commit an entry of the new term at once: only that commits earlier ones (§5.4.2).
-        self.log.append(Entry(next_index, self.term, kind=EntryKind.NO_OP))
+        self.log.append(Entry(self.log.last_index + 1, self.term, kind=EntryKind.NO_OP))
         self._broadcast_append()
+
+    def _track_members(self) -> None:
+        """Replicate to exactly the other members of the configuration now in effect."""
+        members = self.cluster_config.members - {self.id}
+        for gone in self._progress.keys() - members:
+            del self._progress[gone]
+        for new in sorted(members - self._progress.keys()):  # the same order in every process
+            self._progress[new] = _Progress(next=self.log.last_index + 1)
 
     # ---- replication ------------------------------------------------------------------------
 
@@ -490,8 +574,8 @@ class RaftNode:
             self._broadcast_append()
 
     def _quorum_recently_active(self) -> bool:
-        active = 1 + sum(progress.recent_active for progress in self._progress.values())
-        return active >= self._quorum
+        active = {peer for peer, progress in self._progress.items() if progress.recent_active}
+        return len((active | {self.id}) & self.cluster_config.voters) >= self._quorum
 
     def _broadcast_append(self) -> None:
         for peer in self._progress:
@@ -629,6 +713,7 @@ class RaftNode:
         progress.next = max(progress.next, progress.match + 1)
         if self._maybe_commit():
             self._broadcast_append()
+            self._step_down_if_removed()
         elif progress.next <= self.log.last_index:
             self._send_append(response.sender)
         if response.sender == self._transferee:
@@ -637,11 +722,15 @@ class RaftNode:
     def _maybe_commit(self) -> bool:
         """Advance the commit index to the highest index stored on a quorum, but only to an
         entry of the current term: older ones commit with it, never by count (Raft §5.4.2)."""
+        config = self.cluster_config
         matches = sorted(
-            [self.log.stable_index, *(progress.match for progress in self._progress.values())],
+            (
+                self.log.stable_index if voter == self.id else self._progress[voter].match
+                for voter in config.voters
+            ),
             reverse=True,
         )
-        candidate = matches[self._quorum - 1]
+        candidate = matches[config.quorum - 1]
         if candidate > self.commit and self.log.term_at(candidate) == self.term:
             self.commit = candidate
             self._release_reads()
@@ -661,8 +750,26 @@ class RaftNode:
         # committed (thesis §6.4 step 1); earlier reads are confirmed by at least as many.
         if self.log.term_at(self.commit) != self.term:
             return
-        while self._reads and len(self._reads[0].confirmed_by) >= self._quorum:
+        while (
+            self._reads
+            and len(self._reads[0].confirmed_by & self.cluster_config.voters) >= self._quorum
+        ):
             self._read_states.append(ReadState(self._reads.pop(0).context, self.commit))
+
+    def _step_down_if_removed(self) -> None:
+        """Once the configuration without this leader is committed, stop leading (thesis
+        §4.2.2), after waking up a voter that has the whole log, so that it need not wait for
+        an election timeout."""
+        if self.id in self.cluster_config.members or self.log.config_index > self.commit:
+            return
+        caught_up = [
+            peer
+            for peer in sorted(self.cluster_config.voters)
+            if self._progress[peer].match == self.log.last_index
+        ]
+        if caught_up:
+            self._send(TimeoutNow(sender=self.id, recipient=caught_up[0], term=self.term))
+        self._become_follower(self.term, None)
 
     def _send_timeout_now_if_caught_up(self, target: str) -> None:
         if self._progress[target].match == self.log.last_index:
