@@ -161,3 +161,117 @@ class StatusReply(_message.Message):
     tolerance: int
     members: _containers.RepeatedCompositeFieldContainer[MemberStatus]
     def __init__(self, role: _Optional[str] = ..., address: _Optional[str] = ..., message_count: _Optional[int] = ..., tolerance: _Optional[int] = ..., members: _Optional[_Iterable[_Union[MemberStatus, _Mapping]]] = ...) -> None: ...
+
+class RaftEntry(_message.Message):
+    __slots__ = ("index", "term", "kind", "data")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    term: int
+    kind: str
+    data: bytes
+    def __init__(self, index: _Optional[int] = ..., term: _Optional[int] = ..., kind: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class RaftVoteRequest(_message.Message):
+    __slots__ = ("last_log_index", "last_log_term", "pre_vote", "transfer")
+    LAST_LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
+    LAST_LOG_TERM_FIELD_NUMBER: _ClassVar[int]
+    PRE_VOTE_FIELD_NUMBER: _ClassVar[int]
+    TRANSFER_FIELD_NUMBER: _ClassVar[int]
+    last_log_index: int
+    last_log_term: int
+    pre_vote: bool
+    transfer: bool
+    def __init__(self, last_log_index: _Optional[int] = ..., last_log_term: _Optional[int] = ..., pre_vote: _Optional[bool] = ..., transfer: _Optional[bool] = ...) -> None: ...
+
+class RaftVoteResponse(_message.Message):
+    __slots__ = ("granted", "pre_vote")
+    GRANTED_FIELD_NUMBER: _ClassVar[int]
+    PRE_VOTE_FIELD_NUMBER: _ClassVar[int]
+    granted: bool
+    pre_vote: bool
+    def __init__(self, granted: _Optional[bool] = ..., pre_vote: _Optional[bool] = ...) -> None: ...
+
+class RaftAppendRequest(_message.Message):
+    __slots__ = ("prev_log_index", "prev_log_term", "entries", "leader_commit", "read_round")
+    PREV_LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
+    PREV_LOG_TERM_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    LEADER_COMMIT_FIELD_NUMBER: _ClassVar[int]
+    READ_ROUND_FIELD_NUMBER: _ClassVar[int]
+    prev_log_index: int
+    prev_log_term: int
+    entries: _containers.RepeatedCompositeFieldContainer[RaftEntry]
+    leader_commit: int
+    read_round: int
+    def __init__(self, prev_log_index: _Optional[int] = ..., prev_log_term: _Optional[int] = ..., entries: _Optional[_Iterable[_Union[RaftEntry, _Mapping]]] = ..., leader_commit: _Optional[int] = ..., read_round: _Optional[int] = ...) -> None: ...
+
+class RaftAppendResponse(_message.Message):
+    __slots__ = ("success", "match_index", "rejected_index", "last_index", "read_round")
+    SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    MATCH_INDEX_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_INDEX_FIELD_NUMBER: _ClassVar[int]
+    LAST_INDEX_FIELD_NUMBER: _ClassVar[int]
+    READ_ROUND_FIELD_NUMBER: _ClassVar[int]
+    success: bool
+    match_index: int
+    rejected_index: int
+    last_index: int
+    read_round: int
+    def __init__(self, success: _Optional[bool] = ..., match_index: _Optional[int] = ..., rejected_index: _Optional[int] = ..., last_index: _Optional[int] = ..., read_round: _Optional[int] = ...) -> None: ...
+
+class RaftSnapshotChunk(_message.Message):
+    __slots__ = ("index", "term", "offset", "data", "last", "config")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    term: int
+    offset: int
+    data: bytes
+    last: bool
+    config: bytes
+    def __init__(self, index: _Optional[int] = ..., term: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., last: _Optional[bool] = ..., config: _Optional[bytes] = ...) -> None: ...
+
+class RaftTimeoutNow(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RaftMessage(_message.Message):
+    __slots__ = ("cluster", "sender", "recipient", "term", "vote_request", "vote_response", "append_request", "append_response", "snapshot_chunk", "timeout_now")
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    SENDER_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENT_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    VOTE_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    VOTE_RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    APPEND_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    APPEND_RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_CHUNK_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_NOW_FIELD_NUMBER: _ClassVar[int]
+    cluster: str
+    sender: str
+    recipient: str
+    term: int
+    vote_request: RaftVoteRequest
+    vote_response: RaftVoteResponse
+    append_request: RaftAppendRequest
+    append_response: RaftAppendResponse
+    snapshot_chunk: RaftSnapshotChunk
+    timeout_now: RaftTimeoutNow
+    def __init__(self, cluster: _Optional[str] = ..., sender: _Optional[str] = ..., recipient: _Optional[str] = ..., term: _Optional[int] = ..., vote_request: _Optional[_Union[RaftVoteRequest, _Mapping]] = ..., vote_response: _Optional[_Union[RaftVoteResponse, _Mapping]] = ..., append_request: _Optional[_Union[RaftAppendRequest, _Mapping]] = ..., append_response: _Optional[_Union[RaftAppendResponse, _Mapping]] = ..., snapshot_chunk: _Optional[_Union[RaftSnapshotChunk, _Mapping]] = ..., timeout_now: _Optional[_Union[RaftTimeoutNow, _Mapping]] = ...) -> None: ...
+
+class RaftBatch(_message.Message):
+    __slots__ = ("messages",)
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    messages: _containers.RepeatedCompositeFieldContainer[RaftMessage]
+    def __init__(self, messages: _Optional[_Iterable[_Union[RaftMessage, _Mapping]]] = ...) -> None: ...
+
+class RaftSendReply(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

@@ -441,3 +441,76 @@ class Node:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class RaftStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Send = channel.stream_unary(
+                '/kayit.Raft/Send',
+                request_serializer=kayit_dot_rpc_dot_kayit__pb2.RaftBatch.SerializeToString,
+                response_deserializer=kayit_dot_rpc_dot_kayit__pb2.RaftSendReply.FromString,
+                _registered_method=True)
+
+
+class RaftServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def Send(self, request_iterator, context):
+        """One long-lived stream per sender and peer, carrying batches in order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_RaftServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Send': grpc.stream_unary_rpc_method_handler(
+                    servicer.Send,
+                    request_deserializer=kayit_dot_rpc_dot_kayit__pb2.RaftBatch.FromString,
+                    response_serializer=kayit_dot_rpc_dot_kayit__pb2.RaftSendReply.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'kayit.Raft', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('kayit.Raft', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Raft:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Send(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/kayit.Raft/Send',
+            kayit_dot_rpc_dot_kayit__pb2.RaftBatch.SerializeToString,
+            kayit_dot_rpc_dot_kayit__pb2.RaftSendReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -1,0 +1,461 @@
+"""Runs a ``RaftNode`` with real I/O: a clock, a transport, durable storage and the
+application's state machine.
+
+One task owns the node. Each round it feeds the node everything that arrived since the last
+round (ticks, messages, proposals, reads), then processes one Ready as the contract in
+``kayit.consensus.node`` says: persist (in the storage thread), send, apply, advance. Whatever
+arrives while a Ready is being persisted waits for the next round, so proposals that arrive
+together share one durable write, and their appends to each peer go out merged as one.
+
+Storage calls block, so they run on one dedicated thread, in order, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol
+
+from kayit.consensus.messages import AppendRequest, Entry, EntryKind, Message, Snapshot
+from kayit.consensus.node import NotLeaderError, RaftNode, Ready, Role
+from kayit.consensus.storage import RaftStorage
+
+log = logging.getLogger(__name__)
+
+
+class StateMachine(Protocol):
+    """The application that committed commands are applied to, the same on every node."""
+
+    def apply(self, entry: Entry) -> object:
+        """Apply a committed COMMAND entry; the result goes to whoever proposed it. It must
+        depend only on the state and the entry: every node applies the same entries."""
+        ...
+
+    def snapshot(self) -> bytes:
+        """The state after everything applied so far."""
+        ...
+
+    def restore(self, data: bytes) -> None:
+        """Replace the state with a snapshot's."""
+        ...
+
+
+class RaftTransport(Protocol):
+    def send(self, message: Message) -> None:
+        """Queue ``message`` for its recipient without blocking; it may be lost."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class ProposalDropped(Exception):
+    """The proposal will not be answered: this node stopped leading, or stopped, before it
+    committed. A later leader may still commit it or replace it: retry only what is
+    idempotent, or find out first."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(f"the proposal at index {index} was dropped: leadership lost")
+        self.index = index
+
+
+class DriverStopped(Exception):
+    """The driver was stopped, or failed (``__cause__``: a storage error, say)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Leadership:
+    role: Role
+    term: int
+    leader_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DriverConfig:
+    # A node's election timeout is RaftConfig.election_ticks of these (10 by default: ~1 s).
+    tick_seconds: float = 0.1
+    # Compact the log after this many entries applied since the last snapshot.
+    compact_every: int = 10_000
+    # How often to call the storage's optional sync() (the everysec fsync policy).
+    sync_seconds: float = 1.0
+    # Incoming messages waiting for the node; more are dropped (Raft tolerates loss).
+    inbox_limit: int = 10_000
+
+
+@dataclass(slots=True)
+class _Waiter:
+    """A proposal or read waiting for its outcome, under the term in which it was made."""
+
+    term: int
+    future: asyncio.Future[object]
+    read_index: int | None = None
+
+
+class RaftDriver:
+    def __init__(
+        self,
+        node: RaftNode,
+        storage: RaftStorage,
+        transport: RaftTransport,
+        machine: StateMachine,
+        config: DriverConfig | None = None,
+        on_change: Callable[[Leadership], None] | None = None,
+    ) -> None:
+        """``node`` is built from ``storage.load()``, and ``machine`` already holds the state
+        up to ``node.applied`` (restored from the persisted snapshot, or its own). ``on_change``
+        is called on the loop whenever role, term or known leader change."""
+        self.node = node
+        self.config = config or DriverConfig()
+        self._storage = storage
+        self._transport = transport
+        self._machine = machine
+        self._on_change = on_change
+        self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"raft-disk-{node.id}")
+        self._wakeup = asyncio.Event()
+        self._tick_due = False
+        self._inbox: list[Message] = []
+        self._to_propose: list[tuple[bytes, asyncio.Future[object]]] = []
+        self._to_read: list[tuple[bytes, asyncio.Future[object]]] = []
+        self._to_transfer: list[str] = []
+        self._proposals: dict[int, _Waiter] = {}
+        self._reads: dict[bytes, _Waiter] = {}
+        self._read_contexts = itertools.count()
+        self._leadership = self._current()
+        self._changed = asyncio.Event()
+        self._unsynced = False
+        self._tasks: list[asyncio.Task[None]] = []
+        # Stopped: no new calls (after stop(), or a failure); closed: stop() has run.
+        self._stopped = False
+        self._closed = False
+        self.failure: BaseException | None = None
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._run(), name=f"raft-{self.node.id}"),
+            loop.create_task(self._ticker(), name=f"raft-tick-{self.node.id}"),
+        ]
+
+    async def stop(self) -> None:
+        """Stop at once, as a crash would, except that what the storage thread is writing is
+        finished first. Pending proposals fail with ProposalDropped, other calls with
+        DriverStopped."""
+        if self._closed:
+            return
+        self._closed = self._stopped = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._fail_all(DriverStopped("the raft driver stopped"))
+        await self._transport.close()
+        await asyncio.to_thread(self._disk.shutdown)
+
+    # ---- what the node's role is -------------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        return self.node.id
+
+    @property
+    def role(self) -> Role:
+        return self.node.role
+
+    @property
+    def term(self) -> int:
+        return self.node.term
+
+    @property
+    def leader_id(self) -> str | None:
+        return self.node.leader_id
+
+    @property
+    def is_leader(self) -> bool:
+        return self.node.role is Role.LEADER
+
+    async def wait_for_change(self) -> Leadership:
+        """Returns after the next change of role, term or known leader, with the state then."""
+        self._check_running()
+        await self._changed.wait()
+        self._check_running()
+        return self._leadership
+
+    # ---- the application's interface ---------------------------------------------------------
+
+    def deliver(self, message: Message) -> None:
+        """A message from a peer (the transport's receiving side calls this)."""
+        if len(self._inbox) < self.config.inbox_limit:
+            self._inbox.append(message)
+            self._wakeup.set()
+
+    async def propose(self, data: bytes) -> object:
+        """Commit ``data`` as a command; returns what ``apply`` returned for it on this node.
+        Raises NotLeaderError (with the leader known) when this node does not lead, and
+        ProposalDropped when it stops leading before the command commits."""
+        self._check_running()
+        if not self.is_leader:
+            raise NotLeaderError(self.leader_id)
+        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        self._to_propose.append((data, future))
+        self._wakeup.set()
+        return await future
+
+    async def read_barrier(self) -> None:
+        """Returns once this node has applied everything committed before the call, having
+        confirmed with a quorum that it still leads (ReadIndex): state read after it is not
+        stale. Raises NotLeaderError when it does not lead, or stops leading meanwhile."""
+        self._check_running()
+        if not self.is_leader:
+            raise NotLeaderError(self.leader_id)
+        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        self._to_read.append((b"%d" % next(self._read_contexts), future))
+        self._wakeup.set()
+        await future
+
+    def transfer_leadership(self, target: str) -> None:
+        """Ask the node to hand leadership to ``target``; watch ``wait_for_change`` for it."""
+        self._check_running()
+        self._to_transfer.append(target)
+        self._wakeup.set()
+
+    # ---- the loop ----------------------------------------------------------------------------
+
+    async def _ticker(self) -> None:
+        # Ticks missed while the loop was busy or the process paused are not made up for: time
+        # in which nothing could be heard must not count as silence from the leader.
+        while True:
+            await asyncio.sleep(self.config.tick_seconds)
+            self._tick_due = True
+            self._wakeup.set()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_sync = loop.time() + self.config.sync_seconds
+        try:
+            while True:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                self._feed()
+                self._notice_changes()
+                if self.node.has_ready():
+                    await self._process(self.node.ready())
+                    self._wakeup.set()  # advance() may have left more to do
+                await self._maybe_compact()
+                if self._unsynced and loop.time() >= next_sync:
+                    await self._sync()
+                    next_sync = loop.time() + self.config.sync_seconds
+        except Exception as error:
+            log.exception("raft driver of %s failed", self.node.id)
+            self.failure = error
+            self._stopped = True
+            stopped = DriverStopped("the raft driver failed")
+            stopped.__cause__ = error
+            self._fail_all(stopped)
+
+    def _feed(self) -> None:
+        node = self.node
+        if self._tick_due:
+            self._tick_due = False
+            node.tick()
+        inbox, self._inbox = self._inbox, []
+        for message in inbox:
+            node.step(message)
+        for target in self._to_transfer:
+            node.transfer_leadership(target)
+        self._to_transfer.clear()
+        for data, future in self._to_propose:
+            if future.done():
+                continue  # the caller gave up
+            try:
+                index = node.propose(data)
+            except NotLeaderError as error:
+                _fail(future, error)
+                continue
+            self._proposals[index] = _Waiter(node.term, future)
+        self._to_propose.clear()
+        for context, future in self._to_read:
+            try:
+                node.request_read(context)
+            except NotLeaderError as error:
+                _fail(future, error)
+                continue
+            self._reads[context] = _Waiter(node.term, future)
+        self._to_read.clear()
+
+    async def _process(self, ready: Ready) -> None:
+        if ready.snapshot is not None or ready.hard_state is not None or ready.entries:
+            await self._on_disk(self._storage.save, ready.hard_state, ready.entries, ready.snapshot)
+            self._unsynced = True
+        for message in coalesce(ready.messages):
+            self._transport.send(message)
+        if ready.snapshot is not None:
+            self._machine.restore(ready.snapshot.data)
+        for entry in ready.committed_entries:
+            self._apply(entry)
+        for state in ready.read_states:
+            read = self._reads.get(state.context)
+            if read is not None:
+                read.read_index = state.index
+        self.node.advance(ready)
+        self._release_reads()
+
+    def _apply(self, entry: Entry) -> None:
+        result: object = None
+        error: Exception | None = None
+        if entry.kind is EntryKind.COMMAND:
+            try:
+                result = self._machine.apply(entry)
+            except Exception as raised:
+                # apply is deterministic: every node raised the same, and the log goes on.
+                log.warning("applying entry %d raised %r", entry.index, raised)
+                error = raised
+        proposal = self._proposals.pop(entry.index, None)
+        if proposal is None or proposal.future.done():
+            return
+        if proposal.term != entry.term:
+            # Another leader's entry took its place. Proposals of an old term are failed when
+            # the term changes, before any later Ready: this only guards that rule.
+            proposal.future.set_exception(ProposalDropped(entry.index))
+        elif error is not None:
+            proposal.future.set_exception(error)
+        else:
+            proposal.future.set_result(result)
+
+    def _release_reads(self) -> None:
+        applied = self.node.applied
+        for context, read in list(self._reads.items()):
+            if read.read_index is not None and read.read_index <= applied:
+                del self._reads[context]
+                if not read.future.done():
+                    read.future.set_result(None)
+
+    def _notice_changes(self) -> None:
+        leadership = self._current()
+        if leadership == self._leadership:
+            return
+        self._leadership = leadership
+        self._fail_old_terms()
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+        if self._on_change is not None:
+            try:
+                self._on_change(leadership)
+            except Exception:
+                log.exception("on_change callback failed")
+
+    def _fail_old_terms(self) -> None:
+        """What was asked of a leader that no longer leads in its term will not be answered."""
+        leading = self.node.term if self.is_leader else None
+        for index, proposal in list(self._proposals.items()):
+            if proposal.term != leading:
+                del self._proposals[index]
+                _fail(proposal.future, ProposalDropped(index))
+        for context, read in list(self._reads.items()):
+            if read.term != leading:
+                del self._reads[context]
+                _fail(read.future, NotLeaderError(self.node.leader_id))
+
+    async def _maybe_compact(self) -> None:
+        node = self.node
+        applied = node.applied
+        if applied - node.log.snapshot.index < self.config.compact_every:
+            return
+        term = node.log.term_at(applied)
+        if term is None or applied > node.log.stable_index:
+            return
+        snapshot = Snapshot(
+            index=applied,
+            term=term,
+            data=self._machine.snapshot(),
+            config=node.cluster_config_at(applied),
+        )
+        await self._on_disk(self._storage.compact, snapshot)
+        node.compact(snapshot)
+
+    async def _sync(self) -> None:
+        sync: Callable[[], None] | None = getattr(self._storage, "sync", None)
+        self._unsynced = False
+        if sync is not None:
+            await self._on_disk(sync)
+
+    async def _on_disk(self, call: Callable[..., None], *args: object) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._disk, call, *args)
+
+    # ---- helpers -----------------------------------------------------------------------------
+
+    def _current(self) -> Leadership:
+        return Leadership(self.node.role, self.node.term, self.node.leader_id)
+
+    def _check_running(self) -> None:
+        if self._stopped:
+            raise DriverStopped("the raft driver is stopped") from self.failure
+
+    def _fail_all(self, stopped: DriverStopped) -> None:
+        for index, proposal in self._proposals.items():
+            _fail(proposal.future, ProposalDropped(index))
+        self._proposals.clear()
+        for read in self._reads.values():
+            _fail(read.future, stopped)
+        self._reads.clear()
+        for _, future in self._to_propose + self._to_read:
+            _fail(future, stopped)
+        self._to_propose.clear()
+        self._to_read.clear()
+        self._changed.set()
+
+
+def _fail(future: asyncio.Future[object], error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)
+
+
+def coalesce(messages: Sequence[Message]) -> list[Message]:
+    """Merge each append that continues the previous one to the same peer into it, as one
+    append carrying both: the leader sends one append per proposal, and a peer handles the
+    merged one exactly as it would the two in a row, answering once."""
+    merged: list[Message] = []
+    runs: dict[int, list[AppendRequest]] = {}  # position in merged -> the appends merged there
+    latest_run: dict[str, int] = {}  # recipient -> position of its run that may still grow
+    for message in messages:
+        position = latest_run.get(message.recipient)
+        if isinstance(message, AppendRequest):
+            if position is not None and _continues(runs[position][-1], message):
+                runs[position].append(message)
+                continue
+            latest_run[message.recipient] = len(merged)
+            runs[len(merged)] = [message]
+        else:
+            latest_run.pop(message.recipient, None)  # keep the order around other messages
+        merged.append(message)
+    for position, run in runs.items():
+        if len(run) > 1:
+            first, last = run[0], run[-1]
+            merged[position] = AppendRequest(
+                sender=last.sender,
+                recipient=last.recipient,
+                term=last.term,
+                prev_log_index=first.prev_log_index,
+                prev_log_term=first.prev_log_term,
+                entries=tuple(itertools.chain.from_iterable(append.entries for append in run)),
+                leader_commit=last.leader_commit,
+                read_round=last.read_round,
+            )
+    return merged
+
+
+def _continues(append: AppendRequest, then: AppendRequest) -> bool:
+    last_term = append.entries[-1].term if append.entries else append.prev_log_term
+    return (
+        then.term == append.term
+        and then.prev_log_index == append.prev_log_index + len(append.entries)
+        and then.prev_log_term == last_term
+        and then.leader_commit >= append.leader_commit
+        and then.read_round >= append.read_round
+    )
