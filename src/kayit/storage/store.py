@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from kayit.batching import Batcher
 from kayit.storage.cache import ValueCache
+from kayit.storage.data_format import ensure_format
 from kayit.storage.disk import DiskManager, FsyncPolicy
 from kayit.storage.journal import CopyRecord, Journal, checksum
 from kayit.version import UNKNOWN, Version
@@ -70,6 +71,7 @@ class MessageStore:
         """Read the journal and the directory; returns the latest record of every good copy
         (``journal_lost_records`` says whether damage cost any)."""
         loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._writer, ensure_format, self.disk.directory.parent)
         records = await loop.run_in_executor(self._writer, self._journal.replay)
         if self._journal.lost_records and not self._journal.damaged:
             log.warning(
