@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
+from kayit.consensus.membership import ConfigChange, ConfigChangeError
 from kayit.consensus.messages import AppendRequest, Entry, EntryKind, Message, Snapshot
 from kayit.consensus.node import NotLeaderError, RaftNode, Ready, Role
 from kayit.consensus.storage import RaftStorage
@@ -29,11 +30,15 @@ log = logging.getLogger(__name__)
 
 
 class StateMachine(Protocol):
-    """The application that committed commands are applied to, the same on every node."""
+    """The application that committed commands are applied to, the same on every node.
+
+    A machine whose ``applies_every_entry`` attribute is True is given the NO_OP and CONFIG
+    entries too, for state that follows terms or indexes (their results are not used)."""
 
     def apply(self, entry: Entry) -> object:
-        """Apply a committed COMMAND entry; the result goes to whoever proposed it. It must
-        depend only on the state and the entry: every node applies the same entries."""
+        """Apply a committed COMMAND entry (or any entry: see ``applies_every_entry``); the
+        result goes to whoever proposed a command. It must depend only on the state and the
+        entry: every node applies the same entries."""
         ...
 
     def snapshot(self) -> bytes:
@@ -113,6 +118,7 @@ class RaftDriver:
         self._storage = storage
         self._transport = transport
         self._machine = machine
+        self._apply_every_entry = getattr(machine, "applies_every_entry", False) is True
         self._on_change = on_change
         self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"raft-disk-{node.id}")
         self._wakeup = asyncio.Event()
@@ -120,6 +126,7 @@ class RaftDriver:
         self._inbox: list[Message] = []
         self._to_propose: list[tuple[bytes, asyncio.Future[object]]] = []
         self._to_read: list[tuple[bytes, asyncio.Future[object]]] = []
+        self._to_change: list[tuple[ConfigChange, asyncio.Future[object]]] = []
         self._to_transfer: list[str] = []
         self._proposals: dict[int, _Waiter] = {}
         self._reads: dict[bytes, _Waiter] = {}
@@ -207,6 +214,19 @@ class RaftDriver:
         self._wakeup.set()
         return await future
 
+    async def change_config(self, change: ConfigChange) -> None:
+        """Commit ``change`` to the cluster configuration; returns once it is committed.
+        Raises what ``propose`` raises, ConfigChangeError for a change that does not fit the
+        configuration in effect, and ConfigChangeInProgress while the previous change (or the
+        first entry of this term) is not committed yet: retry then."""
+        self._check_running()
+        if not self.is_leader:
+            raise NotLeaderError(self.leader_id)
+        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        self._to_change.append((change, future))
+        self._wakeup.set()
+        await future
+
     async def read_barrier(self) -> None:
         """Returns once this node has applied everything committed before the call, having
         confirmed with a quorum that it still leads (ReadIndex): state read after it is not
@@ -280,6 +300,16 @@ class RaftDriver:
                 continue
             self._proposals[index] = _Waiter(node.term, future)
         self._to_propose.clear()
+        for change, future in self._to_change:
+            if future.done():
+                continue
+            try:
+                index = node.propose_config_change(change)
+            except (NotLeaderError, ConfigChangeError) as error:
+                _fail(future, error)
+                continue
+            self._proposals[index] = _Waiter(node.term, future)
+        self._to_change.clear()
         for context, future in self._to_read:
             try:
                 node.request_read(context)
@@ -309,13 +339,16 @@ class RaftDriver:
     def _apply(self, entry: Entry) -> None:
         result: object = None
         error: Exception | None = None
-        if entry.kind is EntryKind.COMMAND:
+        if entry.kind is EntryKind.COMMAND or self._apply_every_entry:
             try:
                 result = self._machine.apply(entry)
             except Exception as raised:
                 # apply is deterministic: every node raised the same, and the log goes on.
                 log.warning("applying entry %d raised %r", entry.index, raised)
                 error = raised
+        if entry.kind is not EntryKind.COMMAND:
+            # A configuration change took effect whatever the machine made of its entry.
+            result, error = None, None
         proposal = self._proposals.pop(entry.index, None)
         if proposal is None or proposal.future.done():
             return
@@ -404,10 +437,11 @@ class RaftDriver:
         for read in self._reads.values():
             _fail(read.future, stopped)
         self._reads.clear()
-        for _, future in self._to_propose + self._to_read:
+        for _, future in [*self._to_propose, *self._to_read, *self._to_change]:
             _fail(future, stopped)
         self._to_propose.clear()
         self._to_read.clear()
+        self._to_change.clear()
         self._changed.set()
 
 
