@@ -481,17 +481,22 @@ def start_redis(server: Server) -> None:
     wait_for(ready, START_TIMEOUT, "redis-server to answer PING")
 
 
+def _ports(grpc_port: int, client_port: int) -> list[str]:
+    return ["--grpc-port", str(grpc_port), "--client-port", str(client_port)]
+
+
 def start_kayit(server: Server, protocol: str) -> None:
     system = server.system
     assert system.tolerance is not None
-    server.port, leader_port, *member_ports = free_ports(2 + system.members)
+    server.port, leader_port, *ports = free_ports(2 + 2 * system.members)
+    member_ports, member_client_ports = ports[: system.members], ports[system.members :]
     server.protocol = protocol
     data_dir = server.workdir / "data"
     node = [sys.executable, "-m", "kayit", "node"]
     common = ["--data-dir", str(data_dir), "--report-every", "3600", "-q"]
     leader = server.spawn(
         "leader",
-        [*node, "--leader", "--grpc-port", str(leader_port), "--client-port", str(server.port),
+        [*node, "--leader", *_ports(leader_port, server.port),
          "--tolerance", str(system.tolerance), *common],
     )  # fmt: skip
 
@@ -503,9 +508,9 @@ def start_kayit(server: Server, protocol: str) -> None:
     members = [
         server.spawn(
             f"member-{port}",
-            [*node, "--join", f"{HOST}:{leader_port}", "--grpc-port", str(port), *common],
+            [*node, "--join", f"{HOST}:{leader_port}", *_ports(port, client_port), *common],
         )
-        for port in member_ports
+        for port, client_port in zip(member_ports, member_client_ports, strict=True)
     ]
     if members:
         from kayit.rpc.status import fetch_status

@@ -8,9 +8,11 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from kayit.chaos.command import add_chaos_command
 from kayit.config import (
+    CLIENT_PORT_OFFSET,
     DEFAULT_CLIENT_PORT,
     DEFAULT_GRPC_PORT,
     DEFAULT_TOLERANCE,
@@ -24,6 +26,8 @@ from kayit.config import (
 from kayit.protocol.framing import DEFAULT_MAX_LINE
 from kayit.rpc.channels import MAX_RPC_BYTES
 from kayit.storage.disk import FsyncPolicy, IoMode
+
+T = TypeVar("T")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,8 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kayit",
         description="A fault-tolerant distributed message store. Clients send SET <id> <message> "
-        "and GET <id> over TCP to the leader; the leader keeps a copy and TOLERANCE copies on "
-        "member nodes over gRPC.",
+        "and GET <id> over TCP to any node, which forwards them to the leader; the leader keeps "
+        "a copy and TOLERANCE copies on member nodes over gRPC.",
     )
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
     _add_node(commands)
@@ -61,8 +65,11 @@ def _add_node(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="run one node (leader or member)",
         description="Run one kayit node. With no flags it behaves like the course template: it "
         f"takes the first free gRPC port from {DEFAULT_GRPC_PORT}; on {DEFAULT_GRPC_PORT} it is "
-        f"the leader and opens client port {DEFAULT_CLIENT_PORT}, otherwise it joins the leader "
-        f"at 127.0.0.1:{DEFAULT_GRPC_PORT}.",
+        f"the leader, otherwise it joins the leader at 127.0.0.1:{DEFAULT_GRPC_PORT}. Every node "
+        "takes clients and forwards their commands to the leader: on its own client port (its "
+        f"gRPC port + {CLIENT_PORT_OFFSET}: {DEFAULT_GRPC_PORT} has {DEFAULT_CLIENT_PORT}, "
+        f"{DEFAULT_GRPC_PORT + 1} has {DEFAULT_CLIENT_PORT + 1}, ...) and, on the course's ports, "
+        f"also on {DEFAULT_CLIENT_PORT}, which all of them share.",
     )
     role = node.add_mutually_exclusive_group()
     role.add_argument("--leader", action="store_true", help="be the leader")
@@ -72,8 +79,17 @@ def _add_node(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "--grpc-port", type=_port, help=f"gRPC port (first free from {DEFAULT_GRPC_PORT})"
     )
     node.add_argument(
-        "--client-port", type=_port, default=DEFAULT_CLIENT_PORT,
-        help="client TCP port, opened by the leader only (%(default)s)",
+        "--client-port", type=_port,
+        help="this node's own client TCP port; a node that does not lead forwards its clients' "
+        f"commands to the leader (the gRPC port + {CLIENT_PORT_OFFSET})",
+    )  # fmt: skip
+    node.add_argument(
+        "--shared-client-port", type=_shared_port, metavar="PORT",
+        help="a client port that every node on this host also listens on, with SO_REUSEPORT: "
+        "the kernel spreads new connections over the nodes alive, so a client that reconnects "
+        "is served while any node lives; 0 for none (default: "
+        f"{DEFAULT_CLIENT_PORT} for a node on the course's gRPC ports "
+        f"{DEFAULT_GRPC_PORT}-{DEFAULT_GRPC_PORT + 63} given no --client-port, else none)",
     )  # fmt: skip
     node.add_argument(
         "--data-dir", type=Path, default=Path("data"),
@@ -160,6 +176,7 @@ def _run_node(args: argparse.Namespace) -> int:
         host=args.host,
         grpc_port=args.grpc_port,
         client_port=args.client_port,
+        shared_client_port=args.shared_client_port,
         join=args.join,
         data_dir=args.data_dir,
         tolerance=tolerance,
@@ -184,13 +201,16 @@ def _add_cluster(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "cluster",
         help="run a local cluster: a leader and members as separate processes",
         description="Start a leader and MEMBERS member nodes on this machine, print their "
-        "reports, and stop them all on Ctrl-C or SIGTERM.",
+        "reports, and stop them all on Ctrl-C or SIGTERM. Every node takes clients and "
+        "forwards their commands to the leader.",
     )
     cluster.add_argument("--members", type=int, default=4, help="member nodes (%(default)s)")
     cluster.add_argument("--tolerance", type=int, default=2, help="copies on members (%(default)s)")
     cluster.add_argument(
-        "--client-port", type=_port, default=DEFAULT_CLIENT_PORT, help="(%(default)s)"
-    )
+        "--client-port", type=_port, default=DEFAULT_CLIENT_PORT,
+        help="client port shared by every node (SO_REUSEPORT) and the leader's own; member i "
+        "also has CLIENT_PORT+i of its own (%(default)s)",
+    )  # fmt: skip
     cluster.add_argument(
         "--grpc-port", type=_port, default=DEFAULT_GRPC_PORT,
         help="the leader's gRPC port; members take the next ones (%(default)s)",
@@ -225,13 +245,16 @@ def _run_cluster(args: argparse.Namespace) -> int:
 def _add_client(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     client = commands.add_parser(
         "client",
-        help="send commands to the leader, one per line",
+        help="send commands to a node, one per line",
         description="Read commands (SET <id> <message>, GET <id>) from standard input, one per "
-        "line, and print each reply. Works interactively and in a pipe.",
+        "line, and print each reply. Works interactively and in a pipe. Given several "
+        "addresses it connects to the first that answers and, when the connection fails, "
+        "moves on to the next (the reply under way is lost: a SET may or may not be done).",
     )
     client.add_argument(
-        "address", nargs="?", default=f"127.0.0.1:{DEFAULT_CLIENT_PORT}",
-        help="leader's client address (%(default)s)",
+        "address", nargs="*", default=[f"127.0.0.1:{DEFAULT_CLIENT_PORT}"],
+        help="HOST:PORT of a node's client port; several may be given, comma-separated or "
+        f"one after another (127.0.0.1:{DEFAULT_CLIENT_PORT})",
     )  # fmt: skip
     client.set_defaults(run=_run_client)
 
@@ -239,11 +262,13 @@ def _add_client(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 def _run_client(args: argparse.Namespace) -> int:
     from kayit.client import KayitClient
 
-    host, port = _address(args.address)
+    first, *rest = _addresses(args.address)
     try:
-        client = KayitClient(host, port)
+        client = KayitClient(*first, fallbacks=rest)
     except OSError as error:
-        print(f"kayit client: cannot connect to {host}:{port}: {error}", file=sys.stderr)
+        print(
+            f"kayit client: cannot connect to {_joined([first, *rest])}: {error}", file=sys.stderr
+        )
         return 1
     interactive = sys.stdin.isatty()
     with client:
@@ -257,11 +282,22 @@ def _run_client(args: argparse.Namespace) -> int:
             line = line.rstrip("\r\n")
             if not line.strip():
                 continue
+            lost = _joined([client.address])
             try:
                 reply = client.request(line.encode("utf-8", "surrogateescape"))
             except OSError as error:
-                print(f"kayit client: connection lost: {error}", file=sys.stderr)
-                return 1
+                print(
+                    f"kayit client: connection to {lost} lost ({error}); no reply to that line, "
+                    "so a SET may or may not be done",
+                    file=sys.stderr,
+                )
+                try:
+                    client.reconnect()
+                except OSError as again:
+                    print(f"kayit client: no node answers: {again}", file=sys.stderr)
+                    return 1
+                print(f"kayit client: connected to {_joined([client.address])}", file=sys.stderr)
+                continue
             print(reply.decode("utf-8", "replace"), flush=True)
 
 
@@ -295,18 +331,26 @@ def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     bench = commands.add_parser(
         "bench",
         add_help=False,  # -h is the host, as in redis-benchmark
-        help="measure throughput and latency of a kayit leader or a Redis server",
+        help="measure throughput and latency of kayit nodes or a Redis server",
         description="Send SET and GET requests over many connections, pipelined, and print "
         "the throughput and latency percentiles, like redis-benchmark. Speaks kayit's text "
         "protocol or RESP (to kayit or to redis-server alike). Keys are key:000001234 style, "
         "uniform over the keyspace; values are runs of 'x'. Errors (ERROR or -ERR replies, "
-        "wrong replies) are counted; a connection that fails ends the run with exit code 1.",
+        "wrong replies) are counted. A connection that fails connects again, to the next "
+        "address given that answers, and the requests it had in flight count as errors; when "
+        "none answers, the run ends with exit code 1.",
     )  # fmt: skip
     bench.add_argument("--help", action="help", help="show this help message and exit")
-    bench.add_argument("-h", "--host", default="127.0.0.1", help="server host (%(default)s)")
     bench.add_argument(
-        "-p", "--port", type=_port, default=DEFAULT_CLIENT_PORT, help="server port (%(default)s)"
-    )
+        "-h", "--host", type=_list(str), action="extend", metavar="HOST",
+        help="server host (127.0.0.1); several, comma-separated or repeated, are combined with "
+        "every port",
+    )  # fmt: skip
+    bench.add_argument(
+        "-p", "--port", type=_list(_port), action="extend", metavar="PORT",
+        help=f"server port ({DEFAULT_CLIENT_PORT}); several, comma-separated or repeated, "
+        "spread the connections over them",
+    )  # fmt: skip
     bench.add_argument(
         "-c", "--connections", type=whole, default=50,
         help="parallel connections (%(default)s)",
@@ -348,10 +392,10 @@ def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _run_bench(args: argparse.Namespace) -> int:
     from kayit.bench import BenchError, BenchSettings, run_bench
+    from kayit.bench.settings import combine_addresses
 
     settings = BenchSettings(
-        host=args.host,
-        port=args.port,
+        addresses=combine_addresses(args.host, args.port),
         connections=args.connections,
         requests=args.requests,
         duration=args.duration,
@@ -372,9 +416,17 @@ def _run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _address(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    return host or "127.0.0.1", _port(port)
+def _addresses(texts: list[str]) -> list[tuple[str, int]]:
+    from kayit.client import parse_addresses
+
+    try:
+        return parse_addresses(texts)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
+def _joined(addresses: list[tuple[str, int]]) -> str:
+    return ", ".join(f"{host}:{port}" for host, port in addresses)
 
 
 def _port(text: str) -> int:
@@ -385,6 +437,19 @@ def _port(text: str) -> int:
     if not 1 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"port out of range: {port}")
     return port
+
+
+def _list(item: Callable[[str], T]) -> Callable[[str], list[T]]:
+    """A flag value of one or more comma-separated items."""
+
+    def parse(text: str) -> list[T]:
+        return [item(part.strip()) for part in text.split(",")]
+
+    return parse
+
+
+def _shared_port(text: str) -> int:
+    return 0 if text.strip() == "0" else _port(text)
 
 
 def _positive(unit: str) -> Callable[[str], float]:

@@ -1,19 +1,63 @@
-"""A small blocking client for the text protocol, used by the CLI and the tests."""
+"""A small blocking client for the text protocol, used by the CLI and the tests.
+
+Any node takes clients, so a client may be given several addresses: it connects to the first
+that answers and, when its connection fails, moves on to the next for the following request.
+The request that was under way is not sent again: its reply was lost, and a SET may or may not
+have been carried out.
+"""
 
 from __future__ import annotations
 
+import io
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+
+from kayit.config import DEFAULT_CLIENT_PORT
+
+Address = tuple[str, int]
+DEFAULT_HOST = "127.0.0.1"
+
+
+def parse_addresses(texts: Iterable[str], default_host: str = DEFAULT_HOST) -> list[Address]:
+    """``HOST:PORT`` (or ``:PORT``, or ``PORT``) entries, each text holding one or several
+    separated by commas. Raises ValueError naming a bad entry."""
+    addresses: list[Address] = []
+    for text in texts:
+        for entry in text.split(","):
+            entry = entry.strip()
+            host, _, port_text = entry.rpartition(":")
+            try:
+                port = int(port_text)
+            except ValueError:
+                raise ValueError(f"not HOST:PORT: {entry!r}") from None
+            if not 1 <= port <= 65535:
+                raise ValueError(f"port out of range in {entry!r}")
+            addresses.append((host or default_host, port))
+    if not addresses:
+        raise ValueError("no address given")
+    return addresses
 
 
 class KayitClient:
-    def __init__(self, host: str = "127.0.0.1", port: int = 6666, timeout: float = 30.0) -> None:
-        self._socket = socket.create_connection((host, port), timeout=timeout)
-        self._reader = self._socket.makefile("rb")
+    def __init__(
+        self,
+        host: str = DEFAULT_HOST,
+        port: int = DEFAULT_CLIENT_PORT,
+        timeout: float = 30.0,
+        *,
+        fallbacks: Sequence[Address] = (),
+    ) -> None:
+        """Connects at once (raises OSError if no address answers). ``fallbacks``: more
+        addresses, tried in order after ``host:port``."""
+        self.addresses: list[Address] = [(host, port), *fallbacks]
+        self._timeout = timeout
+        self._next = 0  # where the next connection attempt starts
+        self._socket: socket.socket | None = None
+        self._reader: io.BufferedReader | None = None
+        self.address = self._connect()
 
     def close(self) -> None:
-        self._reader.close()
-        self._socket.close()
+        self._drop()
 
     def __enter__(self) -> KayitClient:
         return self
@@ -22,21 +66,35 @@ class KayitClient:
         self.close()
 
     def request(self, line: bytes) -> bytes:
-        """Send one command line (without its newline); return its reply without the newline."""
-        self._socket.sendall(line + b"\n")
-        return self.read_reply()
+        """Send one command line (without its newline); return its reply without the newline.
+        Raises OSError when the connection fails (the next request moves on)."""
+        return self.pipeline([line])[0]
 
     def pipeline(self, lines: Iterable[bytes]) -> list[bytes]:
         """Send every line in one write, then read one reply per line, in order."""
         lines = list(lines)
-        self._socket.sendall(b"".join(line + b"\n" for line in lines))
-        return [self.read_reply() for _ in lines]
+        connection = self._connection()
+        try:
+            connection.sendall(b"".join(line + b"\n" for line in lines))
+            return [self.read_reply() for _ in lines]
+        except OSError:
+            self._drop()
+            raise
 
     def read_reply(self) -> bytes:
+        if self._reader is None:
+            raise ConnectionError(f"the connection to {self._where} failed earlier")
         reply = self._reader.readline()
         if not reply.endswith(b"\n"):
-            raise ConnectionError("the node closed the connection")
+            self._drop()
+            raise ConnectionError(f"{self._where} closed the connection")
         return reply[:-1]
+
+    def reconnect(self) -> Address:
+        """Connect again, to the next address that answers; raises OSError if none does."""
+        self._drop()
+        self.address = self._connect()
+        return self.address
 
     def set(self, message_id: str, message: str | bytes) -> bytes:
         data = message.encode() if isinstance(message, str) else message
@@ -44,3 +102,40 @@ class KayitClient:
 
     def get(self, message_id: str) -> bytes:
         return self.request(b"GET " + message_id.encode())
+
+    @property
+    def _where(self) -> str:
+        host, port = self.address
+        return f"{host}:{port}"
+
+    def _connection(self) -> socket.socket:
+        if self._socket is None:
+            self.address = self._connect()
+        assert self._socket is not None
+        return self._socket
+
+    def _connect(self) -> Address:
+        """Try every address once, from the one after the last used; raise the last error."""
+        count = len(self.addresses)
+        failure: OSError | None = None
+        for step in range(count):
+            address = self.addresses[(self._next + step) % count]
+            try:
+                connection = socket.create_connection(address, timeout=self._timeout)
+            except OSError as error:
+                failure = error
+                continue
+            self._socket = connection
+            self._reader = connection.makefile("rb")
+            self._next = (self._next + step + 1) % count
+            return address
+        assert failure is not None
+        raise failure
+
+    def _drop(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None

@@ -12,10 +12,15 @@ from kayit.storage.disk import FsyncPolicy, IoMode
 
 DEFAULT_GRPC_PORT = 5555
 DEFAULT_CLIENT_PORT = 6666
+# A node's own client port, when not given, is its gRPC port plus this: 5555 -> 6666, 5556 -> 6667.
+CLIENT_PORT_OFFSET = DEFAULT_CLIENT_PORT - DEFAULT_GRPC_PORT
+# gRPC ports a node without --grpc-port searches, from 5555: the course's ports.
+COURSE_GRPC_PORTS = range(DEFAULT_GRPC_PORT, DEFAULT_GRPC_PORT + 64)
 DEFAULT_TOLERANCE = 2
 MAX_TOLERANCE = 64
 TOLERANCE_FILE = "tolerance.conf"
 
+_MAX_PORT = 65535
 _TOLERANCE_LINE = re.compile(r"^\s*(?:tolerance\s*=\s*)?([0-9]+)\s*$", re.IGNORECASE)
 
 
@@ -34,7 +39,10 @@ class NodeConfig:
     role: Role = Role.AUTO
     host: str = "127.0.0.1"
     grpc_port: int | None = None  # None: the first free port from DEFAULT_GRPC_PORT
-    client_port: int = DEFAULT_CLIENT_PORT
+    client_port: int | None = None  # None: the gRPC port + CLIENT_PORT_OFFSET
+    # A client port every node of one host listens on too (SO_REUSEPORT). None: 6666 on the
+    # course's ports (see client_ports), else none; 0: none.
+    shared_client_port: int | None = None
     join: str | None = None  # leader's gRPC address, for members
     data_dir: Path = Path("data")
     tolerance: int = DEFAULT_TOLERANCE
@@ -53,6 +61,30 @@ class NodeConfig:
 
     def node_dir(self, grpc_port: int) -> Path:
         return self.data_dir / f"node-{grpc_port}"
+
+    def client_ports(self, grpc_port: int) -> ClientPorts:
+        """The client ports of the node that got ``grpc_port``. A node on the course's ports
+        (gRPC 5555.., no client port given) also shares 6666, so that a client of 6666 is
+        served while any of them lives."""
+        own = self.client_port
+        if own is None:
+            own = grpc_port + CLIENT_PORT_OFFSET
+            if own > _MAX_PORT:
+                raise ConfigError(
+                    f"client port {own} (gRPC port {grpc_port} + {CLIENT_PORT_OFFSET}) is out "
+                    "of range; give --client-port"
+                )
+        shared = self.shared_client_port
+        if shared is None:
+            course = self.client_port is None and grpc_port in COURSE_GRPC_PORTS
+            shared = DEFAULT_CLIENT_PORT if course else 0
+        return ClientPorts(own, shared or None)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientPorts:
+    own: int  # this node's alone
+    shared: int | None  # listened on by every node of the host, with SO_REUSEPORT; may be own
 
 
 def parse_tolerance(text: str, source: str = TOLERANCE_FILE) -> int:

@@ -20,7 +20,7 @@ _MEMBERS_JOIN = 20.0
 class ClusterPlan:
     members: int
     tolerance: int
-    client_port: int
+    client_port: int  # the leader's, and shared by every node; node i also has client_port + i
     grpc_port: int
     data_dir: Path
     fsync: str
@@ -32,9 +32,15 @@ class ClusterPlan:
         """The address node ``node`` (0 is the leader) listens on."""
         return self.hosts[node] if self.hosts else "127.0.0.1"
 
+    def node_client_port(self, node: int) -> int:
+        """The client port of node ``node`` (0 is the leader) alone."""
+        return self.client_port + node
+
     def node_commands(self) -> list[tuple[str, list[str]]]:
-        """(name, argv) of each node: the leader on grpc_port, members on the ports after it."""
+        """(name, argv) of each node: the leader on grpc_port, members on the ports after it;
+        node i has client port client_port + i and shares client_port with the others."""
         common = [
+            "--shared-client-port", str(self.client_port),
             "--data-dir", str(self.data_dir),
             "--fsync", self.fsync,
             "--report-every", str(self.report_every),
@@ -51,7 +57,8 @@ class ClusterPlan:
         ]  # fmt: skip
         for n in range(1, self.members + 1):
             port = self.grpc_port + n
-            argv = ["--join", leader_address, "--host", self.host(n), "--grpc-port", str(port)]
+            argv = ["--join", leader_address, "--host", self.host(n), "--grpc-port", str(port),
+                    "--client-port", str(self.node_client_port(n))]  # fmt: skip
             nodes.append((f"member:{port}", [*argv, *common]))
         return nodes
 
@@ -92,10 +99,16 @@ async def run_cluster(plan: ClusterPlan) -> int:
 
 def _banner(plan: ClusterPlan) -> None:
     last = plan.grpc_port + plan.members
+    own = ", ".join(
+        f"{name} -> {plan.node_client_port(n)}" for n, (name, _) in enumerate(plan.node_commands())
+    )
     print(
         f"kayit cluster: 1 leader + {plan.members} members, TOLERANCE={plan.tolerance}\n"
         f"  clients connect to 127.0.0.1:{plan.client_port}   (try: nc 127.0.0.1 "
         f"{plan.client_port}, then SET 1 hello / GET 1)\n"
+        f"  every node serves clients and forwards to the leader; {plan.client_port} is shared "
+        "by all of them, so a client that reconnects is served while any node lives\n"
+        f"  each node's own client port: {own}\n"
         f"  gRPC ports {plan.grpc_port}..{last} (leader on {plan.grpc_port})\n"
         f"  data in {plan.data_dir.resolve()}/node-<grpc-port>/messages/\n"
         "  Ctrl-C stops every node",

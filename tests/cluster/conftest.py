@@ -15,8 +15,20 @@ def start_cluster(tmp_path: Path) -> Iterator[ClusterFactory]:
     """Start a cluster (leader + members as real processes); all are killed at teardown."""
     started: list[Cluster] = []
 
-    def start(*, tolerance: int, members: int, extra: tuple[str, ...] = ()) -> Cluster:
-        cluster = Cluster(tmp_path, tolerance=tolerance, members=members, extra=extra)
+    def start(
+        *,
+        tolerance: int,
+        members: int,
+        extra: tuple[str, ...] = (),
+        shared_client_port: bool = False,
+    ) -> Cluster:
+        cluster = Cluster(
+            tmp_path,
+            tolerance=tolerance,
+            members=members,
+            extra=extra,
+            shared_client_port=shared_client_port,
+        )
         started.append(cluster)
         return cluster.start()
 

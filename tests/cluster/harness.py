@@ -21,6 +21,14 @@ HEARTBEAT = 0.2
 DEAD_AFTER = 1.0
 
 
+def port_open(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
+
+
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -30,9 +38,17 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 class NodeProcess:
-    def __init__(self, name: str, grpc_port: int, args: list[str], workdir: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        grpc_port: int,
+        args: list[str],
+        workdir: Path,
+        client_port: int | None = None,
+    ) -> None:
         self.name = name
         self.grpc_port = grpc_port
+        self.client_port = client_port  # its own
         self.args = args
         self.workdir = workdir
         self.log_path = workdir / f"{name}.log"
@@ -94,17 +110,27 @@ class NodeProcess:
 
 
 class Cluster:
-    """A leader and members started as separate ``kayit node`` processes."""
+    """A leader and members started as separate ``kayit node`` processes, each with a client
+    port of its own; ``client_port`` is the leader's. With ``shared_client_port`` every node
+    also listens on the leader's client port (SO_REUSEPORT), as ``kayit cluster`` does."""
 
     def __init__(
-        self, workdir: Path, *, tolerance: int, members: int, extra: Iterable[str] = ()
+        self,
+        workdir: Path,
+        *,
+        tolerance: int,
+        members: int,
+        extra: Iterable[str] = (),
+        shared_client_port: bool = False,
     ) -> None:
         self.workdir = workdir
         self.data_dir = workdir / "data"
         self.tolerance = tolerance
-        self.client_port, *grpc_ports = free_ports(members + 2)
-        self.leader_port = grpc_ports[0]
-        self.member_ports = grpc_ports[1:]
+        ports = free_ports(2 * members + 2)
+        self.client_port, *member_client_ports = ports[: members + 1]
+        self.leader_port, *self.member_ports = ports[members + 1 :]
+        if shared_client_port:
+            extra = [*extra, "--shared-client-port", str(self.client_port)]
         common = [
             "--data-dir", str(self.data_dir),
             "--heartbeat", str(HEARTBEAT),
@@ -121,16 +147,19 @@ class Cluster:
             ["--leader", "--grpc-port", str(self.leader_port),
              "--client-port", str(self.client_port), "--tolerance", str(tolerance), *common],
             workdir,
+            self.client_port,
         )  # fmt: skip
         self.members = {
             port: NodeProcess(
                 f"member-{port}",
                 port,
-                ["--join", f"127.0.0.1:{self.leader_port}", "--grpc-port", str(port), *common],
+                ["--join", f"127.0.0.1:{self.leader_port}", "--grpc-port", str(port),
+                 "--client-port", str(client_port), *common],
                 workdir,
+                client_port,
             )
-            for port in self.member_ports
-        }
+            for port, client_port in zip(self.member_ports, member_client_ports, strict=True)
+        }  # fmt: skip
 
     @property
     def nodes(self) -> list[NodeProcess]:
@@ -150,14 +179,11 @@ class Cluster:
                 node.kill()
 
     def client_port_open(self) -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", self.client_port), timeout=0.5).close()
-        except OSError:
-            return False
-        return True
+        return port_open(self.client_port)
 
-    def client(self) -> KayitClient:
-        return KayitClient("127.0.0.1", self.client_port)
+    def client(self, port: int | None = None) -> KayitClient:
+        """A client of the leader's client port, or of ``port``."""
+        return KayitClient("127.0.0.1", self.client_port if port is None else port)
 
     def status(self) -> pb.StatusReply:
         return fetch_status(f"127.0.0.1:{self.leader_port}")

@@ -19,17 +19,10 @@ import pytest
 
 from kayit.client import KayitClient
 from kayit.server.ports import free_ports
-from tests.cluster.harness import NodeProcess, wait_for
+from tests.cluster.conftest import ClusterFactory
+from tests.cluster.harness import NodeProcess, port_open, wait_for
 
 MAX_LINE = 4096  # the node's longest line: a bigger value gets ERROR
-
-
-def port_open(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-    except OSError:
-        return False
-    return True
 
 
 def start_node(workdir: Path) -> tuple[NodeProcess, int]:
@@ -55,7 +48,7 @@ def kayit_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     node.kill()
 
 
-def bench(port: int, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+def bench(port: int | str, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "kayit", "bench", "-p", str(port), *args],
         capture_output=True,
@@ -64,7 +57,7 @@ def bench(port: int, *args: str, timeout: float = 30) -> subprocess.CompletedPro
     )
 
 
-def bench_json(port: int, *args: str) -> dict[str, Any]:
+def bench_json(port: int | str, *args: str) -> dict[str, Any]:
     done = bench(port, "--json", *args)
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""  # no progress line when stderr is not a terminal
@@ -202,3 +195,44 @@ def test_wrong_replies_are_counted(redis_port: int) -> None:
     # Redis answers the text protocol's inline SET with +OK, which is not kayit's OK.
     result = bench_json(redis_port, "--protocol", "text", "-n", "50", "-c", "5")
     assert (result["requests"], result["errors"]) == (50, 50)
+
+
+@pytest.mark.cluster
+def test_connections_spread_over_several_nodes_and_pass_over_a_dead_one(
+    start_cluster: ClusterFactory,
+) -> None:
+    cluster = start_cluster(tolerance=0, members=1)
+    (member,) = cluster.members.values()
+    (dead,) = free_ports(1)
+    ports = f"{dead},{member.client_port},{cluster.client_port}"
+    result = bench_json(ports, "-n", "300", "-c", "6", "--keyspace", "50", "--set-ratio", "0.5")
+    assert (result["requests"], result["errors"]) == (300, 0)
+    assert result["addresses"] == [
+        f"127.0.0.1:{port}" for port in (dead, member.client_port, cluster.client_port)
+    ]
+
+
+@pytest.mark.cluster
+def test_a_connection_whose_node_dies_moves_on_to_the_next(start_cluster: ClusterFactory) -> None:
+    cluster = start_cluster(tolerance=0, members=1)
+    (member,) = cluster.members.values()
+    ports = f"{member.client_port},{cluster.client_port}"
+    running = subprocess.Popen(
+        [sys.executable, "-m", "kayit", "bench", "-p", ports, "--duration", "4", "-c", "4",
+         "--keyspace", "1000000", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        messages = cluster.messages_dir(cluster.leader_port)
+        wait_for(lambda: any(messages.glob("*.msg")), 15, "the first SETs of kayit bench")
+        member.kill()
+        stored_then = cluster.count_on_disk(cluster.leader_port)
+        out, err = running.communicate(timeout=30)
+    finally:
+        if running.poll() is None:
+            running.kill()
+            running.wait()
+    assert running.returncode == 0, err
+    assert json.loads(out)["requests"] > 0
+    # Every connection went on, on the leader: SETs kept arriving after the member died.
+    assert cluster.count_on_disk(cluster.leader_port) > stored_then + 100

@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 
 from kayit.client import KayitClient
+from kayit.protocol import ErrorCode, error_code
 from kayit.rpc.status import fetch_status
 from kayit.server.ports import free_ports, port_is_free
+from tests.cluster.conftest import ClusterFactory
 from tests.cluster.harness import NodeProcess, wait_for
 
 KAYIT = [sys.executable, "-m", "kayit"]
@@ -99,9 +101,9 @@ def test_a_member_started_before_its_leader_waits_and_joins(tmp_path: Path) -> N
 
 @pytest.mark.cluster
 def test_course_mode_without_flags_picks_ports_from_5555(tmp_path: Path) -> None:
-    needed = [5555, 5556, 5557, 6666]
+    needed = [5555, 5556, 5557, 6666, 6667, 6668]
     if not all(port_is_free("127.0.0.1", port) for port in needed):
-        pytest.skip("ports 5555-5557 and 6666 are taken on this machine")
+        pytest.skip("ports 5555-5557 and 6666-6668 are taken on this machine")
     (tmp_path / "tolerance.conf").write_text("TOLERANCE=2\n")
     nodes = [NodeProcess(f"node{n}", 0, FAST, tmp_path) for n in range(3)]
     try:
@@ -118,6 +120,18 @@ def test_course_mode_without_flags_picks_ports_from_5555(tmp_path: Path) -> None
             assert client.get("1") == b"course"
         for port in (5555, 5556, 5557):
             assert (tmp_path / "data" / f"node-{port}" / "messages" / "1.msg").exists()
+        # Each node has client port gRPC + 1111 of its own, and they all share 6666.
+        with KayitClient("127.0.0.1", 6668) as client:
+            assert client.set("2", "via 5557") == b"OK"
+        with KayitClient("127.0.0.1", 6667) as client:
+            assert client.get("2") == b"via 5557"
+        nodes[0].kill()  # the leader: 6666 is still served, by the members
+
+        def noleader() -> bool:
+            with KayitClient("127.0.0.1", 6666) as client:
+                return error_code(client.get("1")) is ErrorCode.NOLEADER
+
+        wait_for(noleader, 10, "a member to answer on 6666")
     finally:
         for node in nodes:
             node.kill()
@@ -125,8 +139,8 @@ def test_course_mode_without_flags_picks_ports_from_5555(tmp_path: Path) -> None
 
 @pytest.mark.cluster
 def test_kayit_cluster_starts_every_node_and_stops_them_on_sigterm(tmp_path: Path) -> None:
-    base = _free_run(4)
-    (client_port,) = free_ports(1)
+    base = _free_run(8)
+    client_port = base + 4  # and the 3 after it, one per member
     process = subprocess.Popen(
         [*KAYIT, "cluster", "--members", "3", "--tolerance", "2", "--grpc-port", str(base),
          "--client-port", str(client_port), "--data-dir", str(tmp_path / "d"),
@@ -138,6 +152,8 @@ def test_kayit_cluster_starts_every_node_and_stops_them_on_sigterm(tmp_path: Pat
         with KayitClient("127.0.0.1", client_port) as client:
             assert client.set("hello", "world") == b"OK"
             assert client.get("hello") == b"world"
+        with KayitClient("127.0.0.1", client_port + 3) as client:
+            assert client.get("hello") == b"world"
         wait_for(lambda: (tmp_path / "d" / f"node-{base + 3}").is_dir(), 5, "data dirs")
         time.sleep(1.5)  # three report periods, so the leader's report shows the message
         os.kill(process.pid, signal.SIGTERM)
@@ -148,10 +164,11 @@ def test_kayit_cluster_starts_every_node_and_stops_them_on_sigterm(tmp_path: Pat
             process.wait()
     text = output.decode()
     assert process.returncode == 0
-    assert f"127.0.0.1:{client_port}" in text
+    assert f"clients connect to 127.0.0.1:{client_port}" in text
+    assert f"member:{base + 2} -> {client_port + 2}" in text
     assert "all nodes stopped" in text
     assert "1 messages (1 on own disk), TOLERANCE=2, 3 of 3 members alive" in text
-    for port in range(base, base + 4):
+    for port in range(base, base + 8):
         assert port_is_free("127.0.0.1", port), f"port {port} still in use"
 
 
@@ -170,6 +187,36 @@ def test_kayit_client_in_a_pipe(tmp_path: Path) -> None:
     assert result.returncode == 0
     assert result.stdout.splitlines()[:3] == ["OK", "a b", "NOT_FOUND"]
     assert result.stdout.splitlines()[3].startswith("ERROR BADREQUEST ")
+
+
+@pytest.mark.cluster
+def test_kayit_client_moves_on_to_the_next_address(start_cluster: ClusterFactory) -> None:
+    cluster = start_cluster(tolerance=0, members=1)
+    (dead,) = free_ports(1)
+    (member,) = cluster.members.values()
+    client = subprocess.Popen(
+        [*KAYIT, "client", f"127.0.0.1:{dead},127.0.0.1:{member.client_port}",
+         f"127.0.0.1:{cluster.client_port}"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert client.stdin is not None and client.stdout is not None
+    try:
+        client.stdin.write("SET 1 through the member\n")
+        client.stdin.flush()
+        assert client.stdout.readline() == "OK\n"
+        member.kill()
+        client.stdin.write("GET 1\nGET 1\n")  # the first one's reply is lost with the member
+        client.stdin.close()
+        assert client.stdout.readline() == "through the member\n"
+        assert client.wait(timeout=30) == 0
+        assert client.stderr is not None
+        errors = client.stderr.read()
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+    assert f"connection to 127.0.0.1:{member.client_port} lost" in errors
+    assert f"connected to 127.0.0.1:{cluster.client_port}" in errors
 
 
 def _answers(grpc_port: int) -> bool:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from kayit.bench.settings import (
     BenchSettings,
     Protocol,
+    combine_addresses,
     format_key,
     parse_positive,
     parse_ratio,
@@ -74,7 +75,15 @@ def test_counts_must_be_whole_and_positive(text: str) -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [["-d", "10-5"], ["--set-ratio", "2"], ["-c", "0"], ["-P", "x"], ["--protocol", "http"]],
+    [
+        ["-d", "10-5"],
+        ["--set-ratio", "2"],
+        ["-c", "0"],
+        ["-P", "x"],
+        ["--protocol", "http"],
+        ["-p", "6666,x"],
+        ["-p", "6666,70000"],
+    ],
 )
 def test_bad_flags_are_usage_errors(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as stop:
@@ -90,6 +99,14 @@ def test_h_is_the_host_and_help_is_spelled_out(capsys: pytest.CaptureFixture[str
     out = capsys.readouterr().out
     assert "-h HOST, --host HOST" in out
     assert "-P PIPELINE, --pipeline PIPELINE" in out
+
+
+def test_every_host_goes_with_every_port() -> None:
+    assert combine_addresses(None, None) == (("127.0.0.1", 6666),)
+    assert combine_addresses(None, [6667, 6668]) == (("127.0.0.1", 6667), ("127.0.0.1", 6668))
+    assert combine_addresses(["a", "b"], [1, 2]) == (("a", 1), ("a", 2), ("b", 1), ("b", 2))
+    settings = BenchSettings(addresses=combine_addresses(["a", "b"], [1]))
+    assert (settings.host, settings.port, settings.where(1)) == ("a", 1, "b:1")
 
 
 def test_keys_are_zero_padded_to_nine_digits() -> None:
@@ -130,6 +147,7 @@ def test_json_has_exactly_the_documented_shape() -> None:
         "protocol": "text",
         "host": "127.0.0.1",
         "port": 6666,
+        "addresses": ["127.0.0.1:6666"],
         "connections": 50,
         "pipeline": 1,
         "set_ratio": 0.5,

@@ -7,11 +7,14 @@ from pathlib import Path
 import pytest
 
 from kayit.config import (
+    CLIENT_PORT_OFFSET,
     DEFAULT_TOLERANCE,
     MAX_TOLERANCE,
     TOLERANCE_FILE,
+    ClientPorts,
     ConfigError,
     NodeConfig,
+    Role,
     check_tolerance,
     parse_tolerance,
     read_tolerance,
@@ -133,3 +136,30 @@ def test_node_config_defaults() -> None:
     config = NodeConfig()
     assert config.tolerance == DEFAULT_TOLERANCE == 2
     assert config.node_dir(5555) == Path("data") / "node-5555"
+
+
+@pytest.mark.parametrize(
+    ("config", "grpc_port", "own", "shared"),
+    [
+        # The course's ports: own port = gRPC port + 1111, and 6666 shared by all.
+        (NodeConfig(), 5555, 6666, 6666),
+        (NodeConfig(), 5556, 6667, 6666),
+        (NodeConfig(role=Role.LEADER), 5555, 6666, 6666),
+        (NodeConfig(join="127.0.0.1:5555"), 5618, 6729, 6666),
+        # Elsewhere nothing is shared unless asked for.
+        (NodeConfig(), 5619, 6730, None),
+        (NodeConfig(), 40000, 41111, None),
+        (NodeConfig(client_port=7000), 5556, 7000, None),
+        (NodeConfig(client_port=7001, shared_client_port=7000), 40001, 7001, 7000),
+        (NodeConfig(client_port=7000, shared_client_port=7000), 40000, 7000, 7000),
+        (NodeConfig(shared_client_port=0), 5556, 6667, None),
+    ],
+)
+def test_client_ports(config: NodeConfig, grpc_port: int, own: int, shared: int | None) -> None:
+    assert config.client_ports(grpc_port) == ClientPorts(own, shared)
+
+
+def test_a_client_port_past_65535_asks_for_client_port() -> None:
+    with pytest.raises(ConfigError, match=r"65536.*--client-port"):
+        NodeConfig().client_ports(65536 - CLIENT_PORT_OFFSET)
+    assert NodeConfig(client_port=1234).client_ports(65535).own == 1234

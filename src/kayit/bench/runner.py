@@ -3,6 +3,11 @@
 A connection writes a batch, counts replies as chunks arrive (all replies in one chunk share
 its arrival time), and writes its next batch as soon as the last reply of the current one is in,
 so up to ``connections * pipeline`` requests are in flight, as in redis-benchmark.
+
+Given several addresses (kayit nodes, any of which takes clients), connection n starts on
+address n modulo their number. A connection that fails connects again, to the next address
+that answers (its own last: a port shared by several nodes may still be served), and the
+requests it had in flight count as errors; if none answers, the run ends.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ class _Run:
 
     def __init__(self, settings: BenchSettings, loop: asyncio.AbstractEventLoop) -> None:
         self.settings = settings
-        self.where = f"{settings.host}:{settings.port}"
+        self.moving: set[asyncio.Task[None]] = set()  # connections moving to another address
         self.pool = RequestPool(settings)
         self.remaining = settings.requests
         self.deadline: float | None = None
@@ -69,10 +74,9 @@ class _Connection(asyncio.BufferedProtocol):
     def __init__(self, run: _Run, number: int, rng: random.Random) -> None:
         self._run = run
         self.number = number
+        self.address = number % len(run.settings.addresses)  # index of the one it is on
         self._random = rng.random
-        pool = run.pool
-        self._replies = TextReplies() if pool.text else RespReplies(pool.value_reply)
-        self._feed = self._replies.feed
+        self._new_replies()
         self._record = run.latencies.append
         self._pipeline = run.settings.pipeline
         self.transport: asyncio.Transport | None = None
@@ -81,6 +85,15 @@ class _Connection(asyncio.BufferedProtocol):
         self._sent_at = 0.0
         self.busy = False
         self._buffer = memoryview(bytearray(READ_BUFFER))
+
+    @property
+    def where(self) -> str:
+        return self._run.settings.where(self.address)
+
+    def _new_replies(self) -> None:
+        pool = self._run.pool
+        self._replies = TextReplies() if pool.text else RespReplies(pool.value_reply)
+        self._feed = self._replies.feed
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A stream transport, though not always an asyncio.Transport subclass (uvloop's).
@@ -137,16 +150,45 @@ class _Connection(asyncio.BufferedProtocol):
         return None  # close; connection_lost reports it if requests were still in flight
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.busy:
-            self.busy = False
-            how = f"failed: {exc}" if exc else "was closed by the server"
-            self._run.fail(
-                f"connection {self.number + 1} to {self._run.where} {how} "
-                f"(after {self._run.done} replies in all)"
-            )
+        self.transport = None
+        if not self.busy:
+            return
+        run = self._run
+        how = f"failed: {exc}" if exc else "was closed by the server"
+        failure = (
+            f"connection {self.number + 1} to {self.where} {how} (after {run.done} replies in all)"
+        )
+        # The replies still due are lost; those that came are checked as usual.
+        lost = self._left
+        received = self._expected[: len(self._expected) - lost]
+        run.errors += self._replies.batch_errors(received) + lost
+        run.done += lost
+        self._new_replies()
+        moving = asyncio.get_running_loop().create_task(self._move_on(failure))
+        run.moving.add(moving)
+        moving.add_done_callback(run.moving.discard)
+
+    async def open(self, index: int) -> None:
+        """Connect to address ``index`` and stay on it. Raises OSError (TimeoutError too)."""
+        host, port = self._run.settings.addresses[index]
+        loop = asyncio.get_running_loop()
+        await asyncio.wait_for(loop.create_connection(lambda: self, host, port), CONNECT_TIMEOUT)
+        self.address = index
+
+    async def _move_on(self, failure: str) -> None:
+        addresses = self._run.settings.addresses
+        for step in range(1, len(addresses) + 1):
+            try:
+                await self.open((self.address + step) % len(addresses))
+            except OSError:
+                continue
+            self._send()
+            return
+        self.busy = False
+        self._run.fail(f"{failure}, and connecting again failed")
 
     def _broken(self, what: str) -> None:
-        self._run.fail(f"the server at {self._run.where} {what} (connection {self.number + 1})")
+        self._run.fail(f"the server at {self.where} {what} (connection {self.number + 1})")
         self.busy = False
         if self.transport is not None:
             self.transport.close()
@@ -177,6 +219,8 @@ async def run_bench(settings: BenchSettings, progress: TextIO | None = None) -> 
                 progress.write("\r\x1b[K")
                 progress.flush()
     finally:
+        for moving in list(run.moving):
+            moving.cancel()
         for connection in connections:
             connection.busy = False
             if connection.transport is not None:
@@ -192,25 +236,33 @@ async def run_bench(settings: BenchSettings, progress: TextIO | None = None) -> 
 
 
 async def _connect(connections: list[_Connection], settings: BenchSettings) -> None:
-    loop = asyncio.get_running_loop()
+    """Every connection on its starting address, else on the next one that answers."""
+    count = len(settings.addresses)
+    failures: dict[int, OSError] = {}
 
-    def opener(connection: _Connection) -> asyncio.Future[object]:
-        return asyncio.ensure_future(
-            loop.create_connection(lambda: connection, settings.host, settings.port)
-        )
+    async def connect(connection: _Connection) -> bool:
+        first = connection.address
+        for step in range(count):
+            index = (first + step) % count
+            if index not in failures:
+                try:
+                    await connection.open(index)
+                except OSError as error:
+                    failures[index] = error
+                    continue
+                return True
+        return False
 
-    opening = [opener(connection) for connection in connections]
+    opening = [asyncio.ensure_future(connect(connection)) for connection in connections]
     done, pending = await asyncio.wait(opening, timeout=CONNECT_TIMEOUT)
     for future in pending:
         future.cancel()
+    everywhere = ", ".join(settings.where(n) for n in range(count))
     if pending:
-        raise BenchError(
-            f"cannot connect to {settings.host}:{settings.port}: "
-            f"no answer within {CONNECT_TIMEOUT:g} s"
-        )
-    errors = [error for future in done if (error := future.exception()) is not None]
-    if errors:
-        raise BenchError(f"cannot connect to {settings.host}:{settings.port}: {errors[0]}")
+        raise BenchError(f"cannot connect to {everywhere}: no answer within {CONNECT_TIMEOUT:g} s")
+    if not all(future.result() for future in done):
+        first = next(iter(failures.values()))
+        raise BenchError(f"cannot connect to {everywhere}: {first}")
 
 
 async def _watch(run: _Run, start: float, progress: TextIO | None) -> None:
@@ -223,7 +275,10 @@ async def _watch(run: _Run, start: float, progress: TextIO | None) -> None:
         if done != last_done:
             last_change = now
         elif now - last_change > STALL_TIMEOUT:
-            run.fail(f"no reply from {run.where} for {STALL_TIMEOUT:g} s")
+            everywhere = ", ".join(
+                run.settings.where(n) for n in range(len(run.settings.addresses))
+            )
+            run.fail(f"no reply from {everywhere} for {STALL_TIMEOUT:g} s")
             return
         if progress is not None:
             rate = (done - last_done) / (now - last_time)

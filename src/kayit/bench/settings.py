@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
 Protocol = Literal["text", "resp"]
 PROTOCOLS: tuple[Protocol, ...] = ("text", "resp")
 
+DEFAULT_HOST = "127.0.0.1"
 MAX_VALUE_SIZE = 512 * 1024 * 1024  # Redis's own limit on one bulk string
 
 T = TypeVar("T")
@@ -17,8 +18,9 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class BenchSettings:
-    host: str = "127.0.0.1"
-    port: int = 6666
+    # Connection n starts on address n modulo their number, and moves on to the next when it
+    # fails.
+    addresses: tuple[tuple[str, int], ...] = ((DEFAULT_HOST, 6666),)
     connections: int = 50
     requests: int = 100_000
     duration: float | None = None  # seconds; when given it wins over ``requests``
@@ -29,6 +31,25 @@ class BenchSettings:
     protocol: Protocol = "text"
     seed: int | None = None
     progress: bool = False
+
+    @property
+    def host(self) -> str:
+        return self.addresses[0][0]
+
+    @property
+    def port(self) -> int:
+        return self.addresses[0][1]
+
+    def where(self, index: int) -> str:
+        host, port = self.addresses[index]
+        return f"{host}:{port}"
+
+
+def combine_addresses(
+    hosts: Sequence[str] | None, ports: Sequence[int] | None
+) -> tuple[tuple[str, int], ...]:
+    """Every host with every port, hosts first; 127.0.0.1 and 6666 when none are given."""
+    return tuple((host, port) for host in hosts or [DEFAULT_HOST] for port in ports or [6666])
 
 
 def format_key(number: int) -> bytes:

@@ -56,6 +56,7 @@ class BenchResult:
             "protocol": s.protocol,
             "host": s.host,
             "port": s.port,
+            "addresses": [s.where(n) for n in range(len(s.addresses))],
             "connections": s.connections,
             "pipeline": s.pipeline,
             "set_ratio": s.set_ratio,
@@ -84,7 +85,8 @@ class BenchResult:
         lat = self.latency
         return "\n".join(
             [
-                f"kayit bench: {s.protocol} protocol, {s.host}:{s.port}",
+                f"kayit bench: {s.protocol} protocol, "
+                + ", ".join(s.where(n) for n in range(len(s.addresses))),
                 f"  settings    {s.connections} connections, pipeline {s.pipeline}, {mix}, "
                 f"{size}-byte values, {s.keyspace} keys",
                 f"  requests    {self.requests} in {self.seconds:.3f} s, {self.errors} errors",

@@ -132,7 +132,7 @@ def _plan(settings: ChaosSettings, network: Network, data_dir: Path) -> ClusterP
         # Every node has an address of its own: the usual ports cannot clash with a user's.
         client_port, grpc_port = DEFAULT_CLIENT_PORT, DEFAULT_GRPC_PORT
     else:
-        client_port, grpc_port = _free_run(nodes + 1)
+        client_port, grpc_port = _free_run(nodes)
     return ClusterPlan(
         members=settings.members,
         tolerance=settings.tolerance,
@@ -146,14 +146,15 @@ def _plan(settings: ChaosSettings, network: Network, data_dir: Path) -> ClusterP
     )
 
 
-def _free_run(count: int) -> tuple[int, int]:
-    """A client port and, after it, count - 1 consecutive free ports for gRPC."""
+def _free_run(nodes: int) -> tuple[int, int]:
+    """The first of ``nodes`` consecutive free client ports (node i has the first + i) and the
+    first of ``nodes`` gRPC ports right after them."""
     rng = random.Random()
     for _ in range(200):
         base = rng.randrange(20_000, 30_000)
-        if all(port_is_free("127.0.0.1", port) for port in range(base, base + count)):
-            return base, base + 1
-    raise RuntimeError(f"no {count} consecutive free ports found on 127.0.0.1")
+        if all(port_is_free("127.0.0.1", port) for port in range(base, base + 2 * nodes)):
+            return base, base + nodes
+    raise RuntimeError(f"no {2 * nodes} consecutive free ports found on 127.0.0.1")
 
 
 def _judge(

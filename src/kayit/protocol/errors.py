@@ -10,8 +10,8 @@ class ErrorCode(enum.StrEnum):
     BADREQUEST = "BADREQUEST"  # the request could not be parsed
     NOREPLICAS = "NOREPLICAS"  # a SET could not get TOLERANCE member copies
     UNAVAILABLE = "UNAVAILABLE"  # no holder of the current version answered a GET
-    NOLEADER = "NOLEADER"  # this node is not the leader (reserved for failover)
-    TIMEOUT = "TIMEOUT"  # the outcome is unknown (reserved: clients' own timeouts)
+    NOLEADER = "NOLEADER"  # no leader could be asked: the command was not sent
+    TIMEOUT = "TIMEOUT"  # sent, but no answer came back: the outcome is unknown
     IOERROR = "IOERROR"  # the leader's disk failed storing its copy; the journal may hold it
     INTERNAL = "INTERNAL"  # an unexpected error
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15kayit/rpc/kayit.proto\x12\x05kayit\"$\n\x07Version\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x0b\n\x03seq\x18\x02 \x01(\x04\"M\n\rStoredMessage\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x1f\n\x07version\x18\x03 \x01(\x0b\x32\x0e.kayit.Version\">\n\x0bStoreResult\x12\x0e\n\x06stored\x18\x01 \x01(\x08\x12\x1f\n\x07\x63urrent\x18\x02 \x01(\x0b\x32\x0e.kayit.Version\"4\n\nStoreBatch\x12&\n\x08messages\x18\x01 \x03(\x0b\x32\x14.kayit.StoredMessage\"7\n\x10StoreBatchResult\x12#\n\x07results\x18\x01 \x03(\x0b\x32\x12.kayit.StoreResult\"\x17\n\tMessageId\x12\n\n\x02id\x18\x01 \x01(\t\"F\n\x0eRetrieveResult\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12%\n\x07message\x18\x02 \x01(\x0b\x32\x14.kayit.StoredMessage\"5\n\x0bJoinRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x15\n\rmessage_count\x18\x02 \x01(\x04\"C\n\tJoinReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x14\n\x0cheartbeat_ms\x18\x03 \x01(\r\":\n\x10HeartbeatRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x15\n\rmessage_count\x18\x02 \x01(\x04\"\x1f\n\x0eHeartbeatReply\x12\r\n\x05known\x18\x01 \x01(\x08\"\x0e\n\x0c\x43ountRequest\"#\n\nCountReply\x12\x15\n\rmessage_count\x18\x01 \x01(\x04\"\"\n\x10InventoryRequest\x12\x0e\n\x06verify\x18\x01 \x01(\x08\"=\n\x0eInventoryEntry\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1f\n\x07version\x18\x02 \x01(\x0b\x32\x0e.kayit.Version\"8\n\x0eInventoryChunk\x12&\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x15.kayit.InventoryEntry\"7\n\rDeleteRequest\x12&\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x15.kayit.InventoryEntry\"\x1f\n\x0c\x44\x65leteResult\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\r\"\x0f\n\rStatusRequest\"P\n\x0cMemberStatus\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\r\n\x05\x61live\x18\x02 \x01(\x08\x12\x10\n\x08\x61ssigned\x18\x03 \x01(\x04\x12\x0e\n\x06stored\x18\x04 \x01(\x04\"|\n\x0bStatusReply\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x15\n\rmessage_count\x18\x03 \x01(\x04\x12\x11\n\ttolerance\x18\x04 \x01(\r\x12$\n\x07members\x18\x05 \x03(\x0b\x32\x13.kayit.MemberStatus\"D\n\tRaftEntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"d\n\x0fRaftVoteRequest\x12\x16\n\x0elast_log_index\x18\x01 \x01(\x04\x12\x15\n\rlast_log_term\x18\x02 \x01(\x04\x12\x10\n\x08pre_vote\x18\x03 \x01(\x08\x12\x10\n\x08transfer\x18\x04 \x01(\x08\"5\n\x10RaftVoteResponse\x12\x0f\n\x07granted\x18\x01 \x01(\x08\x12\x10\n\x08pre_vote\x18\x02 \x01(\x08\"\x90\x01\n\x11RaftAppendRequest\x12\x16\n\x0eprev_log_index\x18\x01 \x01(\x04\x12\x15\n\rprev_log_term\x18\x02 \x01(\x04\x12!\n\x07\x65ntries\x18\x03 \x03(\x0b\x32\x10.kayit.RaftEntry\x12\x15\n\rleader_commit\x18\x04 \x01(\x04\x12\x12\n\nread_round\x18\x05 \x01(\x04\"z\n\x12RaftAppendResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x13\n\x0bmatch_index\x18\x02 \x01(\x04\x12\x16\n\x0erejected_index\x18\x03 \x01(\x04\x12\x12\n\nlast_index\x18\x04 \x01(\x04\x12\x12\n\nread_round\x18\x05 \x01(\x04\"l\n\x11RaftSnapshotChunk\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x0c\n\x04last\x18\x05 \x01(\x08\x12\x0e\n\x06\x63onfig\x18\x06 \x01(\x0c\"\x10\n\x0eRaftTimeoutNow\"\x85\x03\n\x0bRaftMessage\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x0e\n\x06sender\x18\x02 \x01(\t\x12\x11\n\trecipient\x18\x03 \x01(\t\x12\x0c\n\x04term\x18\x04 \x01(\x04\x12.\n\x0cvote_request\x18\x05 \x01(\x0b\x32\x16.kayit.RaftVoteRequestH\x00\x12\x30\n\rvote_response\x18\x06 \x01(\x0b\x32\x17.kayit.RaftVoteResponseH\x00\x12\x32\n\x0e\x61ppend_request\x18\x07 \x01(\x0b\x32\x18.kayit.RaftAppendRequestH\x00\x12\x34\n\x0f\x61ppend_response\x18\x08 \x01(\x0b\x32\x19.kayit.RaftAppendResponseH\x00\x12\x32\n\x0esnapshot_chunk\x18\t \x01(\x0b\x32\x18.kayit.RaftSnapshotChunkH\x00\x12,\n\x0btimeout_now\x18\n \x01(\x0b\x32\x15.kayit.RaftTimeoutNowH\x00\x42\x06\n\x04\x62ody\"1\n\tRaftBatch\x12$\n\x08messages\x18\x01 \x03(\x0b\x32\x12.kayit.RaftMessage\"\x0f\n\rRaftSendReply2\xeb\x03\n\x04Node\x12\x31\n\x05Store\x12\x14.kayit.StoredMessage\x1a\x12.kayit.StoreResult\x12\x37\n\tStoreMany\x12\x11.kayit.StoreBatch\x1a\x17.kayit.StoreBatchResult\x12\x33\n\x08Retrieve\x12\x10.kayit.MessageId\x1a\x15.kayit.RetrieveResult\x12,\n\x04Join\x12\x12.kayit.JoinRequest\x1a\x10.kayit.JoinReply\x12;\n\tHeartbeat\x12\x17.kayit.HeartbeatRequest\x1a\x15.kayit.HeartbeatReply\x12/\n\x05\x43ount\x12\x13.kayit.CountRequest\x1a\x11.kayit.CountReply\x12\x32\n\x06Status\x12\x14.kayit.StatusRequest\x1a\x12.kayit.StatusReply\x12=\n\tInventory\x12\x17.kayit.InventoryRequest\x1a\x15.kayit.InventoryChunk0\x01\x12\x33\n\x06\x44\x65lete\x12\x14.kayit.DeleteRequest\x1a\x13.kayit.DeleteResult28\n\x04Raft\x12\x30\n\x04Send\x12\x10.kayit.RaftBatch\x1a\x14.kayit.RaftSendReply(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15kayit/rpc/kayit.proto\x12\x05kayit\"$\n\x07Version\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x0b\n\x03seq\x18\x02 \x01(\x04\"M\n\rStoredMessage\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x1f\n\x07version\x18\x03 \x01(\x0b\x32\x0e.kayit.Version\">\n\x0bStoreResult\x12\x0e\n\x06stored\x18\x01 \x01(\x08\x12\x1f\n\x07\x63urrent\x18\x02 \x01(\x0b\x32\x0e.kayit.Version\"4\n\nStoreBatch\x12&\n\x08messages\x18\x01 \x03(\x0b\x32\x14.kayit.StoredMessage\"7\n\x10StoreBatchResult\x12#\n\x07results\x18\x01 \x03(\x0b\x32\x12.kayit.StoreResult\"\x17\n\tMessageId\x12\n\n\x02id\x18\x01 \x01(\t\"F\n\x0eRetrieveResult\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12%\n\x07message\x18\x02 \x01(\x0b\x32\x14.kayit.StoredMessage\"5\n\x0bJoinRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x15\n\rmessage_count\x18\x02 \x01(\x04\"C\n\tJoinReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x14\n\x0cheartbeat_ms\x18\x03 \x01(\r\":\n\x10HeartbeatRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x15\n\rmessage_count\x18\x02 \x01(\x04\"\x1f\n\x0eHeartbeatReply\x12\r\n\x05known\x18\x01 \x01(\x08\"\x0e\n\x0c\x43ountRequest\"#\n\nCountReply\x12\x15\n\rmessage_count\x18\x01 \x01(\x04\"\"\n\x10InventoryRequest\x12\x0e\n\x06verify\x18\x01 \x01(\x08\"=\n\x0eInventoryEntry\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1f\n\x07version\x18\x02 \x01(\x0b\x32\x0e.kayit.Version\"8\n\x0eInventoryChunk\x12&\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x15.kayit.InventoryEntry\"7\n\rDeleteRequest\x12&\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x15.kayit.InventoryEntry\"\x1f\n\x0c\x44\x65leteResult\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\r\"\x0f\n\rStatusRequest\"P\n\x0cMemberStatus\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\r\n\x05\x61live\x18\x02 \x01(\x08\x12\x10\n\x08\x61ssigned\x18\x03 \x01(\x04\x12\x0e\n\x06stored\x18\x04 \x01(\x04\"|\n\x0bStatusReply\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x15\n\rmessage_count\x18\x03 \x01(\x04\x12\x11\n\ttolerance\x18\x04 \x01(\r\x12$\n\x07members\x18\x05 \x03(\x0b\x32\x13.kayit.MemberStatus\"\x85\x01\n\rClientCommand\x12\'\n\x04kind\x18\x01 \x01(\x0e\x32\x19.kayit.ClientCommand.Kind\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\x0c\".\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x07\n\x03SET\x10\x01\x12\x07\n\x03GET\x10\x02\"5\n\x0b\x43lientBatch\x12&\n\x08\x63ommands\x18\x01 \x03(\x0b\x32\x14.kayit.ClientCommand\"\xc4\x01\n\x0c\x43lientResult\x12,\n\x07outcome\x18\x01 \x01(\x0e\x32\x1b.kayit.ClientResult.Outcome\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x12\n\nerror_code\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"S\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\n\n\x06STORED\x10\x01\x12\t\n\x05\x46OUND\x10\x02\x12\r\n\tNOT_FOUND\x10\x03\x12\t\n\x05\x45RROR\x10\x04\"5\n\rClientResults\x12$\n\x07results\x18\x01 \x03(\x0b\x32\x13.kayit.ClientResult\"D\n\tRaftEntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"d\n\x0fRaftVoteRequest\x12\x16\n\x0elast_log_index\x18\x01 \x01(\x04\x12\x15\n\rlast_log_term\x18\x02 \x01(\x04\x12\x10\n\x08pre_vote\x18\x03 \x01(\x08\x12\x10\n\x08transfer\x18\x04 \x01(\x08\"5\n\x10RaftVoteResponse\x12\x0f\n\x07granted\x18\x01 \x01(\x08\x12\x10\n\x08pre_vote\x18\x02 \x01(\x08\"\x90\x01\n\x11RaftAppendRequest\x12\x16\n\x0eprev_log_index\x18\x01 \x01(\x04\x12\x15\n\rprev_log_term\x18\x02 \x01(\x04\x12!\n\x07\x65ntries\x18\x03 \x03(\x0b\x32\x10.kayit.RaftEntry\x12\x15\n\rleader_commit\x18\x04 \x01(\x04\x12\x12\n\nread_round\x18\x05 \x01(\x04\"z\n\x12RaftAppendResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x13\n\x0bmatch_index\x18\x02 \x01(\x04\x12\x16\n\x0erejected_index\x18\x03 \x01(\x04\x12\x12\n\nlast_index\x18\x04 \x01(\x04\x12\x12\n\nread_round\x18\x05 \x01(\x04\"l\n\x11RaftSnapshotChunk\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x0c\n\x04last\x18\x05 \x01(\x08\x12\x0e\n\x06\x63onfig\x18\x06 \x01(\x0c\"\x10\n\x0eRaftTimeoutNow\"\x85\x03\n\x0bRaftMessage\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x0e\n\x06sender\x18\x02 \x01(\t\x12\x11\n\trecipient\x18\x03 \x01(\t\x12\x0c\n\x04term\x18\x04 \x01(\x04\x12.\n\x0cvote_request\x18\x05 \x01(\x0b\x32\x16.kayit.RaftVoteRequestH\x00\x12\x30\n\rvote_response\x18\x06 \x01(\x0b\x32\x17.kayit.RaftVoteResponseH\x00\x12\x32\n\x0e\x61ppend_request\x18\x07 \x01(\x0b\x32\x18.kayit.RaftAppendRequestH\x00\x12\x34\n\x0f\x61ppend_response\x18\x08 \x01(\x0b\x32\x19.kayit.RaftAppendResponseH\x00\x12\x32\n\x0esnapshot_chunk\x18\t \x01(\x0b\x32\x18.kayit.RaftSnapshotChunkH\x00\x12,\n\x0btimeout_now\x18\n \x01(\x0b\x32\x15.kayit.RaftTimeoutNowH\x00\x42\x06\n\x04\x62ody\"1\n\tRaftBatch\x12$\n\x08messages\x18\x01 \x03(\x0b\x32\x12.kayit.RaftMessage\"\x0f\n\rRaftSendReply2\xa0\x04\n\x04Node\x12\x31\n\x05Store\x12\x14.kayit.StoredMessage\x1a\x12.kayit.StoreResult\x12\x37\n\tStoreMany\x12\x11.kayit.StoreBatch\x1a\x17.kayit.StoreBatchResult\x12\x33\n\x08Retrieve\x12\x10.kayit.MessageId\x1a\x15.kayit.RetrieveResult\x12,\n\x04Join\x12\x12.kayit.JoinRequest\x1a\x10.kayit.JoinReply\x12;\n\tHeartbeat\x12\x17.kayit.HeartbeatRequest\x1a\x15.kayit.HeartbeatReply\x12/\n\x05\x43ount\x12\x13.kayit.CountRequest\x1a\x11.kayit.CountReply\x12\x32\n\x06Status\x12\x14.kayit.StatusRequest\x1a\x12.kayit.StatusReply\x12=\n\tInventory\x12\x17.kayit.InventoryRequest\x1a\x15.kayit.InventoryChunk0\x01\x12\x33\n\x06\x44\x65lete\x12\x14.kayit.DeleteRequest\x1a\x13.kayit.DeleteResult\x12\x33\n\x07\x45xecute\x12\x12.kayit.ClientBatch\x1a\x14.kayit.ClientResults28\n\x04Raft\x12\x30\n\x04Send\x12\x10.kayit.RaftBatch\x1a\x14.kayit.RaftSendReply(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -73,28 +73,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MEMBERSTATUS']._serialized_end=1035
   _globals['_STATUSREPLY']._serialized_start=1037
   _globals['_STATUSREPLY']._serialized_end=1161
-  _globals['_RAFTENTRY']._serialized_start=1163
-  _globals['_RAFTENTRY']._serialized_end=1231
-  _globals['_RAFTVOTEREQUEST']._serialized_start=1233
-  _globals['_RAFTVOTEREQUEST']._serialized_end=1333
-  _globals['_RAFTVOTERESPONSE']._serialized_start=1335
-  _globals['_RAFTVOTERESPONSE']._serialized_end=1388
-  _globals['_RAFTAPPENDREQUEST']._serialized_start=1391
-  _globals['_RAFTAPPENDREQUEST']._serialized_end=1535
-  _globals['_RAFTAPPENDRESPONSE']._serialized_start=1537
-  _globals['_RAFTAPPENDRESPONSE']._serialized_end=1659
-  _globals['_RAFTSNAPSHOTCHUNK']._serialized_start=1661
-  _globals['_RAFTSNAPSHOTCHUNK']._serialized_end=1769
-  _globals['_RAFTTIMEOUTNOW']._serialized_start=1771
-  _globals['_RAFTTIMEOUTNOW']._serialized_end=1787
-  _globals['_RAFTMESSAGE']._serialized_start=1790
-  _globals['_RAFTMESSAGE']._serialized_end=2179
-  _globals['_RAFTBATCH']._serialized_start=2181
-  _globals['_RAFTBATCH']._serialized_end=2230
-  _globals['_RAFTSENDREPLY']._serialized_start=2232
-  _globals['_RAFTSENDREPLY']._serialized_end=2247
-  _globals['_NODE']._serialized_start=2250
-  _globals['_NODE']._serialized_end=2741
-  _globals['_RAFT']._serialized_start=2743
-  _globals['_RAFT']._serialized_end=2799
+  _globals['_CLIENTCOMMAND']._serialized_start=1164
+  _globals['_CLIENTCOMMAND']._serialized_end=1297
+  _globals['_CLIENTCOMMAND_KIND']._serialized_start=1251
+  _globals['_CLIENTCOMMAND_KIND']._serialized_end=1297
+  _globals['_CLIENTBATCH']._serialized_start=1299
+  _globals['_CLIENTBATCH']._serialized_end=1352
+  _globals['_CLIENTRESULT']._serialized_start=1355
+  _globals['_CLIENTRESULT']._serialized_end=1551
+  _globals['_CLIENTRESULT_OUTCOME']._serialized_start=1468
+  _globals['_CLIENTRESULT_OUTCOME']._serialized_end=1551
+  _globals['_CLIENTRESULTS']._serialized_start=1553
+  _globals['_CLIENTRESULTS']._serialized_end=1606
+  _globals['_RAFTENTRY']._serialized_start=1608
+  _globals['_RAFTENTRY']._serialized_end=1676
+  _globals['_RAFTVOTEREQUEST']._serialized_start=1678
+  _globals['_RAFTVOTEREQUEST']._serialized_end=1778
+  _globals['_RAFTVOTERESPONSE']._serialized_start=1780
+  _globals['_RAFTVOTERESPONSE']._serialized_end=1833
+  _globals['_RAFTAPPENDREQUEST']._serialized_start=1836
+  _globals['_RAFTAPPENDREQUEST']._serialized_end=1980
+  _globals['_RAFTAPPENDRESPONSE']._serialized_start=1982
+  _globals['_RAFTAPPENDRESPONSE']._serialized_end=2104
+  _globals['_RAFTSNAPSHOTCHUNK']._serialized_start=2106
+  _globals['_RAFTSNAPSHOTCHUNK']._serialized_end=2214
+  _globals['_RAFTTIMEOUTNOW']._serialized_start=2216
+  _globals['_RAFTTIMEOUTNOW']._serialized_end=2232
+  _globals['_RAFTMESSAGE']._serialized_start=2235
+  _globals['_RAFTMESSAGE']._serialized_end=2624
+  _globals['_RAFTBATCH']._serialized_start=2626
+  _globals['_RAFTBATCH']._serialized_end=2675
+  _globals['_RAFTSENDREPLY']._serialized_start=2677
+  _globals['_RAFTSENDREPLY']._serialized_end=2692
+  _globals['_NODE']._serialized_start=2695
+  _globals['_NODE']._serialized_end=3239
+  _globals['_RAFT']._serialized_start=3241
+  _globals['_RAFT']._serialized_end=3297
 # @@protoc_insertion_point(module_scope)

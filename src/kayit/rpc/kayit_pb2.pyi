@@ -1,4 +1,5 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
@@ -161,6 +162,60 @@ class StatusReply(_message.Message):
     tolerance: int
     members: _containers.RepeatedCompositeFieldContainer[MemberStatus]
     def __init__(self, role: _Optional[str] = ..., address: _Optional[str] = ..., message_count: _Optional[int] = ..., tolerance: _Optional[int] = ..., members: _Optional[_Iterable[_Union[MemberStatus, _Mapping]]] = ...) -> None: ...
+
+class ClientCommand(_message.Message):
+    __slots__ = ("kind", "id", "message")
+    class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        KIND_UNSPECIFIED: _ClassVar[ClientCommand.Kind]
+        SET: _ClassVar[ClientCommand.Kind]
+        GET: _ClassVar[ClientCommand.Kind]
+    KIND_UNSPECIFIED: ClientCommand.Kind
+    SET: ClientCommand.Kind
+    GET: ClientCommand.Kind
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    kind: ClientCommand.Kind
+    id: str
+    message: bytes
+    def __init__(self, kind: _Optional[_Union[ClientCommand.Kind, str]] = ..., id: _Optional[str] = ..., message: _Optional[bytes] = ...) -> None: ...
+
+class ClientBatch(_message.Message):
+    __slots__ = ("commands",)
+    COMMANDS_FIELD_NUMBER: _ClassVar[int]
+    commands: _containers.RepeatedCompositeFieldContainer[ClientCommand]
+    def __init__(self, commands: _Optional[_Iterable[_Union[ClientCommand, _Mapping]]] = ...) -> None: ...
+
+class ClientResult(_message.Message):
+    __slots__ = ("outcome", "value", "error_code", "reason")
+    class Outcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        OUTCOME_UNSPECIFIED: _ClassVar[ClientResult.Outcome]
+        STORED: _ClassVar[ClientResult.Outcome]
+        FOUND: _ClassVar[ClientResult.Outcome]
+        NOT_FOUND: _ClassVar[ClientResult.Outcome]
+        ERROR: _ClassVar[ClientResult.Outcome]
+    OUTCOME_UNSPECIFIED: ClientResult.Outcome
+    STORED: ClientResult.Outcome
+    FOUND: ClientResult.Outcome
+    NOT_FOUND: ClientResult.Outcome
+    ERROR: ClientResult.Outcome
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    outcome: ClientResult.Outcome
+    value: bytes
+    error_code: str
+    reason: str
+    def __init__(self, outcome: _Optional[_Union[ClientResult.Outcome, str]] = ..., value: _Optional[bytes] = ..., error_code: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ClientResults(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[ClientResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[ClientResult, _Mapping]]] = ...) -> None: ...
 
 class RaftEntry(_message.Message):
     __slots__ = ("index", "term", "kind", "data")

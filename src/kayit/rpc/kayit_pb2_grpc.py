@@ -79,6 +79,11 @@ class NodeStub:
                 request_serializer=kayit_dot_rpc_dot_kayit__pb2.DeleteRequest.SerializeToString,
                 response_deserializer=kayit_dot_rpc_dot_kayit__pb2.DeleteResult.FromString,
                 _registered_method=True)
+        self.Execute = channel.unary_unary(
+                '/kayit.Node/Execute',
+                request_serializer=kayit_dot_rpc_dot_kayit__pb2.ClientBatch.SerializeToString,
+                response_deserializer=kayit_dot_rpc_dot_kayit__pb2.ClientResults.FromString,
+                _registered_method=True)
 
 
 class NodeServicer:
@@ -140,6 +145,14 @@ class NodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Execute(self, request, context):
+        """Clients' commands that reached a node which does not lead, carried out by the leader
+        as if its own clients had sent them; many per call, run side by side.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -187,6 +200,11 @@ def add_NodeServicer_to_server(servicer, server):
                     servicer.Delete,
                     request_deserializer=kayit_dot_rpc_dot_kayit__pb2.DeleteRequest.FromString,
                     response_serializer=kayit_dot_rpc_dot_kayit__pb2.DeleteResult.SerializeToString,
+            ),
+            'Execute': grpc.unary_unary_rpc_method_handler(
+                    servicer.Execute,
+                    request_deserializer=kayit_dot_rpc_dot_kayit__pb2.ClientBatch.FromString,
+                    response_serializer=kayit_dot_rpc_dot_kayit__pb2.ClientResults.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -432,6 +450,33 @@ class Node:
             '/kayit.Node/Delete',
             kayit_dot_rpc_dot_kayit__pb2.DeleteRequest.SerializeToString,
             kayit_dot_rpc_dot_kayit__pb2.DeleteResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Execute(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kayit.Node/Execute',
+            kayit_dot_rpc_dot_kayit__pb2.ClientBatch.SerializeToString,
+            kayit_dot_rpc_dot_kayit__pb2.ClientResults.FromString,
             options,
             channel_credentials,
             insecure,

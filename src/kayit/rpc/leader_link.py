@@ -1,5 +1,5 @@
 """A member's link to its leader: join, then heartbeat; join again whenever the leader
-forgets us (it restarted), and wait patiently while it is down."""
+forgets us (it restarted) or another node leads, and wait patiently while none answers."""
 
 from __future__ import annotations
 
@@ -20,13 +20,16 @@ class LeaderLink:
         self,
         *,
         peers: Peers,
-        leader: str,
+        leader: Callable[[], str | None],
         address: str,
         interval: float,
         message_count: Callable[[], int],
     ) -> None:
-        self.leader = leader
-        self._stub = peers.stub(leader)
+        """``leader``: the gRPC address of the node that leads now, None while none is known;
+        asked at every beat."""
+        self._peers = peers
+        self._current_leader = leader
+        self.leader: str | None = None  # the leader this member last beat to
         self._timeout = peers.timeout
         self._address = address
         self._interval = interval
@@ -36,38 +39,45 @@ class LeaderLink:
 
     async def run(self) -> None:
         while True:
-            try:
-                await self._beat()
-            except grpc.aio.AioRpcError as error:
-                if self.connected or not self._waiting:
-                    log.warning(
-                        "leader %s unreachable (%s); retrying every %.1f s",
-                        self.leader,
-                        error.code().name,
-                        self._interval,
-                    )
-                self.connected = False
-                self._waiting = True
+            leader = self._current_leader()
+            if leader != self.leader:
+                self.leader = leader
+                self.connected = False  # a new leader has to learn of us: join it
+                self._waiting = False
+            if leader is not None:
+                try:
+                    await self._beat(leader)
+                except grpc.aio.AioRpcError as error:
+                    if self.connected or not self._waiting:
+                        log.warning(
+                            "leader %s unreachable (%s); retrying every %.1f s",
+                            leader,
+                            error.code().name,
+                            self._interval,
+                        )
+                    self.connected = False
+                    self._waiting = True
             await asyncio.sleep(self._interval)
 
-    async def _beat(self) -> None:
+    async def _beat(self, leader: str) -> None:
+        stub = self._peers.stub(leader)
         count = self._message_count()
         if self.connected:
-            reply = await self._stub.Heartbeat(
+            reply = await stub.Heartbeat(
                 pb.HeartbeatRequest(address=self._address, message_count=count),
                 timeout=self._timeout,
             )
             if reply.known:
                 return
-            log.info("leader %s does not know this member; joining again", self.leader)
-        joined = await self._stub.Join(
+            log.info("leader %s does not know this member; joining again", leader)
+        joined = await stub.Join(
             pb.JoinRequest(address=self._address, message_count=count), timeout=self._timeout
         )
         if not joined.accepted:
-            log.error("leader %s refused to let this member join: %s", self.leader, joined.reason)
+            log.error("leader %s refused to let this member join: %s", leader, joined.reason)
             self.connected = False
             return
         if not self.connected:
-            log.info("joined leader %s", self.leader)
+            log.info("joined leader %s", leader)
         self.connected = True
         self._waiting = False

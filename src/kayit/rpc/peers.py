@@ -23,11 +23,18 @@ class Peers:
         self._closing: set[asyncio.Task[None]] = set()
 
     def stub(self, address: str) -> NodeStub:
+        return self._open(address)[1]
+
+    def channel(self, address: str) -> grpc.aio.Channel:
+        """The channel under ``stub(address)``: its state tells whether the peer is reachable."""
+        return self._open(address)[0]
+
+    def _open(self, address: str) -> tuple[grpc.aio.Channel, NodeStub]:
         known = self._stubs.get(address)
         if known is None:
             channel = open_channel(address)
             known = self._stubs[address] = (channel, NodeStub(channel))
-        return known[1]
+        return known
 
     def forget(self, address: str) -> None:
         """Drop the channel to a peer that restarted: one that failed while it was down

@@ -1,10 +1,11 @@
-"""The gRPC service every node runs. Join and Heartbeat are answered only by the leader."""
+"""The gRPC service every node runs. Join, Heartbeat and Execute are answered only by the
+leader: who that is, the node says through ``leading`` at each call."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 
@@ -27,18 +28,22 @@ class NodeService(NodeServicer):  # type: ignore[misc]  # generated base class i
         *,
         address: str,
         store: MessageStore,
-        leader: Leader | None,
+        leading: Callable[[], Leader | None],
+        execute: Callable[[pb.ClientBatch], Awaitable[pb.ClientResults]],
         heartbeat_ms: int,
         on_join: Callable[[str], None] | None = None,
         on_revived: Callable[[str], None] | None = None,
     ) -> None:
-        """``on_join``: a member (re)joined, maybe after a restart. ``on_revived``: a member
-        counted dead heartbeats again. Either way its copies are to be reconciled."""
+        """``leading``: this node's Leader while it leads, else None. ``execute``: carries out
+        clients' commands that another node forwarded. ``on_join``: a member (re)joined,
+        maybe after a restart. ``on_revived``: a member counted dead heartbeats again. Either
+        way its copies are to be reconciled."""
         self.on_join = on_join
         self.on_revived = on_revived
         self.address = address
         self.store = store
-        self.leader = leader
+        self.leading = leading
+        self.execute = execute
         self.heartbeat_ms = heartbeat_ms
 
     # Method names come from kayit.proto.
@@ -69,11 +74,12 @@ class NodeService(NodeServicer):  # type: ignore[misc]  # generated base class i
     async def Join(
         self, request: pb.JoinRequest, context: grpc.aio.ServicerContext
     ) -> pb.JoinReply:
-        if self.leader is None:
+        leader = self.leading()
+        if leader is None:
             return pb.JoinReply(accepted=False, reason=f"{self.address} is not the leader")
         if request.address == self.address:
             return pb.JoinReply(accepted=False, reason="that address is the leader's own")
-        if self.leader.membership.heard_from(request.address, request.message_count) is Arrival.NEW:
+        if leader.membership.heard_from(request.address, request.message_count) is Arrival.NEW:
             log.info("member %s joined", request.address)
         if self.on_join is not None:
             self.on_join(request.address)  # its copies are reconciled with the index
@@ -82,9 +88,10 @@ class NodeService(NodeServicer):  # type: ignore[misc]  # generated base class i
     async def Heartbeat(
         self, request: pb.HeartbeatRequest, context: grpc.aio.ServicerContext
     ) -> pb.HeartbeatReply:
-        if self.leader is None or not self.leader.membership.is_known(request.address):
+        leader = self.leading()
+        if leader is None or not leader.membership.is_known(request.address):
             return pb.HeartbeatReply(known=False)
-        arrival = self.leader.membership.heard_from(request.address, request.message_count)
+        arrival = leader.membership.heard_from(request.address, request.message_count)
         if arrival is Arrival.REVIVED and self.on_revived is not None:
             # Dead meanwhile (paused or cut off): SETs went elsewhere, copies it stored late
             # are surplus, and repair may have moved its copies.
@@ -99,19 +106,20 @@ class NodeService(NodeServicer):  # type: ignore[misc]  # generated base class i
     async def Status(
         self, request: pb.StatusRequest, context: grpc.aio.ServicerContext
     ) -> pb.StatusReply:
-        if self.leader is None:
+        leader = self.leading()
+        if leader is None:
             return pb.StatusReply(
                 role="member", address=self.address, message_count=self.store.count
             )
         members = [
             pb.MemberStatus(address=m.address, alive=m.alive, assigned=m.assigned, stored=m.stored)
-            for m in self.leader.member_counts()
+            for m in leader.member_counts()
         ]
         return pb.StatusReply(
             role="leader",
             address=self.address,
-            message_count=len(self.leader.index),
-            tolerance=self.leader.tolerance,
+            message_count=len(leader.index),
+            tolerance=leader.tolerance,
             members=members,
         )
 
@@ -135,6 +143,11 @@ class NodeService(NodeServicer):  # type: ignore[misc]  # generated base class i
         if deleted:
             log.info("deleted %d copies the leader no longer places here", deleted)
         return pb.DeleteResult(deleted=deleted)
+
+    async def Execute(
+        self, request: pb.ClientBatch, context: grpc.aio.ServicerContext
+    ) -> pb.ClientResults:
+        return await self.execute(request)
 
     async def _store(self, message: pb.StoredMessage) -> pb.StoreResult:
         outcome = await self.store.put(

@@ -1,42 +1,37 @@
-"""The client port: requests in, one reply per request out, in order.
+"""The client ports: requests in, one reply per request out, in order.
 
-Text lines and RESP arrays may share a connection; each reply is encoded in the protocol of
-its request. An ``asyncio.Protocol`` rather than streams: every complete request in a received
-chunk is started at once (pipelining without a round trip per command), and replies that are
-ready together leave in one write.
+Every node serves clients alike: SETs and GETs go to ClientCommands, which carries them out
+here while this node leads and forwards them to the leader otherwise. Text lines and RESP
+arrays may share a connection; each reply is encoded in the protocol of its request. An
+``asyncio.Protocol`` rather than streams: every complete request in a received chunk is
+started at once (pipelining without a round trip per command), and replies that are ready
+together leave in one write.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from typing import cast
 
 from kayit import __version__
-from kayit.cluster.leader import ClusterError, Leader
+from kayit.config import ClientPorts, ConfigError
 from kayit.protocol import (
-    NOT_FOUND,
-    OK,
     BrokenResp,
     ErrorCode,
-    GetCommand,
     InvalidCommand,
     OverlongLine,
     RequestFramer,
     RespArray,
     SetCommand,
     encode_error,
-    encode_value,
     parse_command,
     resp,
 )
 from kayit.protocol.resp import ServerCommand, parse_resp_command
-
-log = logging.getLogger(__name__)
+from kayit.server.forwarding import ClientCommands
+from kayit.server.outcome import RESP, TEXT, DataCommand, ReplyStyle
 
 # Commands of one connection that may be under way at once before it stops being read.
 MAX_PENDING = 1024
@@ -74,23 +69,11 @@ class InflightBudget:
         self._waiting.add(connection)
 
 
-@dataclass(frozen=True, slots=True)
-class ReplyStyle:
-    ok: bytes
-    not_found: bytes
-    value: Callable[[bytes], bytes]
-    error: Callable[[ErrorCode, str], bytes]
-
-
-TEXT = ReplyStyle(OK, NOT_FOUND, encode_value, encode_error)
-RESP = ReplyStyle(resp.OK, resp.bulk(None), resp.bulk, resp.coded_error)
-
-
 class ClientConnection(asyncio.Protocol):
     def __init__(
-        self, leader: Leader, max_line: int, client_port: int, budget: InflightBudget
+        self, commands: ClientCommands, max_line: int, client_port: int, budget: InflightBudget
     ) -> None:
-        self._leader = leader
+        self._commands = commands
         self._budget = budget
         self._client_port = client_port
         self._framer = RequestFramer(max_line)
@@ -158,6 +141,9 @@ class ClientConnection(asyncio.Protocol):
             return style.error(ErrorCode.BADREQUEST, command.reason)
         if isinstance(command, ServerCommand):
             return self._serve(command)
+        return self._start_data(command, style)
+
+    def _start_data(self, command: DataCommand, style: ReplyStyle) -> asyncio.Task[bytes]:
         # Commands of this connection on one id run one after another, in the order sent, so
         # a pipelined GET sees the SETs before it and none after; other ids go on meanwhile.
         earlier = self._last_on_id.get(command.id)
@@ -176,27 +162,15 @@ class ClientConnection(asyncio.Protocol):
             del self._last_on_id[message_id]
 
     async def _execute(
-        self,
-        command: SetCommand | GetCommand,
-        style: ReplyStyle,
-        earlier: asyncio.Task[bytes] | None,
+        self, command: DataCommand, style: ReplyStyle, earlier: asyncio.Task[bytes] | None
     ) -> bytes:
         if earlier is not None:
             await asyncio.wait([earlier])
-        try:
-            if isinstance(command, SetCommand):
-                await self._leader.set(command.id, command.message)
-                return style.ok
-            message = await self._leader.get(command.id)
-            return style.not_found if message is None else style.value(message)
-        except ClusterError as error:
-            return style.error(error.code, str(error))
-        except Exception:
-            log.exception("command on %r failed", command.id)
-            return style.error(ErrorCode.INTERNAL, "internal error; see the node's log")
+        return style.render(await self._commands.execute(command))
 
-    def _serve(self, command: ServerCommand) -> bytes:
-        """The commands Redis clients send besides SET and GET; answered at once."""
+    def _serve(self, command: ServerCommand) -> bytes | asyncio.Task[bytes]:
+        """The commands Redis clients send besides SET and GET; all but DBSIZE (which the
+        leader answers) answered at once."""
         name, args = command.name, command.args
         if name == "PING":
             return resp.bulk(args[0]) if args else resp.simple("PONG")
@@ -206,7 +180,9 @@ class ClientConnection(asyncio.Protocol):
             self._closing = True
             return resp.OK
         if name == "DBSIZE":
-            return resp.integer(len(self._leader.index))
+            task = asyncio.create_task(self._dbsize())
+            task.add_done_callback(self._schedule_flush)
+            return task
         if name == "INFO":
             return resp.bulk(self._info())
         if name == "CONFIG" and args[0].upper() != b"GET":
@@ -232,23 +208,37 @@ class ClientConnection(asyncio.Protocol):
         ]
         return resp.array([part for key, value in fields for part in (resp.bulk(key), value)])
 
+    async def _dbsize(self) -> bytes:
+        count = await self._commands.count()
+        return resp.integer(count) if isinstance(count, int) else RESP.render(count)
+
     def _info(self) -> bytes:
-        members = self._leader.membership.view()
+        leadership = self._commands.leadership
+        leader = leadership.local
         lines = [
             "# Server",
             f"kayit_version:{__version__}",
-            "role:master",
+            # Redis's words: a node that does not lead forwards SETs and GETs to the one that does.
+            f"role:{'slave' if leader is None else 'master'}",
             f"tcp_port:{self._client_port}",
+            f"node:{leadership.address}",
             "",
             "# Cluster",
-            f"tolerance:{self._leader.tolerance}",
-            f"term:{self._leader.term}",
-            f"members:{len(members)}",
-            f"members_alive:{sum(1 for m in members if m.alive)}",
-            "",
-            "# Keyspace",
-            f"db0:keys={len(self._leader.index)},expires=0,avg_ttl=0",
         ]
+        if leader is None:
+            lines.append(f"leader:{leadership.leader_address or 'unknown'}")
+        else:
+            members = leader.membership.view()
+            lines += [
+                f"leader:{leadership.address}",
+                f"tolerance:{leader.tolerance}",
+                f"term:{leader.term}",
+                f"members:{len(members)}",
+                f"members_alive:{sum(1 for m in members if m.alive)}",
+                "",
+                "# Keyspace",
+                f"db0:keys={len(leader.index)},expires=0,avg_ttl=0",
+            ]
         return "\r\n".join(lines).encode() + b"\r\n"
 
     def _schedule_flush(self, _task: asyncio.Task[bytes]) -> None:
@@ -294,9 +284,33 @@ class ClientConnection(asyncio.Protocol):
             self._transport.resume_reading()
 
 
-async def serve_clients(leader: Leader, host: str, port: int, max_line: int) -> asyncio.Server:
+async def serve_clients(
+    commands: ClientCommands, host: str, ports: ClientPorts, max_line: int
+) -> list[asyncio.Server]:
+    """Listen on the node's own client port, which no other process may share, and on the
+    port shared by every node of the host (SO_REUSEPORT: the kernel spreads new connections
+    over the nodes listening, so clients of it are served while any of them lives). Both
+    share one budget of SET bytes in flight. Raises ConfigError when a port cannot be had."""
     loop = asyncio.get_running_loop()
     budget = InflightBudget()
-    return await loop.create_server(
-        lambda: ClientConnection(leader, max_line, port, budget), host, port, reuse_address=True
-    )
+    servers: list[asyncio.Server] = []
+
+    async def listen(port: int, shared: bool) -> None:
+        def connection() -> ClientConnection:
+            return ClientConnection(commands, max_line, port, budget)
+
+        try:
+            server = await loop.create_server(
+                connection, host, port, reuse_address=True, reuse_port=shared
+            )
+        except OSError as error:
+            for opened in servers:
+                opened.close()
+            what = "open client port" if port == ports.own else "share client port"
+            raise ConfigError(f"cannot {what} {host}:{port}: {error}") from error
+        servers.append(server)
+
+    await listen(ports.own, shared=ports.own == ports.shared)
+    if ports.shared is not None and ports.shared != ports.own:
+        await listen(ports.shared, shared=True)
+    return servers

@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 from collections.abc import Coroutine
+from functools import partial
 from typing import Any
 
 import grpc
@@ -17,21 +18,29 @@ from kayit.cluster.loop_clock import LoopClock
 from kayit.cluster.membership import Membership
 from kayit.cluster.repair import Repairer
 from kayit.cluster.term import next_term
-from kayit.config import DEFAULT_GRPC_PORT, ConfigError, NodeConfig, Role
+from kayit.config import (
+    COURSE_GRPC_PORTS,
+    DEFAULT_GRPC_PORT,
+    ClientPorts,
+    ConfigError,
+    NodeConfig,
+    Role,
+)
 from kayit.report import leader_report, member_report
 from kayit.rpc.channels import SERVER_OPTIONS
 from kayit.rpc.kayit_pb2_grpc import add_NodeServicer_to_server
 from kayit.rpc.leader_link import LeaderLink
 from kayit.rpc.peers import GrpcMemberTransport, Peers
 from kayit.rpc.service import NodeService
+from kayit.server.forwarding import ClientCommands, Forwarder, execute_forwarded
 from kayit.server.gateway import serve_clients
+from kayit.server.leadership import Leadership
 from kayit.server.ports import port_is_free
 from kayit.storage.disk import DiskManager
 from kayit.storage.store import MessageStore
 
 log = logging.getLogger(__name__)
 
-_PORT_SEARCH = 64  # how far past 5555 a node looks for a free gRPC port
 _CLOCK_TICK = 0.1  # seconds between LoopClock ticks, at most (heartbeat / 4 when shorter)
 
 
@@ -41,7 +50,7 @@ class Node:
         self._grpc = grpc.aio.server(options=SERVER_OPTIONS)
         self._peers = Peers(config.rpc_timeout)
         self._tasks: list[asyncio.Task[None]] = []
-        self._client_server: asyncio.Server | None = None
+        self._client_servers: list[asyncio.Server] = []
         self._store: MessageStore | None = None
         self._repairer: Repairer | None = None
 
@@ -49,6 +58,7 @@ class Node:
         config = self.config
         port = self._bind_grpc()
         address = f"{config.host}:{port}"
+        client_ports = config.client_ports(port)
         is_leader = config.role is Role.LEADER or (
             config.role is Role.AUTO and config.join is None and port == DEFAULT_GRPC_PORT
         )
@@ -60,6 +70,7 @@ class Node:
         self._store = store = MessageStore(disk, keep_versions=not is_leader, cache_bytes=cache)
         journaled = await store.open()
 
+        leadership = Leadership(address)
         leader: Leader | None = None
         repairer: Repairer | None = None
         if is_leader:
@@ -83,19 +94,19 @@ class Node:
                 rate=config.repair_rate,
                 scrub_every=config.scrub_every,
             )
-            try:
-                self._client_server = await serve_clients(
-                    leader, config.host, config.client_port, config.max_line
-                )
-            except OSError as error:
-                raise ConfigError(
-                    f"cannot open client port {config.host}:{config.client_port}: {error}"
-                ) from error
+            leadership.lead(leader)
+        else:
+            leadership.follow(config.join or f"{config.host}:{DEFAULT_GRPC_PORT}")
+        commands = ClientCommands(leadership, Forwarder(self._peers))
+        self._client_servers = await serve_clients(
+            commands, config.host, client_ports, config.max_line
+        )
 
         service = NodeService(
             address=address,
             store=store,
-            leader=leader,
+            leading=lambda: leadership.local,
+            execute=partial(execute_forwarded, leadership),
             heartbeat_ms=int(config.heartbeat * 1000),
             on_join=self._member_joined,
             on_revived=self._member_revived,
@@ -108,19 +119,17 @@ class Node:
             self._spawn(repairer.run())
             self._spawn(self._report_leader(leader, repairer, address))
             log.info(
-                "leader ready: clients on %s:%d, gRPC on %s, data in %s, TOLERANCE=%d, term %d",
-                config.host,
-                config.client_port,
+                "leader ready: clients on %s, gRPC on %s, data in %s, TOLERANCE=%d, term %d",
+                _describe(config.host, client_ports),
                 address,
                 node_dir,
                 config.tolerance,
                 leader.term,
             )
         else:
-            leader_address = config.join or f"{config.host}:{DEFAULT_GRPC_PORT}"
             link = LeaderLink(
                 peers=self._peers,
-                leader=leader_address,
+                leader=lambda: leadership.leader_address,
                 address=address,
                 interval=config.heartbeat,
                 message_count=lambda: store.count,
@@ -128,12 +137,17 @@ class Node:
             self._spawn(link.run())
             self._spawn(self._report_member(link, address))
             log.info(
-                "member ready: gRPC on %s, data in %s, leader %s", address, node_dir, leader_address
+                "member ready: clients on %s, their commands forwarded to the leader %s; "
+                "gRPC on %s, data in %s",
+                _describe(config.host, client_ports),
+                leadership.leader_address,
+                address,
+                node_dir,
             )
 
     async def stop(self) -> None:
-        if self._client_server is not None:
-            self._client_server.close()
+        for server in self._client_servers:
+            server.close()
         await self._grpc.stop(grace=1.0)
         for task in self._tasks:
             task.cancel()
@@ -158,8 +172,7 @@ class Node:
         if self.config.grpc_port is not None:
             candidates = [self.config.grpc_port]
         else:
-            search = range(DEFAULT_GRPC_PORT, DEFAULT_GRPC_PORT + _PORT_SEARCH)
-            candidates = [port for port in search if port_is_free(host, port)]
+            candidates = [port for port in COURSE_GRPC_PORTS if port_is_free(host, port)]
         for port in candidates:
             try:
                 return int(self._grpc.add_insecure_port(f"{host}:{port}"))
@@ -198,8 +211,19 @@ class Node:
         while True:
             await asyncio.sleep(self.config.report_every)
             print(
-                member_report(address, self._store.count, link.leader, link.connected), flush=True
+                member_report(
+                    address, self._store.count, link.leader or "(none known)", link.connected
+                ),
+                flush=True,
             )
+
+
+def _describe(host: str, ports: ClientPorts) -> str:
+    if ports.shared is None:
+        return f"{host}:{ports.own}"
+    if ports.shared == ports.own:
+        return f"{host}:{ports.own} (shared with every node)"
+    return f"{host}:{ports.own} and {host}:{ports.shared} (shared with every node)"
 
 
 async def run_node(config: NodeConfig) -> int:

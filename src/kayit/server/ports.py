@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from kayit.config import DEFAULT_CLIENT_PORT, DEFAULT_GRPC_PORT
+from kayit.config import CLIENT_PORT_OFFSET, COURSE_GRPC_PORTS
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -19,8 +19,8 @@ def port_is_free(host: str, port: int) -> bool:
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
     """Ports the kernel just handed out, held open together so they are distinct; never the
-    default ports, where a user's own cluster may be running."""
-    reserved = {DEFAULT_CLIENT_PORT, *range(DEFAULT_GRPC_PORT, DEFAULT_GRPC_PORT + 64)}
+    course's ports, where a user's own cluster may be running."""
+    reserved = {*COURSE_GRPC_PORTS, *(port + CLIENT_PORT_OFFSET for port in COURSE_GRPC_PORTS)}
     probes: list[socket.socket] = []
     ports: list[int] = []
     try:

@@ -1,0 +1,212 @@
+"""Clients' commands on a node that does not lead: forwarded to the leader over gRPC.
+
+A member gathers the commands of all its clients into ``Execute`` calls (many commands per
+call, a few calls in flight), so pipelined clients do not pay a round trip per command. What
+a client may conclude from a failure depends on whether the call left this node: a command
+is sent only over a connection that is up, so "leader unreachable" is ``NOLEADER`` (nothing
+was done), while a call that fails once sent (a deadline, a connection lost under it) leaves
+the outcome unknown: ``TIMEOUT``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Protocol
+
+import grpc
+
+from kayit.batching import Batcher
+from kayit.protocol import ErrorCode, InvalidCommand, SetCommand
+from kayit.rpc import kayit_pb2 as pb
+from kayit.rpc.peers import Peers
+from kayit.server.command_wire import (
+    batch_to_pb,
+    commands_from_pb,
+    outcome_from_pb,
+    outcome_to_pb,
+)
+from kayit.server.leadership import Leadership
+from kayit.server.outcome import DataCommand, Failed, Outcome, carry_out
+
+log = logging.getLogger(__name__)
+
+# One call carries at most this much, and at most this many calls are under way at once: so
+# the leader holds at most their product of one member's commands.
+_BATCH_ITEMS = 512
+_BATCH_BYTES = 4 * 1024 * 1024
+_CALLS_IN_FLIGHT = 4
+# How long a command waits for the connection to the leader to come up before NOLEADER.
+CONNECT_WAIT = 1.0
+# A call's deadline. A batch may queue behind everything the leader is doing, so it only
+# catches a leader that hangs (paused, cut off); a client of the leader itself has none.
+EXECUTE_DEADLINE = 20.0
+
+
+class ChannelState(Protocol):
+    """The part of a gRPC channel that tells whether its peer is reachable."""
+
+    def get_state(self, try_to_connect: bool = False) -> Any: ...
+
+    async def wait_for_state_change(self, last_observed_state: Any) -> None: ...
+
+
+async def connection_up(channel: ChannelState, wait: float) -> bool:
+    """True once ``channel`` is connected; False if it fails to connect (or stays connecting)
+    within ``wait`` seconds. A channel in backoff after a failed attempt is not waited for:
+    its peer was just found unreachable."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    state = channel.get_state(try_to_connect=True)
+    while state is not grpc.ChannelConnectivity.READY:
+        left = deadline - loop.time()
+        if left <= 0 or state in _UNREACHABLE:
+            return False
+        try:
+            await asyncio.wait_for(channel.wait_for_state_change(state), left)
+        except TimeoutError:
+            return False
+        state = channel.get_state(try_to_connect=True)
+    return True
+
+
+_UNREACHABLE = (grpc.ChannelConnectivity.TRANSIENT_FAILURE, grpc.ChannelConnectivity.SHUTDOWN)
+
+
+class Forwarder:
+    """Sends commands to a leader by address; every failure comes back as an outcome."""
+
+    def __init__(
+        self,
+        peers: Peers,
+        *,
+        connect_wait: float = CONNECT_WAIT,
+        deadline: float = EXECUTE_DEADLINE,
+    ) -> None:
+        self._peers = peers
+        self._connect_wait = connect_wait
+        self._deadline = deadline
+        # One per leader address: a new leader gets batches of its own.
+        self._batchers: dict[str, Batcher[DataCommand, Outcome]] = {}
+
+    async def execute(self, leader_address: str, command: DataCommand) -> Outcome:
+        batcher = self._batchers.get(leader_address)
+        if batcher is None:
+
+            async def send(commands: list[DataCommand]) -> list[Outcome]:
+                return await self._send(leader_address, commands)
+
+            batcher = self._batchers[leader_address] = Batcher(
+                send,
+                max_items=_BATCH_ITEMS,
+                max_bytes=_BATCH_BYTES,
+                weigh=_weigh,
+                in_flight=_CALLS_IN_FLIGHT,
+            )
+        return await batcher.submit(command)
+
+    async def count(self, leader_address: str) -> int | Failed:
+        """The number of messages the leader holds (DBSIZE)."""
+        if not await connection_up(self._peers.channel(leader_address), self._connect_wait):
+            return _unreachable(leader_address)
+        try:
+            reply = await self._peers.stub(leader_address).Status(
+                pb.StatusRequest(), timeout=self._peers.timeout
+            )
+        except grpc.aio.AioRpcError as error:
+            reason = f"the leader {leader_address} did not answer ({error.code().name})"
+            return Failed(ErrorCode.TIMEOUT, reason)
+        if reply.role != "leader":
+            return Failed(ErrorCode.NOLEADER, f"{leader_address} does not lead")
+        return int(reply.message_count)
+
+    async def _send(self, address: str, commands: list[DataCommand]) -> list[Outcome]:
+        if not await connection_up(self._peers.channel(address), self._connect_wait):
+            return [_unreachable(address)] * len(commands)
+        try:
+            reply = await self._peers.stub(address).Execute(
+                batch_to_pb(commands), timeout=self._deadline
+            )
+        except grpc.aio.AioRpcError as error:
+            unknown = Failed(
+                ErrorCode.TIMEOUT,
+                f"the leader {address} did not answer ({error.code().name}); the command may "
+                "or may not have been carried out",
+            )
+            return [unknown] * len(commands)
+        if len(reply.results) != len(commands):
+            wrong = Failed(
+                ErrorCode.INTERNAL,
+                f"the leader {address} answered {len(reply.results)} of {len(commands)} commands",
+            )
+            return [wrong] * len(commands)
+        return [outcome_from_pb(result) for result in reply.results]
+
+
+def _weigh(command: DataCommand) -> int:
+    return len(command.message) if isinstance(command, SetCommand) else 0
+
+
+def _unreachable(address: str) -> Failed:
+    return Failed(ErrorCode.NOLEADER, f"the leader {address} is unreachable; nothing was sent")
+
+
+NO_LEADER_KNOWN = Failed(ErrorCode.NOLEADER, "no leader is known")
+
+
+class ClientCommands:
+    """A client's SETs and GETs: carried out here while this node leads, else forwarded to
+    the leader it knows."""
+
+    def __init__(self, leadership: Leadership, forwarder: Forwarder) -> None:
+        self.leadership = leadership
+        self._forwarder = forwarder
+
+    async def execute(self, command: DataCommand) -> Outcome:
+        leader = self.leadership.local
+        if leader is not None:
+            return await carry_out(leader, command)
+        address = self.leadership.leader_address
+        if address is None:
+            return NO_LEADER_KNOWN
+        try:
+            return await self._forwarder.execute(address, command)
+        except Exception:
+            log.exception("forwarding a command on %r failed", command.id)
+            return _INTERNAL
+
+    async def count(self) -> int | Failed:
+        """The number of messages the leader holds (DBSIZE)."""
+        leader = self.leadership.local
+        if leader is not None:
+            return len(leader.index)
+        address = self.leadership.leader_address
+        if address is None:
+            return NO_LEADER_KNOWN
+        try:
+            return await self._forwarder.count(address)
+        except Exception:
+            log.exception("asking the leader for its count failed")
+            return _INTERNAL
+
+
+_INTERNAL = Failed(ErrorCode.INTERNAL, "internal error; see the node's log")
+
+
+async def execute_forwarded(leadership: Leadership, batch: pb.ClientBatch) -> pb.ClientResults:
+    """The leader's side of ``Execute``: each command through the same path as its own
+    clients' commands, side by side, answered in order."""
+    leader = leadership.local
+    if leader is None:
+        where = leadership.leader_address
+        known = f"; the leader is {where}" if where and where != leadership.address else ""
+        refused = Failed(ErrorCode.NOLEADER, f"{leadership.address} does not lead{known}")
+        return pb.ClientResults(results=[outcome_to_pb(refused)] * len(batch.commands))
+
+    async def one(command: DataCommand | InvalidCommand) -> Outcome:
+        if isinstance(command, InvalidCommand):
+            return Failed(ErrorCode.BADREQUEST, command.reason)
+        return await carry_out(leader, command)
+
+    outcomes = await asyncio.gather(*(one(command) for command in commands_from_pb(batch)))
+    return pb.ClientResults(results=[outcome_to_pb(outcome) for outcome in outcomes])

@@ -1,0 +1,270 @@
+"""Clients reach the leader through any node: members take clients on their own ports (and on
+a port all nodes share) and forward every SET and GET to the leader over gRPC."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+
+from kayit.client import KayitClient
+from kayit.config import CLIENT_PORT_OFFSET
+from kayit.protocol import ErrorCode, error_code
+from kayit.server.forwarding import EXECUTE_DEADLINE
+from kayit.server.ports import free_ports, port_is_free
+from tests.cluster.conftest import ClusterFactory
+from tests.cluster.harness import Cluster, NodeProcess, port_open, wait_for
+
+KAYIT_NODE = [sys.executable, "-m", "kayit", "node"]
+
+
+@pytest.fixture
+def cluster(start_cluster: ClusterFactory) -> Cluster:
+    return start_cluster(tolerance=1, members=2)
+
+
+def member_ports(cluster: Cluster) -> list[int]:
+    ports = [member.client_port for member in cluster.members.values()]
+    assert all(port is not None for port in ports)
+    return [port for port in ports if port is not None]
+
+
+def exchange(port: int, payload: bytes, until: bytes) -> bytes:
+    """Send ``payload`` in one write; read until the replies end with ``until`` (or the
+    connection closes)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as raw:
+        raw.sendall(payload)
+        received = b""
+        while not received.endswith(until):
+            chunk = raw.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+    return received
+
+
+@pytest.mark.cluster
+def test_a_set_through_a_member_reads_back_through_every_node(cluster: Cluster) -> None:
+    first, second = member_ports(cluster)
+    with cluster.client(first) as client:
+        assert client.set("fwd", "through a member") == b"OK"
+        assert client.get("fwd") == b"through a member"
+    for port in (second, cluster.client_port):
+        with cluster.client(port) as client:
+            assert client.get("fwd") == b"through a member"
+            assert client.get("never") == b"NOT_FOUND"
+    # Stored as any SET: the leader's copy and TOLERANCE member copies.
+    leader_copy = cluster.messages_dir(cluster.leader_port) / "fwd.msg"
+    assert leader_copy.read_bytes() == b"through a member"
+    assert len(cluster.holders("fwd")) == 1
+
+
+@pytest.mark.cluster
+def test_500_pipelined_sets_through_a_member_are_answered_in_order(cluster: Cluster) -> None:
+    first, second = member_ports(cluster)
+    lines, expected = [], []
+    for n in range(500):
+        lines += [f"SET p{n % 100} round {n}".encode(), f"GET p{n % 100}".encode()]
+        expected += [b"OK", f"round {n}".encode()]
+    with cluster.client(first) as client:
+        assert client.pipeline(lines) == expected
+    with cluster.client(second) as client:
+        replies = client.pipeline([f"GET p{n}".encode() for n in range(100)])
+    assert replies == [f"round {400 + n}".encode() for n in range(100)]
+
+
+@pytest.mark.cluster
+def test_a_member_answers_every_protocol_exactly_as_the_leader(cluster: Cluster) -> None:
+    with cluster.client() as client:
+        assert client.set("same", "value") == b"OK"
+    payload = (
+        b"GET same\nGET nothing\nGET a b\nFOO 1\nSET x\n"
+        b"*2\r\n$3\r\nGET\r\n$4\r\nsame\r\n*2\r\n$3\r\nGET\r\n$7\r\nnothing\r\n"
+        b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n*1\r\n$4\r\nPING\r\n"
+    )
+    expected = (
+        b"value\nNOT_FOUND\nERROR BADREQUEST GET takes one id: GET <id>\n"
+        b"ERROR BADREQUEST unknown command 'FOO'; expected SET or GET\n"
+        b"ERROR BADREQUEST SET needs a message: SET <id> <message>\n"
+        b"$5\r\nvalue\r\n$-1\r\n-ERR empty value\r\n+PONG\r\n"
+    )
+    for port in [cluster.client_port, *member_ports(cluster)]:
+        assert exchange(port, payload, b"+PONG\r\n") == expected
+
+
+@pytest.mark.cluster
+def test_the_leaders_refusals_reach_clients_of_members_unchanged(
+    start_cluster: ClusterFactory,
+) -> None:
+    cluster = start_cluster(tolerance=2, members=2)
+    survivor, victim = cluster.members.values()
+    victim.kill()
+    cluster.wait_alive(1)
+    payload = b"SET k v\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n*1\r\n$4\r\nPING\r\n"
+    from_leader = exchange(cluster.client_port, payload, b"+PONG\r\n")
+    reason = b"NOREPLICAS only 1 live members; TOLERANCE=2 needs 2"
+    assert from_leader == b"ERROR " + reason + b"\n-" + reason + b"\r\n+PONG\r\n"
+    assert survivor.client_port is not None
+    assert exchange(survivor.client_port, payload, b"+PONG\r\n") == from_leader
+
+
+@pytest.mark.cluster
+def test_redis_py_through_a_member(cluster: Cluster) -> None:
+    first, _ = member_ports(cluster)
+    client = redis.Redis(port=first, protocol=2)
+    try:
+        assert client.ping() is True
+        assert client.set("key:000000001", b"over \r\n RESP") is True
+        assert client.get("key:000000001") == b"over \r\n RESP"
+        assert client.get("missing") is None
+        assert client.dbsize() == 1  # the leader's count
+        info = client.info()
+        assert info["role"] == "slave"
+        assert info["leader"] == f"127.0.0.1:{cluster.leader_port}"
+        with pytest.raises(redis.ResponseError):
+            client.set("k", "v", ex=10)
+        big = bytes(range(256)) * 4000
+        assert client.set("big", big) is True
+        pipe = client.pipeline(transaction=False)
+        for n in range(100):
+            pipe.set(f"p{n}", n)
+            pipe.get(f"p{n}")
+        assert pipe.execute() == [x for n in range(100) for x in (True, str(n).encode())]
+    finally:
+        client.close()
+    leader = redis.Redis(port=cluster.client_port, protocol=2)
+    try:
+        assert leader.get("big") == big
+        assert leader.info()["role"] == "master"
+    finally:
+        leader.close()
+
+
+def answer(client: KayitClient, line: bytes) -> bytes:
+    """The reply to ``line``; a connection that failed (its node died) is made again first."""
+    try:
+        return client.request(line)
+    except OSError:
+        client.reconnect()
+        return client.request(line)
+
+
+@pytest.mark.cluster
+def test_the_shared_port_serves_clients_while_the_leader_is_down(
+    start_cluster: ClusterFactory,
+) -> None:
+    cluster = start_cluster(tolerance=1, members=2, shared_client_port=True)
+    shared = cluster.client_port
+    # The kernel spreads connections to the shared port over the three nodes.
+    clients = [KayitClient("127.0.0.1", shared, timeout=15) for _ in range(24)]
+    try:
+        for n, client in enumerate(clients):
+            assert client.set(f"s{n}", f"v{n}") == b"OK"
+        cluster.leader.kill()
+        kept = []
+        for client in clients:
+            try:
+                reply = client.get("s0")
+            except OSError:
+                continue  # it was on the leader
+            kept.append(client)
+            assert error_code(reply) in (ErrorCode.NOLEADER, ErrorCode.TIMEOUT), reply
+        assert kept, "no connection landed on a member"
+
+        def all_noleader() -> bool:
+            codes = [error_code(answer(client, b"SET s0 lost")) for client in clients]
+            return codes == [ErrorCode.NOLEADER] * len(clients)
+
+        wait_for(all_noleader, 10, "every client to be answered NOLEADER by a member")
+        for client in clients:
+            assert answer(client, b"GET s1").startswith(b"ERROR NOLEADER the leader 127.0.0.1:")
+
+        cluster.leader.start()
+        cluster.wait_alive(2)
+        wait_for(lambda: all(answer(c, b"GET s1") == b"v1" for c in clients), 20, "reads again")
+        for client in kept:  # the same connections as before the leader died
+            assert client.set("after", "restart") == b"OK"
+        with KayitClient("127.0.0.1", shared) as fresh:
+            assert fresh.get("after") == b"restart"
+            assert fresh.get("s0") == b"v0"  # nothing answered NOLEADER was done
+    finally:
+        for client in clients:
+            client.close()
+
+
+@pytest.mark.cluster
+def test_a_member_whose_leader_is_down_answers_noleader_without_waiting(
+    start_cluster: ClusterFactory,
+) -> None:
+    cluster = start_cluster(tolerance=1, members=1)
+    (port,) = member_ports(cluster)
+    # Shorter than a forwarded call's deadline: a member that sent these commands and waited
+    # for the dead leader's answer would time this client out.
+    with KayitClient("127.0.0.1", port, timeout=EXECUTE_DEADLINE / 2) as client:
+        assert client.set("a", "before") == b"OK"
+        cluster.leader.kill()
+        wait_for(lambda: error_code(client.get("a")) is ErrorCode.NOLEADER, 10, "NOLEADER")
+        lines = [b"GET a", b"SET a during", b"GET b"] * 20
+        replies = client.pipeline(lines)
+        assert all(error_code(reply) is ErrorCode.NOLEADER for reply in replies), set(replies)
+        for line in lines[:6]:
+            assert error_code(client.request(line)) is ErrorCode.NOLEADER
+    refused = exchange(port, b"*1\r\n$6\r\nDBSIZE\r\n", b"\r\n")
+    assert refused.startswith(b"-NOLEADER the leader 127.0.0.1:")
+
+
+@pytest.mark.cluster
+def test_a_member_without_a_leader_takes_clients_on_grpc_port_plus_1111(tmp_path: Path) -> None:
+    grpc_port, nowhere = _port_with_free_client_port()
+    member = NodeProcess(
+        "member",
+        grpc_port,
+        ["--join", f"127.0.0.1:{nowhere}", "--grpc-port", str(grpc_port), "-q"],
+        tmp_path,
+    )
+    member.start()
+    try:
+        client_port = grpc_port + CLIENT_PORT_OFFSET
+        wait_for(lambda: port_open(client_port), 20, "the member's client port")
+        with KayitClient("127.0.0.1", client_port) as client:
+            assert (
+                client.get("a")
+                == (
+                    f"ERROR NOLEADER the leader 127.0.0.1:{nowhere} is unreachable; "
+                    "nothing was sent"
+                ).encode()
+            )
+    finally:
+        member.kill()
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("which", ["own", "shared"])
+def test_a_client_port_that_is_taken_stops_a_member_clearly(tmp_path: Path, which: str) -> None:
+    grpc_port, client_port, shared_port, nowhere = free_ports(4)
+    taken = client_port if which == "own" else shared_port
+    with socket.create_server(("127.0.0.1", taken)):  # held without SO_REUSEPORT
+        result = subprocess.run(
+            [*KAYIT_NODE, "--join", f"127.0.0.1:{nowhere}", "--grpc-port", str(grpc_port),
+             "--client-port", str(client_port), "--shared-client-port", str(shared_port)],
+            cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert result.returncode == 2
+    verb = "open" if which == "own" else "share"
+    assert f"cannot {verb} client port 127.0.0.1:{taken}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _port_with_free_client_port() -> tuple[int, int]:
+    """A free gRPC port whose client port (+1111) is free too, and a port nobody listens on."""
+    for _ in range(50):
+        grpc_port, nowhere = free_ports(2)
+        if grpc_port + CLIENT_PORT_OFFSET <= 65535 and port_is_free(
+            "127.0.0.1", grpc_port + CLIENT_PORT_OFFSET
+        ):
+            return grpc_port, nowhere
+    raise AssertionError("no free port with a free client port")
