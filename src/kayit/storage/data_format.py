@@ -4,6 +4,12 @@ layout it does not know as if it were its own.
 Format 1 is the layout every release so far has written: ``messages/``, ``journal.log`` and
 ``term``. A directory without a format file is of that layout (or new), so it is marked 1; a
 later layout will migrate format 1 here at start, or refuse it with a message saying how.
+
+Pending copies (``pending/<id>.<term>.<seq>.msg``, and journal records flagged pending) are
+still format 1: they only add to it. A directory without ``pending/`` is a valid one with no
+pending copies, and ``messages/`` keeps one file per committed copy as before. A kayit from
+before them ignores ``pending/`` and takes pending records for damage (``storage.journal``):
+it keeps every committed copy, and loses only the pending ones.
 """
 
 from __future__ import annotations

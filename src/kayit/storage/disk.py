@@ -1,4 +1,6 @@
-"""DiskManager: one file per message, ``messages/<id>.msg``, holding exactly the message bytes.
+"""DiskManager: one file per message, ``messages/<id>.msg``, holding exactly the message bytes,
+and beside them the pending copies, ``pending/<id>.<term>.<seq>.msg``: versions stored but not
+yet committed, each promoted by renaming it over the committed file.
 
 Synchronous on purpose: callers run it on a worker thread (see MessageStore), never on the
 event loop. Every write replaces the file atomically (temp file in the same directory, then
@@ -15,10 +17,12 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import cast
 
-from kayit.storage.naming import file_name, is_message_file
+from kayit.storage.naming import file_name, is_message_file, pending_file_name
+from kayit.version import Version
 
 _BUFFER_SIZE = 64 * 1024
 _TEMP_PREFIX = "."  # escaped names never start with '.', so temp files cannot clash
+PENDING_DIR = "pending"
 
 
 def _load_syncfs() -> Callable[[int], int] | None:
@@ -47,55 +51,69 @@ class DiskManager:
     def __init__(self, root: Path, io_mode: IoMode, fsync: FsyncPolicy) -> None:
         self.directory = root / "messages"
         self.directory.mkdir(parents=True, exist_ok=True)
+        # Made by the first pending copy, so that a node that never had one keeps the layout
+        # of the releases before pending copies.
+        self.pending_directory = root / PENDING_DIR
         self.io_mode = io_mode
         self.fsync = fsync
-        self._dirty: set[str] = set()
+        self._dirty: set[Path] = set()
         self._remove_stale_temp_files()
 
     def path(self, message_id: str) -> Path:
         return self.directory / file_name(message_id)
 
+    def pending_path(self, message_id: str, version: Version) -> Path:
+        return self.pending_directory / pending_file_name(message_id, version)
+
     def write_many(self, items: Iterable[tuple[str, bytes]]) -> int:
         """Store each (id, message) in order; returns how many ids were new on this disk."""
+        # An id written twice in one batch: only its last message counts.
         latest = {file_name(message_id): message for message_id, message in items}
-        names = list(latest)  # an id written twice in one batch: only its last message counts
-        for name, message in latest.items():
-            self._write_file(self.directory / (_TEMP_PREFIX + name), message)
-        if self.fsync is FsyncPolicy.ALWAYS:
-            # New bytes reach the disk before their names replace the old files, so a crash
-            # can only leave the old message or the new one.
-            self._sync(_TEMP_PREFIX + name for name in names)
+        return self._replace_files(self.directory, latest)
+
+    def write_pending_many(self, items: Iterable[tuple[str, Version, bytes]]) -> None:
+        """Store each (id, version, message) as a pending copy; committed files stay as they are."""
+        files = {pending_file_name(key, version): message for key, version, message in items}
+        if not self.pending_directory.exists():
+            self.pending_directory.mkdir()
+            self._synced_by_policy([self.pending_directory])
+        self._replace_files(self.pending_directory, files)
+
+    def promote_many(self, copies: Iterable[tuple[str, Version]]) -> int:
+        """Rename each pending copy over its id's committed file, so that a crash leaves the
+        old file or the new one; returns how many ids had no committed file before."""
         created = 0
-        for name in names:
-            final = self.directory / name
+        moved: list[Path] = []
+        for message_id, version in copies:
+            source, final = self.pending_path(message_id, version), self.path(message_id)
             if not final.exists():
                 created += 1
-            os.replace(self.directory / (_TEMP_PREFIX + name), final)
-        if self.fsync is FsyncPolicy.ALWAYS:
-            self._sync(names)
-        elif self.fsync is FsyncPolicy.EVERYSEC:
-            self._dirty.update(names)
+            os.replace(source, final)
+            moved += [final, source]  # the source's directory loses an entry
+        self._synced_by_policy(moved)
         return created
 
     def delete(self, message_id: str) -> bool:
         """Remove a message file; False if there was none."""
-        try:
-            self.path(message_id).unlink()
-        except FileNotFoundError:
-            return False
-        if self.fsync is FsyncPolicy.EVERYSEC:
-            self._dirty.add(file_name(message_id))
-        return True
+        return self._unlink(self.path(message_id))
+
+    def delete_pending(self, message_id: str, version: Version) -> bool:
+        """Remove a pending copy; False if there was none."""
+        return self._unlink(self.pending_path(message_id, version))
 
     def read(self, message_id: str) -> bytes | None:
+        return self._read(self.path(message_id))
+
+    def read_pending(self, message_id: str, version: Version) -> bytes | None:
+        return self._read(self.pending_path(message_id, version))
+
+    def pending_names(self) -> list[str]:
+        """The names of the files in pending/ (temp files aside)."""
         try:
-            if self.io_mode is IoMode.BUFFERED:
-                with open(self.path(message_id), "rb", buffering=_BUFFER_SIZE) as reader:
-                    return reader.read()
-            with open(self.path(message_id), "rb", buffering=0) as raw:
-                return raw.readall()
+            with os.scandir(self.pending_directory) as entries:
+                return [e.name for e in entries if not e.name.startswith(_TEMP_PREFIX)]
         except FileNotFoundError:
-            return None
+            return []
 
     def count(self) -> int:
         with os.scandir(self.directory) as entries:
@@ -104,8 +122,50 @@ class DiskManager:
     def sync_dirty(self) -> None:
         """Push to stable storage every file written since the last call (fsync=everysec)."""
         if self._dirty:
-            names, self._dirty = self._dirty, set()
-            self._sync(names)
+            paths, self._dirty = self._dirty, set()
+            self._sync(paths)
+
+    def _replace_files(self, directory: Path, files: dict[str, bytes]) -> int:
+        """Write each named file through a temp file and a rename; returns how many are new."""
+        for name, message in files.items():
+            self._write_file(directory / (_TEMP_PREFIX + name), message)
+        if self.fsync is FsyncPolicy.ALWAYS:
+            # New bytes reach the disk before their names replace the old files, so a crash
+            # can only leave the old message or the new one.
+            self._sync(directory / (_TEMP_PREFIX + name) for name in files)
+        created = 0
+        finals = [directory / name for name in files]
+        for final in finals:
+            if not final.exists():
+                created += 1
+            os.replace(final.with_name(_TEMP_PREFIX + final.name), final)
+        self._synced_by_policy(finals)
+        return created
+
+    def _synced_by_policy(self, paths: list[Path]) -> None:
+        if self.fsync is FsyncPolicy.ALWAYS:
+            self._sync(paths)
+        elif self.fsync is FsyncPolicy.EVERYSEC:
+            self._dirty.update(paths)
+
+    def _unlink(self, path: Path) -> bool:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        if self.fsync is FsyncPolicy.EVERYSEC:
+            self._dirty.add(path)
+        return True
+
+    def _read(self, path: Path) -> bytes | None:
+        try:
+            if self.io_mode is IoMode.BUFFERED:
+                with open(path, "rb", buffering=_BUFFER_SIZE) as reader:
+                    return reader.read()
+            with open(path, "rb", buffering=0) as raw:
+                return raw.readall()
+        except FileNotFoundError:
+            return None
 
     def _write_file(self, path: Path, message: bytes) -> None:
         if self.io_mode is IoMode.BUFFERED:
@@ -118,26 +178,36 @@ class DiskManager:
                 written = raw.write(view) or 0
                 view = view[written:]
 
-    def _sync(self, names: Iterable[str]) -> None:
-        """Make the named files, and the directory entries that name them, durable."""
+    def _sync(self, paths: Iterable[Path]) -> None:
+        """Make the files, and the directory entries that name them, durable (a path gone by
+        now is skipped, but its directory is still synced: it may be a removal or a rename)."""
         directory = os.open(self.directory, os.O_RDONLY)
         try:
             if _SYNCFS is not None and _SYNCFS(directory) == 0:
                 return
-            for name in names:
-                try:
-                    fd = os.open(self.directory / name, os.O_RDONLY)
-                except FileNotFoundError:
-                    continue
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-            os.fsync(directory)
         finally:
             os.close(directory)
+        directories = set()
+        for path in paths:
+            directories.add(path.parent)
+            _fsync(path)
+        for parent in directories:
+            _fsync(parent)
 
     def _remove_stale_temp_files(self) -> None:
-        for entry in self.directory.iterdir():
-            if entry.name.startswith(_TEMP_PREFIX):
-                entry.unlink(missing_ok=True)
+        for directory in (self.directory, self.pending_directory):
+            if directory.exists():
+                for entry in directory.iterdir():
+                    if entry.name.startswith(_TEMP_PREFIX):
+                        entry.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,20 +1,29 @@
-"""MessageStore: the node's own copies, versioned, written in batches off the event loop."""
+"""MessageStore: the node's own copies, versioned, written in batches off the event loop.
+
+Besides the committed copy of each id, a node may hold pending copies: versions stored but not
+committed yet. A pending copy never touches the committed one; once its version commits, it is
+promoted (renamed over the committed file), and a pending copy that never commits is dropped.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from kayit.batching import Batcher
 from kayit.storage.cache import ValueCache
 from kayit.storage.data_format import ensure_format
 from kayit.storage.disk import DiskManager, FsyncPolicy
 from kayit.storage.journal import CopyRecord, Journal, checksum
+from kayit.storage.pending_recovery import recover_pending
+from kayit.storage.write_plan import Copy, StoreOutcome, Write, WriteKind, plan_writes
 from kayit.version import UNKNOWN, Version
+
+__all__ = ["JOURNAL_FILE", "MessageStore", "StoreOutcome"]
 
 log = logging.getLogger(__name__)
 
@@ -23,16 +32,11 @@ _READ_THREADS = 4
 JOURNAL_FILE = "journal.log"
 
 
-@dataclass(frozen=True, slots=True)
-class StoreOutcome:
-    stored: bool  # False: a newer version was already here and stays
-    current: Version
-
-
-@dataclass(frozen=True, slots=True)
-class _Write:
-    record: CopyRecord
-    message: bytes | None  # None: only the record changes (the leader moved a copy)
+class _VersionRead(NamedTuple):
+    message_id: str
+    version: Version
+    checksum: int
+    committed: bool  # where the copy was when the read was asked for
 
 
 class MessageStore:
@@ -44,7 +48,9 @@ class MessageStore:
     the message files, so they survive a restart.
 
     The leader passes ``keep_versions=False``: its index holds every version, and a second
-    map would double its memory; it rebuilds that index from what ``open`` returns.
+    map would double its memory; it rebuilds that index from what ``open`` returns. Such a
+    store knows no committed versions: it refuses no pending copy as stale, and serves
+    (``get_verified``, ``get_version``) only what it knows the checksum of.
     """
 
     def __init__(
@@ -54,25 +60,38 @@ class MessageStore:
         self._cache = ValueCache(cache_bytes)
         self._journal = Journal(disk.directory.parent / JOURNAL_FILE)
         self._keep_versions = keep_versions
-        self._copies: dict[str, tuple[Version, int]] = {}  # id -> (version, checksum)
+        self._copies: dict[str, Copy] = {}  # id -> (version, checksum)
+        # id -> version -> checksum, kept whatever keep_versions says (there are few). Only the
+        # writer thread changes it, and it replaces an id's map instead of changing it, so the
+        # loop and the readers may look without a lock.
+        self._pending: dict[str, Mapping[Version, int]] = {}
         self._count = 0
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="kayit-disk-write")
         self._readers = ThreadPoolExecutor(_READ_THREADS, thread_name_prefix="kayit-disk-read")
-        self._writes: Batcher[_Write, StoreOutcome] = Batcher(
+        self._writes: Batcher[Write, StoreOutcome] = Batcher(
             self._flush, max_items=1024, weigh=lambda write: len(write.message or b"")
         )
         # Reads are batched too: one thread hand-off serves every GET of a batch.
         self._reads: Batcher[str, bytes | None] = Batcher(
             self._read_batch, max_items=256, in_flight=_READ_THREADS
         )
+        self._version_reads: Batcher[_VersionRead, bytes | None] = Batcher(
+            self._read_versions, max_items=256, in_flight=_READ_THREADS
+        )
         self._syncer: asyncio.Task[None] | None = None
 
     async def open(self) -> dict[str, CopyRecord]:
-        """Read the journal and the directory; returns the latest record of every good copy
-        (``journal_lost_records`` says whether damage cost any)."""
+        """Read the journal and the directories; returns the latest record of every good
+        committed copy (``journal_lost_records`` says whether damage cost any). The pending
+        copies are found again too (``pending_inventory``), and a promotion a crash cut
+        short is finished or undone."""
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._writer, ensure_format, self.disk.directory.parent)
         records = await loop.run_in_executor(self._writer, self._journal.replay)
+        pending = await loop.run_in_executor(
+            self._writer, recover_pending, self.disk, self._journal, records
+        )
+        self._pending = dict(pending)
         if self._journal.lost_records and not self._journal.damaged:
             log.warning(
                 "the journal lost records at an earlier start (kept in %s)",
@@ -113,12 +132,35 @@ class MessageStore:
     async def put(
         self, message_id: str, message: bytes, version: Version, holders: Sequence[str] = ()
     ) -> StoreOutcome:
+        """Store a committed copy, unless a newer one is here; pending copies of the id up to
+        ``version`` are dropped."""
         record = CopyRecord(message_id, version, checksum(message), tuple(holders))
-        return await self._writes.submit(_Write(record, message))
+        return await self._writes.submit(Write(WriteKind.COMMITTED, record, message))
 
     async def record(self, record: CopyRecord) -> StoreOutcome:
         """Journal a new record for a copy already on this disk, such as new holders."""
-        return await self._writes.submit(_Write(record, None))
+        return await self._writes.submit(Write(WriteKind.COMMITTED, record, None))
+
+    async def put_pending(self, message_id: str, message: bytes, version: Version) -> StoreOutcome:
+        """Store a copy of ``version`` beside the committed one, which stays as it is, durably
+        by the fsync policy. Refused (``stored`` False, ``current`` the committed version)
+        unless newer than the committed copy; a pending copy of the same version is replaced."""
+        record = CopyRecord(message_id, version, checksum(message), pending=True)
+        return await self._writes.submit(Write(WriteKind.PENDING, record, message))
+
+    async def promote(self, message_id: str, version: Version) -> bool:
+        """Make the pending copy of ``version`` the committed one (a rename: a crash leaves the
+        old committed copy or this one) and drop the older pending copies of the id. False,
+        changing nothing, if there is no such pending copy: promoted already, or never here."""
+        record = CopyRecord(message_id, version, 0)
+        outcome = await self._writes.submit(Write(WriteKind.PROMOTE, record, None))
+        return outcome.stored
+
+    async def drop_pending(self, copies: list[tuple[str, Version]]) -> int:
+        """Remove these pending copies (of writes that never committed); returns how many
+        were here."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, self._drop_pending, copies)
 
     async def delete(self, copies: list[tuple[str, Version]]) -> int:
         """Remove each copy whose version is not newer than the one given; returns how many
@@ -138,6 +180,16 @@ class MessageStore:
         if broken:
             log.warning("%d copies here failed their checksum or are gone; removed", len(broken))
             await self.delete(broken)
+        return held
+
+    async def pending_inventory(self, verify: bool) -> list[tuple[str, Version]]:
+        """Every pending copy, as ``inventory`` lists the committed ones: with ``verify``,
+        only those whose bytes match their checksum, and the others are dropped."""
+        loop = asyncio.get_running_loop()
+        held, broken = await loop.run_in_executor(self._readers, self._pending_held, verify)
+        if broken:
+            log.warning("%d pending copies failed their checksum or are gone; dropped", len(broken))
+            await self.drop_pending(broken)
         return held
 
     async def get(self, message_id: str) -> bytes | None:
@@ -165,44 +217,120 @@ class MessageStore:
             return None
         return message, version
 
-    async def _flush(self, batch: list[_Write]) -> list[StoreOutcome]:
+    async def get_version(self, message_id: str, version: Version) -> bytes | None:
+        """The copy of exactly ``version``, committed or pending, if its bytes match its
+        checksum; a missing, unrecorded or damaged copy is None."""
+        committed = self._copies.get(message_id)
+        if committed is not None and committed[0] == version:
+            read = _VersionRead(message_id, version, committed[1], committed=True)
+            cached = self._cache.get(message_id)
+            if cached is not None and checksum(cached) == read.checksum:
+                return cached
+        else:
+            expected = self._pending.get(message_id, {}).get(version)
+            if expected is None:
+                return None
+            read = _VersionRead(message_id, version, expected, committed=False)
+        return await self._version_reads.submit(read)
+
+    async def _read_versions(self, reads: list[_VersionRead]) -> list[bytes | None]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._readers, lambda: [self._read_version(read) for read in reads]
+        )
+
+    def _read_version(self, read: _VersionRead) -> bytes | None:
+        """Runs on a reader thread. A promotion may move the copy while this reads, so the
+        other place is read too before the copy is taken for missing."""
+        key, version = read.message_id, read.version
+        places: list[Callable[[], bytes | None]] = [
+            lambda: self.disk.read(key),
+            lambda: self.disk.read_pending(key, version),
+        ]
+        for place in places if read.committed else reversed(places):
+            message = place()
+            if message is not None and checksum(message) == read.checksum:
+                return message
+        log.warning("copy of %r at %s is missing or damaged; not served", key, version)
+        return None
+
+    async def _flush(self, batch: list[Write]) -> list[StoreOutcome]:
         loop = asyncio.get_running_loop()
         outcomes = await loop.run_in_executor(self._writer, self._write_batch, batch)
         # The cache changes here, on the event loop, before any writer hears back: a GET
         # after a SET finds the new value, and no read can put an older one back.
         for write, outcome in zip(batch, outcomes, strict=True):
-            if outcome.stored and write.message is not None:
+            if not outcome.stored:
+                continue
+            if write.kind is WriteKind.PROMOTE:
+                self._cache.drop(write.record.message_id)  # the bytes are not at hand
+            elif write.kind is WriteKind.COMMITTED and write.message is not None:
                 self._cache.put(write.record.message_id, write.message)
         return outcomes
 
-    def _write_batch(self, batch: list[_Write]) -> list[StoreOutcome]:
+    def _write_batch(self, batch: list[Write]) -> list[StoreOutcome]:
         """Runs on the writer thread: the only place that changes files, journal and versions."""
-        outcomes: list[StoreOutcome] = []
-        accepted: dict[str, _Write] = {}
-        for write in batch:
-            key = write.record.message_id
-            newest = accepted.get(key)
-            current = newest.record.version if newest else self._known_version(key)
-            if write.record.version < current:
-                outcomes.append(StoreOutcome(False, current))
-                continue
-            accepted[key] = write
-            outcomes.append(StoreOutcome(True, write.record.version))
+        plan = plan_writes(batch, self._copies.get, self._pending_on_disk)
         # Journaled before the files: the record is the commit point. A crash in between
         # leaves the old file under the new record, which its checksum refuses to serve, and
         # the leader's index (rebuilt from the journal) names the new version, which its
         # members already hold. Files first would leave the reverse on the leader: the new
         # bytes under the old record, the old version held nowhere any more.
-        self._journal.append(write.record for write in accepted.values())
-        if self.disk.fsync is FsyncPolicy.ALWAYS:
-            self._journal.sync()
-        self._count += self.disk.write_many(
-            (key, w.message) for key, w in accepted.items() if w.message is not None
-        )
+        self._journal_durably(plan.records)
+        if plan.pending_files:
+            self.disk.write_pending_many(plan.pending_files)
+        if plan.committed_files:
+            self._count += self.disk.write_many(plan.committed_files.items())
+        if plan.promotions:
+            # Promotions go the other way, file first: a crash after the rename leaves the
+            # new bytes beside the pending record whose file is gone, which open() finishes
+            # (pending_recovery); no crash can leave an id with neither copy.
+            self._count += self.disk.promote_many(plan.promotions)
+            self._journal_durably(plan.promotion_records)
+        for message_id, version in plan.leftovers:
+            self.disk.delete_pending(message_id, version)
         if self._keep_versions:
-            for key, write in accepted.items():
-                self._copies[key] = (write.record.version, write.record.checksum)
-        return outcomes
+            self._copies.update(plan.committed)
+        for key, versions in plan.pending.items():
+            self._set_pending(key, versions)
+        return plan.outcomes
+
+    def _drop_pending(self, copies: list[tuple[str, Version]]) -> int:
+        """Runs on the writer thread."""
+        left: dict[str, dict[Version, int]] = {}
+        gone: list[CopyRecord] = []
+        for message_id, version in copies:
+            versions = left.setdefault(message_id, dict(self._pending.get(message_id, {})))
+            expected = versions.pop(version, None)
+            if expected is not None:
+                gone.append(CopyRecord(message_id, version, expected, deleted=True, pending=True))
+        self._journal_durably(gone)  # before the files: a file left behind is removed at start
+        for record in gone:
+            self.disk.delete_pending(record.message_id, record.version)
+        for message_id, versions in left.items():
+            self._set_pending(message_id, versions)
+        return len(gone)
+
+    def _journal_durably(self, records: list[CopyRecord]) -> None:
+        if records:
+            self._journal.append(records)
+            if self.disk.fsync is FsyncPolicy.ALWAYS:
+                self._journal.sync()
+
+    def _set_pending(self, message_id: str, versions: dict[Version, int]) -> None:
+        if versions:
+            self._pending[message_id] = versions
+        else:
+            self._pending.pop(message_id, None)
+
+    def _pending_on_disk(self, message_id: str) -> dict[Version, int]:
+        """The pending copies of an id that still have a file: one that went missing is
+        forgotten rather than promoted (journaling a copy this node does not hold)."""
+        return {
+            version: expected
+            for version, expected in self._pending.get(message_id, {}).items()
+            if self.disk.pending_path(message_id, version).exists()
+        }
 
     def _delete(self, copies: list[tuple[str, Version]]) -> int:
         """Runs on the writer thread."""
@@ -219,6 +347,22 @@ class MessageStore:
         if self.disk.fsync is FsyncPolicy.ALWAYS:
             self._journal.sync()
         return len(gone)
+
+    def _pending_held(
+        self, verify: bool
+    ) -> tuple[list[tuple[str, Version]], list[tuple[str, Version]]]:
+        """(pending copies held, pending copies recorded but missing or damaged)."""
+        held: list[tuple[str, Version]] = []
+        broken: list[tuple[str, Version]] = []
+        for message_id, versions in list(self._pending.items()):
+            for version, expected in versions.items():
+                if verify:
+                    message = self.disk.read_pending(message_id, version)
+                    good = message is not None and checksum(message) == expected
+                else:
+                    good = self.disk.pending_path(message_id, version).exists()
+                (held if good else broken).append((message_id, version))
+        return held, broken
 
     def _inventory(
         self, verify: bool
