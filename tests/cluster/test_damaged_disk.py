@@ -3,6 +3,8 @@ hit, and no member deletes a good copy; a damaged term file stops it with a clea
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from tests.cluster.conftest import ClusterFactory
@@ -64,3 +66,31 @@ def test_a_damaged_term_file_stops_the_leader_with_a_clear_message(
     assert "Restore it" in text
     assert "Traceback" not in text
     assert term.read_text() == content  # not reset to term 1
+
+
+@pytest.mark.cluster
+def test_a_leader_whose_data_dir_was_deleted_makes_no_member_delete_a_copy(
+    start_cluster: ClusterFactory,
+) -> None:
+    cluster = start_cluster(tolerance=2, members=3)
+    expected = {f"id-{n}": f"value {n}" for n in range(300)}
+    assert cluster.set_many(expected) == [b"OK"] * len(expected)
+    counts = {port: cluster.count_on_disk(port) for port in cluster.member_ports}
+    assert sum(counts.values()) == 2 * len(expected)
+
+    for deleted in (True, False):  # afresh at term 1, then restarted with what it kept since
+        cluster.leader.kill()
+        if deleted:
+            shutil.rmtree(cluster.data_dir / f"node-{cluster.leader_port}")
+        before = len(cluster.leader.log())
+        cluster.leader.start()
+        wait_for(cluster.client_port_open, 20, "the restarted leader")
+        cluster.wait_alive(3)
+
+        def all_reconciled(before: int = before) -> bool:
+            text = cluster.leader.log()[before:]
+            return all(f"member 127.0.0.1:{port} reconciled" in text for port in counts)
+
+        wait_for(all_reconciled, 20, "every member to be reconciled")
+        assert {port: cluster.count_on_disk(port) for port in cluster.member_ports} == counts
+    assert "the leader's data was lost" in cluster.leader.log()

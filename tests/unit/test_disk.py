@@ -468,7 +468,7 @@ def test_a_journal_append_cut_short_by_a_full_disk_strands_no_later_write(
     async def reopened() -> tuple[list[str], bool]:
         store = MessageStore(disk(tmp_path))
         records = await store.open()
-        lost = store.journal_lost_records
+        lost = store.memory_lost
         await store.close()
         return sorted(records), lost
 
@@ -486,7 +486,7 @@ def test_a_damaged_journal_costs_the_store_only_the_damaged_record(tmp_path: Pat
     async def reopen() -> tuple[list[str], bool, bytes | None]:
         store = MessageStore(disk(tmp_path))
         records = await store.open()
-        lost = store.journal_lost_records
+        lost = store.memory_lost
         copy = await store.get_verified("k2")
         await store.close()
         return sorted(records), lost, copy[0] if copy else None

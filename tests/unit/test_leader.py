@@ -87,6 +87,7 @@ def run(
     tmp_path: Path,
     scenario: Callable[[Leader, FakeMembers], Awaitable[T]],
     store_timeout: float = 5.0,
+    term: int = 1,
 ) -> T:
     async def main() -> T:
         members = FakeMembers()
@@ -102,7 +103,7 @@ def run(
             membership=membership,
             transport=members,
             tolerance=2,
-            term=1,
+            term=term,
             store_timeout=store_timeout,
         )
         try:
@@ -252,6 +253,7 @@ def test_reconcile_keeps_current_copies_deletes_the_rest_and_repairs_lost_ones(
         await leader.set("moved", b"m")  # on m3, m4
         await leader.set("lost", b"l")  # on m1, m2
         m1 = members.copies["m1"]
+        # Left by a SET an earlier leader (term 1) answered with an error.
         m1["orphan"] = Copy("orphan", b"never acknowledged", Version(1, 99))
         m1["moved"] = Copy("moved", b"m", members.copies["m3"]["moved"].version)
         del m1["lost"]
@@ -272,7 +274,7 @@ def test_reconcile_keeps_current_copies_deletes_the_rest_and_repairs_lost_ones(
         assert len(repaired.holders) == 2
         assert all(members.copies[h]["lost"].message == b"l" for h in repaired.holders)
 
-    run(tmp_path, scenario)
+    run(tmp_path, scenario, term=2)
 
 
 def test_a_leader_disk_failure_is_an_ioerror_and_is_undone(
@@ -423,5 +425,24 @@ def test_a_failed_repair_is_tried_again_on_the_next_pass(tmp_path: Path) -> None
         await repairer.repair_pass(sorted(leader.under_replicated))
         repaired = leader.index.get("a")
         assert repaired is not None and len(repaired.holders) == 2
+
+    run(tmp_path, scenario)
+
+
+def test_a_leader_that_lost_its_data_keeps_the_copies_it_does_not_know(tmp_path: Path) -> None:
+    """Its directory deleted, the leader starts afresh at term 1; the members' copies carry
+    versions it never issued, so it knows it forgot and deletes none of them, also later."""
+
+    async def scenario(leader: Leader, members: FakeMembers) -> None:
+        for n in range(5):
+            members.copies["m1"][f"old-{n}"] = Copy(f"old-{n}", b"acked", Version(1, 500 + n))
+        await leader.set("new", b"n")
+        assert leader.index_complete
+
+        inventory = await members.inventory("m1", verify=True)
+        assert await leader.reconcile("m1", leader.expected_on("m1"), inventory) == 0
+        assert not leader.index_complete
+        assert leader.store.memory_lost  # remembered across restarts
+        assert all(f"old-{n}" in members.copies["m1"] for n in range(5))
 
     run(tmp_path, scenario)

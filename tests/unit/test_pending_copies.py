@@ -607,7 +607,7 @@ def test_a_journal_written_before_pending_copies_still_replays(tmp_path: Path) -
         store = new_store(tmp_path)
         records = await store.open()
         pending = await store.pending_inventory(verify=True)
-        lost = store.journal_lost_records
+        lost = store.memory_lost
         await store.close()
         return records, pending, lost
 

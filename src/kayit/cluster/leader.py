@@ -7,7 +7,6 @@ import logging
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from itertools import count
 
 from kayit.cluster.index import Entry, Index
 from kayit.cluster.membership import Membership
@@ -74,7 +73,7 @@ class Leader:
         self.term = term
         self._transport = transport
         self._replicator = Replicator(transport, store_timeout)
-        self._sequence = count(1)
+        self._last_version = Version(term, 0)
         # The latest SET under way for each id. A GET waits for it, so a client that pipelines
         # SET then GET reads its own write; a SET of the same id goes to the same holders.
         self._writing: dict[str, _Writing] = {}
@@ -228,7 +227,9 @@ class Leader:
         repaired. Returns how many copies were deleted.
 
         While the index is incomplete, copies of ids it does not know are kept: they may be
-        all that is left of acknowledged messages whose journal records were lost."""
+        all that is left of acknowledged messages the leader forgot. It learns that it forgot
+        when a member holds a copy of an unknown id with a version this leader has not issued
+        (its term or later): its data directory was lost, and it started afresh at term 1."""
         surplus = []
         unknown = 0
         versions = dict(held)
@@ -237,6 +238,8 @@ class Leader:
             newer = entry is None or version > entry.version
             if newer and not self._settled(message_id):
                 continue  # it may be the copy of a SET under way, which settles it
+            if entry is None and self.index_complete and version > self._last_version:
+                await self._memory_lost(address, message_id)
             if entry is None and not self.index_complete:
                 unknown += 1
             elif entry is None or address not in entry.holders or version != entry.version:
@@ -244,7 +247,7 @@ class Leader:
         if unknown:
             log.warning(
                 "member %s holds %d copies of ids the leader's index does not know; kept, "
-                "since the leader's journal lost records",
+                "since the leader's index is incomplete",
                 address,
                 unknown,
             )
@@ -255,6 +258,18 @@ class Leader:
         if surplus:
             await self._transport.delete(address, surplus)
         return len(surplus)
+
+    async def _memory_lost(self, address: str, message_id: str) -> None:
+        self.index_complete = False
+        await self.store.record_memory_lost()
+        log.error(
+            "member %s holds %r, which this leader (term %d) never wrote: the leader's data "
+            "was lost. Copies of ids it does not know are kept from now on, never deleted; "
+            "those ids answer NOT_FOUND until the index is rebuilt from the members",
+            address,
+            message_id,
+            self.term,
+        )
 
     async def _undo(self, before: Entry | None, failed: Copy, reached: list[str]) -> None:
         """Put the previous version back on its holders that a failed SET reached, so that
@@ -289,7 +304,8 @@ class Leader:
         await self._replicator.store(address, restore)
 
     def _next_version(self) -> Version:
-        return Version(self.term, next(self._sequence))
+        self._last_version = Version(self.term, self._last_version.seq + 1)
+        return self._last_version
 
     async def repair(self, message_id: str) -> bool:
         """Copy a message whose holders are not all alive to other live members, so it has

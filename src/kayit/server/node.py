@@ -85,7 +85,7 @@ class Node:
                 term=term,
                 store_timeout=config.store_timeout,
                 journaled=journaled,
-                index_complete=not store.journal_lost_records,
+                index_complete=not store.memory_lost,
             )
             self._repairer = repairer = Repairer(
                 leader,

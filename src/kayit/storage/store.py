@@ -12,9 +12,11 @@ import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import NamedTuple
 
 from kayit.batching import Batcher
+from kayit.storage.atomic import replace_durably
 from kayit.storage.cache import ValueCache
 from kayit.storage.data_format import ensure_format
 from kayit.storage.disk import DiskManager, FsyncPolicy
@@ -30,6 +32,8 @@ log = logging.getLogger(__name__)
 _SYNC_INTERVAL = 1.0
 _READ_THREADS = 4
 JOURNAL_FILE = "journal.log"
+# Present once this node, as leader, found copies it never wrote: its index is incomplete.
+MEMORY_LOST_FILE = "memory-lost"
 
 
 class _VersionRead(NamedTuple):
@@ -82,7 +86,7 @@ class MessageStore:
 
     async def open(self) -> dict[str, CopyRecord]:
         """Read the journal and the directories; returns the latest record of every good
-        committed copy (``journal_lost_records`` says whether damage cost any). The pending
+        committed copy (``memory_lost`` says whether some may be missing). The pending
         copies are found again too (``pending_inventory``), and a promotion a crash cut
         short is finished or undone."""
         loop = asyncio.get_running_loop()
@@ -115,10 +119,21 @@ class MessageStore:
         self._readers.shutdown()
 
     @property
-    def journal_lost_records(self) -> bool:
-        """Damage cost journal records (now or at an earlier start): some copies here, and
-        on the leader some index entries, may be unknown. Valid once ``open`` returned."""
-        return self._journal.lost_records
+    def memory_lost(self) -> bool:
+        """What this node knows of its copies (on the leader: its index) may miss some: damage
+        cost journal records, or ``record_memory_lost`` was called, now or at an earlier
+        start. Valid once ``open`` returned."""
+        return self._journal.lost_records or self._memory_lost_file.exists()
+
+    async def record_memory_lost(self) -> None:
+        """Remember for good that this node's record of its copies is incomplete."""
+        await asyncio.get_running_loop().run_in_executor(
+            self._writer, replace_durably, self._memory_lost_file, b"1\n"
+        )
+
+    @property
+    def _memory_lost_file(self) -> Path:
+        return self.disk.directory.parent / MEMORY_LOST_FILE
 
     @property
     def count(self) -> int:
