@@ -44,9 +44,9 @@ from kayit.config import ConfigError
 from kayit.consensus.driver import (
     DriverConfig,
     DriverStopped,
-    Leadership,
     ProposalDropped,
     RaftDriver,
+    RaftStatus,
 )
 from kayit.consensus.file_storage import FileStorage
 from kayit.consensus.membership import (
@@ -136,7 +136,7 @@ class MetadataGroup:
         persisted: PersistedState,
         facts: ClusterFacts | None,
         options: GroupOptions,
-        on_change: Callable[[Leadership], None] | None,
+        on_change: Callable[[RaftStatus], None] | None,
     ) -> None:
         """Use ``open``."""
         self.raft_dir = raft_dir
@@ -155,7 +155,7 @@ class MetadataGroup:
         self._stopped = False
         self._pulse = asyncio.Event()  # set and replaced whenever anything may have changed
         self._role_changed = asyncio.Event()
-        self._leadership = Leadership(Role.FOLLOWER, persisted.hard_state.term, None)
+        self._leadership = RaftStatus(Role.FOLLOWER, persisted.hard_state.term, None)
         self._leading_since: float | None = None
         self._heard: dict[str, float] = {}  # peer -> when a message from it last arrived
         self._peers_seen: dict[str, str] = {}
@@ -170,7 +170,7 @@ class MetadataGroup:
         raft_dir: Path,
         address: str,
         options: GroupOptions | None = None,
-        on_change: Callable[[Leadership], None] | None = None,
+        on_change: Callable[[RaftStatus], None] | None = None,
     ) -> MetadataGroup:
         """Load the Raft state and identity in ``raft_dir`` (creating both if there are none).
         ``address``: this node's gRPC host:port, as the other nodes reach it. ``on_change`` is
@@ -296,7 +296,7 @@ class MetadataGroup:
         """The metadata says this node was removed: it will never be a member again."""
         return self.id in self.metadata.removed
 
-    async def wait_for_change(self) -> Leadership:
+    async def wait_for_change(self) -> RaftStatus:
         """Returns after the next change of role, term or known leader, with the state then.
         Raises DriverStopped once the group is stopped."""
         event = self._role_changed
@@ -411,7 +411,7 @@ class MetadataGroup:
             self._peers_changed.set()
         self._notify()
 
-    def _on_leadership(self, leadership: Leadership) -> None:
+    def _on_leadership(self, leadership: RaftStatus) -> None:
         self._leadership = leadership
         leading = leadership.role is Role.LEADER
         self._leading_since = time.monotonic() if leading else None

@@ -73,7 +73,7 @@ class DriverStopped(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class Leadership:
+class RaftStatus:
     role: Role
     term: int
     leader_id: str | None
@@ -108,7 +108,7 @@ class RaftDriver:
         transport: RaftTransport,
         machine: StateMachine,
         config: DriverConfig | None = None,
-        on_change: Callable[[Leadership], None] | None = None,
+        on_change: Callable[[RaftStatus], None] | None = None,
     ) -> None:
         """``node`` is built from ``storage.load()``, and ``machine`` already holds the state
         up to ``node.applied`` (restored from the persisted snapshot, or its own). ``on_change``
@@ -187,7 +187,7 @@ class RaftDriver:
     def is_leader(self) -> bool:
         return self.node.role is Role.LEADER
 
-    async def wait_for_change(self) -> Leadership:
+    async def wait_for_change(self) -> RaftStatus:
         """Returns after the next change of role, term or known leader, with the state then."""
         self._check_running()
         await self._changed.wait()
@@ -423,8 +423,8 @@ class RaftDriver:
 
     # ---- helpers -----------------------------------------------------------------------------
 
-    def _current(self) -> Leadership:
-        return Leadership(self.node.role, self.node.term, self.node.leader_id)
+    def _current(self) -> RaftStatus:
+        return RaftStatus(self.node.role, self.node.term, self.node.leader_id)
 
     def _check_running(self) -> None:
         if self._stopped:
