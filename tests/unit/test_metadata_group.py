@@ -28,6 +28,7 @@ from kayit.rpc.channels import SERVER_OPTIONS
 from kayit.rpc.kayit_pb2_grpc import add_RaftServicer_to_server
 from kayit.storage.disk import FsyncPolicy
 from kayit.version import Version
+from tests.waiting import eventually
 
 OPTIONS = GroupOptions(
     driver=DriverConfig(tick_seconds=0.05),  # elections in 0.5 to 1 s
@@ -109,15 +110,6 @@ class Cluster:
             and group.metadata == groups[0].metadata
             for group in groups
         )
-
-
-async def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def run(tmp_path: Path, scenario: Callable[[Cluster], Awaitable[None]]) -> None:

@@ -34,6 +34,7 @@ from kayit.rpc.channels import SERVER_OPTIONS
 from kayit.rpc.kayit_pb2_grpc import RaftServicer, add_RaftServicer_to_server
 from kayit.rpc.raft_service import RaftService
 from kayit.rpc.raft_transport import GrpcRaftTransport, TransportOptions
+from tests.waiting import eventually
 
 CLUSTER = "test-cluster"
 IDS = ("n1", "n2", "n3")
@@ -140,15 +141,6 @@ class Cluster:
         leader_id = next(iter(self.drivers.values())).leader_id
         assert leader_id is not None
         return self.drivers[leader_id]
-
-
-async def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def run(scenario: Callable[[Cluster], Awaitable[None]], cluster: Cluster | None = None) -> None:

@@ -50,7 +50,7 @@ from kayit.config import ConfigError
 from kayit.consensus.membership import ClusterConfig
 from kayit.consensus.messages import Entry, EntryKind, HardState, Snapshot
 from kayit.consensus.node import PersistedState
-from kayit.storage.atomic import replace_durably
+from kayit.storage.atomic import replace_durably, sync_directory
 from kayit.storage.disk import FsyncPolicy
 from kayit.storage.records import OnDamage, RecordFormat, RecordWriter, record_at, scan
 
@@ -229,7 +229,7 @@ class FileStorage:
         replace_durably(fresh / SNAPSHOT_FILE, _encode_snapshot(Snapshot()))
         replace_durably(fresh / LOG_FILE, _LOG.frame(_BASE.pack(_BASE_TAG, 0, 0)))
         os.replace(fresh, self.directory)  # an empty directory is replaced too
-        _sync_directory(self.directory.parent)
+        sync_directory(self.directory.parent)
 
     def _check_format(self) -> None:
         found = (self.directory / FORMAT_FILE).read_bytes().strip()
@@ -397,11 +397,3 @@ def _decode_snapshot_header(body: bytes) -> _SnapshotHeader:
     except (KeyError, TypeError) as error:
         raise ValueError(f"not a cluster configuration: {error}") from None
     return _SnapshotHeader(index, term, length, checksum, config)
-
-
-def _sync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
