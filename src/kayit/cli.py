@@ -47,7 +47,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="kayit",
         description="A fault-tolerant distributed message store. Clients send SET <id> <message> "
         "and GET <id> over TCP to any node, which forwards them to the leader; the leader keeps "
-        "a copy and TOLERANCE copies on member nodes over gRPC.",
+        "each message on TOLERANCE + 1 nodes over gRPC. The nodes elect their leader (Raft): "
+        "when it dies, another takes over.",
     )
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
     _add_node(commands)
@@ -62,18 +63,26 @@ def _parser() -> argparse.ArgumentParser:
 def _add_node(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     node = commands.add_parser(
         "node",
-        help="run one node (leader or member)",
+        help="run one node",
         description="Run one kayit node. With no flags it behaves like the course template: it "
-        f"takes the first free gRPC port from {DEFAULT_GRPC_PORT}; on {DEFAULT_GRPC_PORT} it is "
-        f"the leader, otherwise it joins the leader at 127.0.0.1:{DEFAULT_GRPC_PORT}. Every node "
-        "takes clients and forwards their commands to the leader: on its own client port (its "
+        f"takes the first free gRPC port from {DEFAULT_GRPC_PORT}; on {DEFAULT_GRPC_PORT} it "
+        "forms a new cluster unless a node on the ports after it answers, otherwise it joins "
+        "the nodes on those ports. A node restarted on its data dir resumes its place. Every "
+        "node takes clients and forwards their commands to the leader: on its own client port (its "
         f"gRPC port + {CLIENT_PORT_OFFSET}: {DEFAULT_GRPC_PORT} has {DEFAULT_CLIENT_PORT}, "
         f"{DEFAULT_GRPC_PORT + 1} has {DEFAULT_CLIENT_PORT + 1}, ...) and, on the course's ports, "
         f"also on {DEFAULT_CLIENT_PORT}, which all of them share.",
     )
     role = node.add_mutually_exclusive_group()
-    role.add_argument("--leader", action="store_true", help="be the leader")
-    role.add_argument("--join", metavar="HOST:PORT", help="be a member of the leader at HOST:PORT")
+    role.add_argument(
+        "--leader", action="store_true",
+        help="form a new cluster if this node belongs to none yet (it then leads until an "
+        "election says otherwise)",
+    )  # fmt: skip
+    role.add_argument(
+        "--join", metavar="HOST:PORT[,...]",
+        help="join the cluster through the node(s) at HOST:PORT, any of its nodes",
+    )  # fmt: skip
     node.add_argument("--host", default="127.0.0.1", help="address to listen on (%(default)s)")
     node.add_argument(
         "--grpc-port", type=_port, help=f"gRPC port (first free from {DEFAULT_GRPC_PORT})"
@@ -114,11 +123,14 @@ def _add_node(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="longest client line in bytes (%(default)s)",
     )  # fmt: skip
     node.add_argument(
-        "--heartbeat", type=_seconds, default=1.0, help="seconds between heartbeats (%(default)s)"
-    )
+        "--heartbeat", type=_seconds, default=0.1,
+        help="seconds between the leader's heartbeats; a node that hears none for 10 to 20 "
+        "of them calls an election (%(default)s)",
+    )  # fmt: skip
     node.add_argument(
         "--dead-after", type=_seconds, default=3.0,
-        help="seconds of silence before a member counts as dead (%(default)s)",
+        help="seconds of silence before the leader stops placing copies on a node "
+        "(%(default)s)",
     )  # fmt: skip
     node.add_argument(
         "--report-every", type=_seconds, default=10.0,
@@ -151,7 +163,7 @@ def _add_node(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     node.add_argument(
         "--cache-mb", type=_megabytes, default=16,
         help="memory for recently written messages, which GETs then read without the disk "
-        "(leader only; 0 turns it off) (%(default)s)",
+        "(0 turns it off) (%(default)s)",
     )  # fmt: skip
     node.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     node.set_defaults(run=_run_node)

@@ -43,13 +43,13 @@ class NodeConfig:
     # A client port every node of one host listens on too (SO_REUSEPORT). None: 6666 on the
     # course's ports (see client_ports), else none; 0: none.
     shared_client_port: int | None = None
-    join: str | None = None  # leader's gRPC address, for members
+    join: str | None = None  # gRPC addresses (comma-separated) of nodes to join through
     data_dir: Path = Path("data")
     tolerance: int = DEFAULT_TOLERANCE
     io_mode: IoMode = IoMode.BUFFERED
     fsync: FsyncPolicy = FsyncPolicy.EVERYSEC
     max_line: int = DEFAULT_MAX_LINE
-    heartbeat: float = 1.0
+    heartbeat: float = 0.1  # the Raft tick: elections start after 10-20 silent ones
     dead_after: float = 3.0
     report_every: float = 10.0
     rpc_timeout: float = 5.0

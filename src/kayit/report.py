@@ -1,4 +1,4 @@
-"""The report a leader prints every few seconds and `kayit status` shows: counts per member."""
+"""The report a leader prints every few seconds and `kayit status` shows: counts per node."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from kayit.cluster.repair import RepairProgress
 
 def leader_report(
     address: str,
+    term: int,
     messages: int,
     tolerance: int,
     members: Sequence[MemberCounts],
@@ -19,8 +20,8 @@ def leader_report(
     alive = sum(1 for m in members if m.alive)
     on_own_disk = "" if own_disk is None else f" ({own_disk} on own disk)"
     lines = [
-        f"leader {address}: {messages} messages{on_own_disk}, TOLERANCE={tolerance}, "
-        f"{alive} of {len(members)} members alive"
+        f"leader {address} (term {term}): {messages} messages{on_own_disk}, "
+        f"TOLERANCE={tolerance}, {alive} of {len(members)} other nodes alive"
     ]
     if repair is not None and repair.under_replicated:
         left = repair.under_replicated - repair.repaired
@@ -30,12 +31,11 @@ def leader_report(
         )
     lines += [
         f"  member {m.address:<21} {'alive' if m.alive else 'DEAD':<5} "
-        f"{m.assigned:>8} assigned {m.stored:>8} on disk"
+        f"{m.assigned:>8} assigned  {'voter' if m.voter else 'learner'} {m.node_id}"
         for m in members
     ]
     return "\n".join(lines)
 
 
-def member_report(address: str, messages: int, leader: str, connected: bool) -> str:
-    state = "connected to" if connected else "waiting for"
-    return f"member {address}: {messages} messages on disk; {state} leader {leader}"
+def member_report(address: str, messages: int, leader: str | None) -> str:
+    return f"member {address}: {messages} messages on disk; leader {leader or '(none known)'}"

@@ -171,7 +171,21 @@ class Cluster:
         for member in self.members.values():
             member.start()
         self.wait_alive(len(self.members))
+        self.wait_voters()
         return self
+
+    def wait_voters(self, timeout: float = 20) -> None:
+        """Until the nodes vote as the leader wants them to: all of them up to 2T+1."""
+        wanted = min(len(self.members), 2 * self.tolerance)
+
+        def voting() -> bool:
+            try:
+                members = self.status().members
+            except ConnectionError:
+                return False
+            return sum(m.voter for m in members) == wanted
+
+        wait_for(voting, timeout, f"{wanted} other voters")
 
     def close(self) -> None:
         for node in self.nodes:
@@ -186,7 +200,23 @@ class Cluster:
         return KayitClient("127.0.0.1", self.client_port if port is None else port)
 
     def status(self) -> pb.StatusReply:
-        return fetch_status(f"127.0.0.1:{self.leader_port}")
+        """The status of the node that leads now, whichever it is; ConnectionError if no
+        running node knows of a live leader."""
+        for node in self.nodes:
+            if not node.running:
+                continue
+            try:
+                status = fetch_status(f"127.0.0.1:{node.grpc_port}", timeout=1)
+                if status.role != "leader" and status.leader_address:
+                    status = fetch_status(status.leader_address, timeout=1)
+            except ConnectionError:
+                continue
+            if status.role == "leader":
+                return status
+        raise ConnectionError("no running node knows of a live leader")
+
+    def leader_grpc_port(self) -> int:
+        return int(self.status().address.rsplit(":", 1)[1])
 
     def alive_members(self) -> set[int]:
         try:
@@ -208,15 +238,52 @@ class Cluster:
         name = file_name(message_id)
         return [port for port in self.member_ports if (self.messages_dir(port) / name).exists()]
 
+    def copies(self, message_id: str) -> dict[int, bytes]:
+        """The committed copies of ``message_id`` on the running nodes, the harness's first
+        node among them, by gRPC port."""
+        name = file_name(message_id)
+        found: dict[int, bytes] = {}
+        for node in self.nodes:
+            if not node.running:
+                continue
+            try:
+                found[node.grpc_port] = (self.messages_dir(node.grpc_port) / name).read_bytes()
+            except FileNotFoundError:
+                continue
+        return found
+
+    def assigned(self) -> dict[int, int]:
+        """The copies the committed index places on each node but the one that leads, by
+        gRPC port, as that leader reports them."""
+        return {int(m.address.rsplit(":", 1)[1]): m.assigned for m in self.status().members}
+
     def set_many(self, items: dict[str, str], chunk: int = 500) -> list[bytes]:
-        """Pipelined SETs, ``chunk`` commands per write; returns the replies in order."""
+        """Pipelined SETs, ``chunk`` commands per write; returns the replies in order, once
+        every acknowledged copy is promoted from pending on its holder (see wait_promoted)."""
         replies: list[bytes] = []
         pairs = list(items.items())
         with self.client() as client:
             for start in range(0, len(pairs), chunk):
                 lines = [f"SET {k} {v}".encode() for k, v in pairs[start : start + chunk]]
                 replies += client.pipeline(lines)
+        self.wait_promoted([k for k, reply in zip(items, replies, strict=True) if reply == b"OK"])
         return replies
+
+    def wait_promoted(self, ids: Iterable[str], timeout: float = 10) -> None:
+        """Until no running node keeps a pending copy of ``ids``: a holder promotes its copy
+        into messages/ when it applies the entry that commits it, a moment after the OK."""
+        stems = {file_name(message_id).removesuffix(".msg") for message_id in ids}
+
+        def promoted() -> bool:
+            for node in self.nodes:
+                pending = self.data_dir / f"node-{node.grpc_port}" / "pending"
+                if not (node.running and pending.is_dir()):
+                    continue
+                if any(path.name.split(".")[0] in stems for path in pending.iterdir()):
+                    return False
+            return True
+
+        wait_for(promoted, timeout, "acknowledged copies to be promoted on their holders")
 
     def misread(self, expected: Mapping[str, str | bytes]) -> list[str]:
         """The ids whose GET does not answer the expected value (pipelined GETs)."""

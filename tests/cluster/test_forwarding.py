@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ import redis
 from kayit.client import KayitClient
 from kayit.config import CLIENT_PORT_OFFSET
 from kayit.protocol import ErrorCode, error_code
-from kayit.server.forwarding import EXECUTE_DEADLINE
+from kayit.server.forwarding import EXECUTE_DEADLINE, LEADER_WAIT
 from kayit.server.ports import free_ports, port_is_free
 from tests.cluster.conftest import ClusterFactory
 from tests.cluster.harness import Cluster, NodeProcess, port_open, wait_for
@@ -106,7 +107,8 @@ def test_the_leaders_refusals_reach_clients_of_members_unchanged(
     cluster.wait_alive(1)
     payload = b"SET k v\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n*1\r\n$4\r\nPING\r\n"
     from_leader = exchange(cluster.client_port, payload, b"+PONG\r\n")
-    reason = b"NOREPLICAS only 1 live members; TOLERANCE=2 needs 2"
+    # Two of three voters elect and keep a leader, but TOLERANCE=2 needs three holders.
+    reason = b"NOREPLICAS only 2 live nodes; TOLERANCE=2 needs 3"
     assert from_leader == b"ERROR " + reason + b"\n-" + reason + b"\r\n+PONG\r\n"
     assert survivor.client_port is not None
     assert exchange(survivor.client_port, payload, b"+PONG\r\n") == from_leader
@@ -154,9 +156,7 @@ def answer(client: KayitClient, line: bytes) -> bytes:
 
 
 @pytest.mark.cluster
-def test_the_shared_port_serves_clients_while_the_leader_is_down(
-    start_cluster: ClusterFactory,
-) -> None:
+def test_the_shared_port_serves_clients_through_a_failover(start_cluster: ClusterFactory) -> None:
     cluster = start_cluster(tolerance=1, members=2, shared_client_port=True)
     shared = cluster.client_port
     # The kernel spreads connections to the shared port over the three nodes.
@@ -166,55 +166,50 @@ def test_the_shared_port_serves_clients_while_the_leader_is_down(
             assert client.set(f"s{n}", f"v{n}") == b"OK"
         cluster.leader.kill()
         kept = []
-        for client in clients:
+        for n, client in enumerate(clients):
             try:
-                reply = client.get("s0")
+                # Waits out the election: the survivors elect a leader and answer.
+                reply = client.get(f"s{n}")
             except OSError:
-                continue  # it was on the leader
+                continue  # it was on the killed leader
             kept.append(client)
-            assert error_code(reply) in (ErrorCode.NOLEADER, ErrorCode.TIMEOUT), reply
-        assert kept, "no connection landed on a member"
-
-        def all_noleader() -> bool:
-            codes = [error_code(answer(client, b"SET s0 lost")) for client in clients]
-            return codes == [ErrorCode.NOLEADER] * len(clients)
-
-        wait_for(all_noleader, 10, "every client to be answered NOLEADER by a member")
-        for client in clients:
-            assert answer(client, b"GET s1").startswith(b"ERROR NOLEADER the leader 127.0.0.1:")
-
+            assert reply == f"v{n}".encode()
+        assert kept, "no connection landed on a survivor"
+        for client in kept:  # the same connections as before the leader died
+            assert client.set("after", "failover") == b"OK"
         cluster.leader.start()
         cluster.wait_alive(2)
-        wait_for(lambda: all(answer(c, b"GET s1") == b"v1" for c in clients), 20, "reads again")
-        for client in kept:  # the same connections as before the leader died
-            assert client.set("after", "restart") == b"OK"
         with KayitClient("127.0.0.1", shared) as fresh:
-            assert fresh.get("after") == b"restart"
-            assert fresh.get("s0") == b"v0"  # nothing answered NOLEADER was done
+            assert fresh.get("after") == b"failover"
+            assert fresh.get("s0") == b"v0"
+        with cluster.client() as old_leader:  # back as a follower, forwarding
+            assert old_leader.get("after") == b"failover"
     finally:
         for client in clients:
             client.close()
 
 
 @pytest.mark.cluster
-def test_a_member_whose_leader_is_down_answers_noleader_without_waiting(
+def test_a_node_without_a_quorum_answers_noleader_after_waiting_for_an_election(
     start_cluster: ClusterFactory,
 ) -> None:
     cluster = start_cluster(tolerance=1, members=1)
     (port,) = member_ports(cluster)
-    # Shorter than a forwarded call's deadline: a member that sent these commands and waited
-    # for the dead leader's answer would time this client out.
     with KayitClient("127.0.0.1", port, timeout=EXECUTE_DEADLINE / 2) as client:
         assert client.set("a", "before") == b"OK"
+        # Of two voters one is left: no leader can be elected, and nothing is done.
         cluster.leader.kill()
-        wait_for(lambda: error_code(client.get("a")) is ErrorCode.NOLEADER, 10, "NOLEADER")
-        lines = [b"GET a", b"SET a during", b"GET b"] * 20
+        lines = [b"GET a", b"SET a during", b"GET b"] * 5
+        started = time.monotonic()
         replies = client.pipeline(lines)
         assert all(error_code(reply) is ErrorCode.NOLEADER for reply in replies), set(replies)
-        for line in lines[:6]:
-            assert error_code(client.request(line)) is ErrorCode.NOLEADER
+        # Each waited for a leader (LEADER_WAIT) before giving up, side by side.
+        assert time.monotonic() - started >= LEADER_WAIT
     refused = exchange(port, b"*1\r\n$6\r\nDBSIZE\r\n", b"\r\n")
-    assert refused.startswith(b"-NOLEADER the leader 127.0.0.1:")
+    assert refused.startswith(b"-NOLEADER ")
+    cluster.leader.start()
+    with KayitClient("127.0.0.1", port, timeout=EXECUTE_DEADLINE / 2) as client:
+        assert client.get("a") == b"before"
 
 
 @pytest.mark.cluster
@@ -231,13 +226,8 @@ def test_a_member_without_a_leader_takes_clients_on_grpc_port_plus_1111(tmp_path
         client_port = grpc_port + CLIENT_PORT_OFFSET
         wait_for(lambda: port_open(client_port), 20, "the member's client port")
         with KayitClient("127.0.0.1", client_port) as client:
-            assert (
-                client.get("a")
-                == (
-                    f"ERROR NOLEADER the leader 127.0.0.1:{nowhere} is unreachable; "
-                    "nothing was sent"
-                ).encode()
-            )
+            # It has not joined anything: no leader is known, and none turns up.
+            assert client.get("a") == b"ERROR NOLEADER no leader is known"
     finally:
         member.kill()
 

@@ -39,7 +39,10 @@ def test_tolerance_comes_from_tolerance_conf(tmp_path: Path, line: str) -> None:
     node.start()
     try:
         wait_for(lambda: _answers(grpc_port), 20, "the leader")
-        assert fetch_status(f"127.0.0.1:{grpc_port}").tolerance == int(line.split("=")[-1])
+        # The cluster is formed with it a moment after the node answers; it stays fixed.
+        wanted = int(line.split("=")[-1])
+        status = partial(fetch_status, f"127.0.0.1:{grpc_port}")
+        wait_for(lambda: status().role == "leader" and status().tolerance == wanted, 10, "formed")
     finally:
         node.kill()
 
@@ -70,9 +73,12 @@ def test_sigterm_stops_a_node_cleanly_and_its_data_stays(tmp_path: Path) -> None
         assert node.stop() == 0
         node.start()
         wait_for(lambda: _answers(grpc_port), 20, "the restarted leader")
-        assert (tmp_path / "data" / f"node-{grpc_port}" / "messages" / "7.msg").read_bytes() == (
-            b"seven"
-        )
+        with KayitClient("127.0.0.1", client_port) as client:
+            assert client.get("7") == b"seven"
+        # Promoted from pending once the restarted node applied its log again, if not before.
+        copy = tmp_path / "data" / f"node-{grpc_port}" / "messages" / "7.msg"
+        wait_for(copy.exists, 10, "the copy in messages/")
+        assert copy.read_bytes() == b"seven"
     finally:
         node.kill()
 
@@ -99,6 +105,18 @@ def test_a_member_started_before_its_leader_waits_and_joins(tmp_path: Path) -> N
         leader.kill()
 
 
+def _leader_sees(nodes: int) -> bool:
+    """Whether the node that leads now counts ``nodes`` alive, itself included."""
+    for port in (5555, 5556, 5557):
+        try:
+            status = fetch_status(f"127.0.0.1:{port}", timeout=1)
+        except ConnectionError:
+            continue
+        if status.role == "leader":
+            return 1 + sum(m.alive for m in status.members) == nodes
+    return False
+
+
 @pytest.mark.cluster
 def test_course_mode_without_flags_picks_ports_from_5555(tmp_path: Path) -> None:
     needed = [5555, 5556, 5557, 6666, 6667, 6668]
@@ -118,20 +136,22 @@ def test_course_mode_without_flags_picks_ports_from_5555(tmp_path: Path) -> None
         with KayitClient("127.0.0.1", 6666) as client:
             assert client.set("1", "course") == b"OK"
             assert client.get("1") == b"course"
-        for port in (5555, 5556, 5557):
-            assert (tmp_path / "data" / f"node-{port}" / "messages" / "1.msg").exists()
+        copies = [tmp_path / "data" / f"node-{port}" / "messages" / "1.msg" for port in needed[:3]]
+        wait_for(lambda: all(copy.exists() for copy in copies), 10, "3 promoted copies")
         # Each node has client port gRPC + 1111 of its own, and they all share 6666.
         with KayitClient("127.0.0.1", 6668) as client:
             assert client.set("2", "via 5557") == b"OK"
         with KayitClient("127.0.0.1", 6667) as client:
             assert client.get("2") == b"via 5557"
-        nodes[0].kill()  # the leader: 6666 is still served, by the members
-
-        def noleader() -> bool:
-            with KayitClient("127.0.0.1", 6666) as client:
-                return error_code(client.get("1")) is ErrorCode.NOLEADER
-
-        wait_for(noleader, 10, "a member to answer on 6666")
+        nodes[0].kill()  # the leader: the other two elect one of them, and serve 6666
+        with KayitClient("127.0.0.1", 6666, timeout=15) as client:
+            assert client.get("1") == b"course"
+            # Two live nodes cannot hold the three copies TOLERANCE=2 asks for.
+            assert error_code(client.set("3", "x")) is ErrorCode.NOREPLICAS
+        nodes[0].start()  # the same command: it finds its cluster and follows the new leader
+        wait_for(lambda: _leader_sees(3), 20, "the first node back in the cluster")
+        with KayitClient("127.0.0.1", 6666, timeout=15) as client:
+            assert client.set("3", "back") == b"OK"
     finally:
         for node in nodes:
             node.kill()
@@ -167,7 +187,7 @@ def test_kayit_cluster_starts_every_node_and_stops_them_on_sigterm(tmp_path: Pat
     assert f"clients connect to 127.0.0.1:{client_port}" in text
     assert f"member:{base + 2} -> {client_port + 2}" in text
     assert "all nodes stopped" in text
-    assert "1 messages (1 on own disk), TOLERANCE=2, 3 of 3 members alive" in text
+    assert "1 messages (1 on own disk), TOLERANCE=2, 3 of 3 other nodes alive" in text
     for port in range(base, base + 8):
         assert port_is_free("127.0.0.1", port), f"port {port} still in use"
 
@@ -236,7 +256,13 @@ def _alive_members(grpc_port: int) -> int:
 
 
 def _has_members(grpc_port: int, count: int) -> bool:
-    return _alive_members(grpc_port) == count
+    """Whether the node at ``grpc_port`` leads ``count`` other live nodes, every one voting."""
+    try:
+        status = fetch_status(f"127.0.0.1:{grpc_port}", timeout=1)
+    except ConnectionError:
+        return False
+    members = status.members
+    return sum(m.alive for m in members) == count and all(m.voter for m in members)
 
 
 def _free_run(count: int) -> int:

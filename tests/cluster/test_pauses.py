@@ -85,14 +85,14 @@ def test_sets_keep_completing_while_a_member_is_paused(start_cluster: ClusterFac
 
     # Back by heartbeat, it is reconciled: the copies it stored late, and those of ids
     # overwritten elsewhere meanwhile, are deleted.
-    address = f"127.0.0.1:{victim.grpc_port}"
-
     def reconciled() -> bool:
-        assigned = {m.address: m.assigned for m in cluster.status().members}[address]
-        return cluster.count_on_disk(victim.grpc_port) == assigned
+        return cluster.count_on_disk(victim.grpc_port) == cluster.assigned()[victim.grpc_port]
 
     wait_for(reconciled, 10, "the returning member's surplus copies to go")
-    assert f"member {address} reconciled" in cluster.leader.log()
+    (node_id,) = [
+        m.node_id for m in cluster.status().members if m.address.endswith(f":{victim.grpc_port}")
+    ]
+    assert f"node {node_id} reconciled" in cluster.leader.log()
 
 
 @pytest.mark.cluster

@@ -19,7 +19,6 @@ def test_definite_failures_and_unknown_outcomes() -> None:
     }
     assert {code for code in ErrorCode if not code.nothing_done} == {
         ErrorCode.TIMEOUT,
-        ErrorCode.IOERROR,
         ErrorCode.INTERNAL,
     }
 

@@ -1,5 +1,5 @@
 """Forwarding clients' commands to the leader: over a real in-process gRPC server, with a
-real Leader (TOLERANCE=0, so it needs no members) behind it."""
+real Leader behind it (of a one-node cluster with TOLERANCE=0: it needs no other node)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,6 @@ from typing import Any, TypeVar
 import grpc
 import pytest
 
-from kayit.cluster.leader import Leader
-from kayit.cluster.membership import Membership
-from kayit.cluster.transport import Copy
 from kayit.protocol import ErrorCode, GetCommand, SetCommand
 from kayit.rpc import kayit_pb2 as pb
 from kayit.rpc.kayit_pb2_grpc import NodeServicer, add_NodeServicer_to_server
@@ -28,28 +25,11 @@ from kayit.server.forwarding import (
 from kayit.server.leadership import Leadership
 from kayit.server.outcome import NOT_FOUND_OUTCOME, STORED, Failed, Found
 from kayit.server.ports import free_ports
-from kayit.storage.disk import DiskManager, FsyncPolicy, IoMode
-from kayit.storage.store import MessageStore
-from kayit.version import Version
+from tests.unit.leader_cluster import LeaderCluster
+from tests.waiting import eventually
 
 T = TypeVar("T")
 Execute = Callable[[pb.ClientBatch], Awaitable[pb.ClientResults]]
-
-
-class NoMembers:
-    """The transport of a leader with TOLERANCE=0: never called."""
-
-    async def store_many(self, address: str, copies: list[Copy], timeout: float) -> None:
-        raise AssertionError("no member should be asked")
-
-    async def retrieve(self, address: str, message_id: str) -> Copy | None:
-        raise AssertionError("no member should be asked")
-
-    async def inventory(self, address: str, verify: bool) -> list[tuple[str, Version]]:
-        raise AssertionError("no member should be asked")
-
-    async def delete(self, address: str, copies: list[tuple[str, Version]]) -> None:
-        raise AssertionError("no member should be asked")
 
 
 class ExecuteOnly(NodeServicer):  # type: ignore[misc]  # generated base class is untyped
@@ -68,24 +48,18 @@ class ExecuteOnly(NodeServicer):  # type: ignore[misc]  # generated base class i
 
 @asynccontextmanager
 async def leader_node(tmp_path: Path) -> AsyncIterator[Leadership]:
-    store = MessageStore(
-        DiskManager(tmp_path, IoMode.BUFFERED, FsyncPolicy.NEVER), keep_versions=False
-    )
-    await store.open()
-    leader = Leader(
-        store=store,
-        membership=Membership(dead_after=3600),
-        transport=NoMembers(),
-        tolerance=0,
-        term=1,
-        store_timeout=1.0,
-    )
-    leadership = Leadership("127.0.0.1:1")
-    leadership.lead(leader)
+    """A node that formed a cluster of its own: its metadata group leads, and its Leader
+    serves; its store is in ``tmp_path / "n1"``."""
+    cluster = LeaderCluster(tmp_path)
     try:
+        node = await cluster.bootstrap("n1", tolerance=0)
+        leader = node.leader()
+        await leader.ready()
+        leadership = Leadership(node.address)
+        leadership.lead(leader)
         yield leadership
     finally:
-        await store.close()
+        await cluster.close()
 
 
 @asynccontextmanager
@@ -133,7 +107,11 @@ def test_forwarded_commands_are_carried_out_by_the_leader_in_few_calls(tmp_path:
                 assert await forwarder.execute(address, GetCommand("never")) == NOT_FOUND_OUTCOME
                 assert sum(service.batches) == 602
                 assert len(service.batches) < 100  # many commands per call
-        assert (tmp_path / "messages" / "k7.msg").read_bytes() == b"v7"
+                leader = leadership.local
+                assert leader is not None
+                # The leader's copy is promoted once its index entry is applied.
+                await eventually(lambda: leader.store.version("k7") is not None, 5.0, "promotion")
+        assert (tmp_path / "n1" / "messages" / "k7.msg").read_bytes() == b"v7"
 
     run(scenario)
 
@@ -211,7 +189,8 @@ def test_client_commands_run_here_while_leading_and_fail_clearly_with_no_leader(
 ) -> None:
     async def scenario(peers: Peers) -> None:
         async with leader_node(tmp_path) as leadership:
-            commands = ClientCommands(leadership, Forwarder(peers))
+            # With no leader known, a command waits a little for one before it fails.
+            commands = ClientCommands(leadership, Forwarder(peers), leader_wait=0.2)
             assert await commands.execute(SetCommand("a", b"here")) == STORED
             assert await commands.count() == 1
             leadership.follow(None)

@@ -253,23 +253,3 @@ def test_a_damaged_or_unrecorded_copy_is_not_served(tmp_path: Path) -> None:
         return damaged, stray, repaired
 
     assert asyncio.run(scenario()) == (None, None, (b"repaired", Version(1, 2)))
-
-
-def test_the_leaders_store_returns_holders_for_its_index(tmp_path: Path) -> None:
-    async def scenario() -> dict[str, CopyRecord]:
-        store = MessageStore(
-            DiskManager(tmp_path, IoMode.BUFFERED, FsyncPolicy.ALWAYS), keep_versions=False
-        )
-        await store.open()
-        await store.put("k", b"v", Version(3, 1), ["m1", "m2"])
-        await store.close()
-        reopened = MessageStore(
-            DiskManager(tmp_path, IoMode.BUFFERED, FsyncPolicy.ALWAYS), keep_versions=False
-        )
-        records = await reopened.open()
-        await reopened.close()
-        return records
-
-    assert asyncio.run(scenario()) == {
-        "k": CopyRecord("k", Version(3, 1), checksum(b"v"), ("m1", "m2"))
-    }

@@ -1,448 +1,266 @@
-"""Leader logic over a fake member network: replacement, undo of failed SETs, versions,
-slow members, and reads that trust only the index."""
+"""The Leader on three real nodes in one process (tests/unit/leader_cluster.py): copies placed
+by node id and promoted by every holder once their Placed entry applies, overwrites, refusals,
+lost copies healed, and a new leader that serves what the old one acknowledged."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections import Counter
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
 from kayit.cluster.leader import ClusterError, Leader
 from kayit.cluster.membership import Membership
-from kayit.cluster.repair import Repairer
-from kayit.cluster.transport import Copy, MemberSlow, MemberUnreachable
+from kayit.metadata.index import IndexEntry
 from kayit.protocol.errors import ErrorCode
-from kayit.storage.disk import DiskManager, FsyncPolicy, IoMode
-from kayit.storage.store import MessageStore
-from kayit.version import Version
+from kayit.storage.naming import file_name
+from tests.unit.leader_cluster import ClusterNode, LeaderCluster, run
+from tests.waiting import eventually
 
-T = TypeVar("T")
-MEMBERS = ["m1", "m2", "m3", "m4"]
-
-
-class FakeMembers:
-    """Members as dicts. A member in ``down`` fails every call, like a killed process; a
-    paused one (SIGSTOP) answers once resumed, and a call that has a deadline fails as slow
-    when it passes, as over gRPC; calls without one have ``rpc_timeout``."""
-
-    rpc_timeout = 0.3
-
-    def __init__(self) -> None:
-        self.copies: dict[str, dict[str, Copy]] = {m: {} for m in MEMBERS}
-        self.down: set[str] = set()
-        self.calls: Counter[str] = Counter()
-        self._paused: dict[str, asyncio.Event] = {}
-
-    def pause(self, address: str) -> None:
-        self._paused[address] = asyncio.Event()
-
-    def resume(self, address: str) -> None:
-        self._paused.pop(address).set()
-
-    async def _answer(self, address: str, timeout: float | None = None) -> None:
-        await asyncio.sleep(0)
-        if address in self.down:
-            raise MemberUnreachable(f"{address} is down")
-        paused = self._paused.get(address)
-        if paused is not None:
-            try:
-                await asyncio.wait_for(paused.wait(), timeout or self.rpc_timeout)
-            except TimeoutError:
-                raise MemberSlow(f"{address} is paused") from None
-
-    async def store_many(self, address: str, copies: list[Copy], timeout: float) -> None:
-        self.calls[address] += 1
-        await self._answer(address, timeout)
-        held = self.copies[address]
-        for copy in copies:
-            current = held.get(copy.message_id)
-            if current is None or current.version <= copy.version:
-                held[copy.message_id] = copy
-
-    async def retrieve(self, address: str, message_id: str) -> Copy | None:
-        await self._answer(address)
-        return self.copies[address].get(message_id)
-
-    async def inventory(self, address: str, verify: bool) -> list[tuple[str, Version]]:
-        await self._answer(address)
-        return [(key, copy.version) for key, copy in self.copies[address].items()]
-
-    async def delete(self, address: str, copies: list[tuple[str, Version]]) -> None:
-        await self._answer(address)
-        for key, version in copies:
-            held = self.copies[address].get(key)
-            if held is not None and held.version <= version:
-                del self.copies[address][key]
-
-    def holders(self, message_id: str) -> list[str]:
-        return [m for m in MEMBERS if message_id in self.copies[m]]
+NEVER_DEAD = 3600.0  # a Membership the test alone feeds: alive is whom it says
 
 
-def run(
+def promoted(cluster: LeaderCluster, message_id: str, entry: IndexEntry) -> bool:
+    """Every holder of ``entry`` holds its version as its committed copy."""
+    return all(
+        cluster.by_id(holder).store.version(message_id) == entry.version for holder in entry.holders
+    )
+
+
+def test_a_set_is_stored_on_the_leader_and_one_other_node_and_promoted_by_both(
     tmp_path: Path,
-    scenario: Callable[[Leader, FakeMembers], Awaitable[T]],
-    store_timeout: float = 5.0,
-    term: int = 1,
-) -> T:
-    async def main() -> T:
-        members = FakeMembers()
-        membership = Membership(dead_after=3600)
-        for address in MEMBERS:
-            membership.heard_from(address, 0)
-        store = MessageStore(
-            DiskManager(tmp_path, IoMode.BUFFERED, FsyncPolicy.NEVER), keep_versions=False
-        )
-        await store.open()
-        leader = Leader(
-            store=store,
-            membership=membership,
-            transport=members,
-            tolerance=2,
-            term=term,
-            store_timeout=store_timeout,
-        )
-        try:
-            async with asyncio.timeout(10):
-                return await scenario(leader, members)
-        finally:
-            await store.close()
+) -> None:
+    async def scenario(cluster: LeaderCluster) -> None:
+        node = await cluster.three_nodes(tolerance=1)
+        leader = node.leader()
+        await leader.ready()
 
-    return asyncio.run(main())
-
-
-def test_set_stores_on_tolerance_members_and_the_leader(tmp_path: Path) -> None:
-    async def scenario(leader: Leader, members: FakeMembers) -> None:
         await leader.set("a", b"one")
-        assert members.holders("a") == ["m1", "m2"]
-        assert (tmp_path / "messages" / "a.msg").read_bytes() == b"one"
         assert await leader.get("a") == b"one"
         assert await leader.get("never") is None
+        entry = leader.metadata.entry("a")
+        assert entry is not None and entry.version.term == leader.term
+        assert len(entry.holders) == 2 and leader.id in entry.holders
+
+        await eventually(lambda: promoted(cluster, "a", entry), 5.0, "both holders to promote")
+        await eventually(
+            lambda: all(n.group.metadata.entry("a") == entry for n in cluster.nodes.values()),
+            5.0,
+            "every node to apply the entry",
+        )
+        for member in cluster.nodes.values():
+            committed = await member.committed()
+            assert await member.pending_copies() == []
+            if member.id in entry.holders:
+                assert committed == {"a": entry.version}
+                assert await member.store.get_version("a", entry.version) == b"one"
+            else:
+                assert committed == {}
 
     run(tmp_path, scenario)
 
 
-def test_a_failing_member_is_replaced_and_marked_dead(tmp_path: Path) -> None:
-    async def scenario(leader: Leader, members: FakeMembers) -> None:
-        members.down.add("m1")
-        await leader.set("a", b"one")
-        assert members.holders("a") == ["m2", "m3"]
-        assert leader.index.get("a") is not None
-        assert not leader.membership.is_alive("m1")
-        assert leader.index.load["m1"] == 0
-
-    run(tmp_path, scenario)
-
-
-def test_too_few_live_members_fails_before_anything_is_written(tmp_path: Path) -> None:
-    async def scenario(leader: Leader, members: FakeMembers) -> None:
-        for address in ["m1", "m2", "m3"]:
-            leader.membership.mark_failed(address)
-        with pytest.raises(ClusterError, match="only 1 live members") as refused:
-            await leader.set("a", b"one")
-        assert refused.value.code is ErrorCode.NOREPLICAS
-        assert sum(members.calls.values()) == 0
-        assert not (tmp_path / "messages" / "a.msg").exists()
-
-    run(tmp_path, scenario)
-
-
-def test_a_new_id_whose_set_failed_part_way_stays_unseen(tmp_path: Path) -> None:
-    async def scenario(leader: Leader, members: FakeMembers) -> None:
-        members.down.update(["m2", "m3", "m4"])
-        with pytest.raises(ClusterError) as failed:
-            await leader.set("a", b"one")
-        assert failed.value.code is ErrorCode.NOREPLICAS
-        assert members.holders("a") == ["m1"]  # an orphan copy, not in the index
-        assert await leader.get("a") is None
-        assert sum(leader.index.load.values()) == 0
-
-    run(tmp_path, scenario)
-
-
-def test_an_overwrite_that_failed_part_way_is_undone(tmp_path: Path) -> None:
-    async def scenario(leader: Leader, members: FakeMembers) -> None:
-        await leader.set("a", b"old")
-        before = leader.index.get("a")
-        members.down.update(["m2", "m3", "m4"])
-        with pytest.raises(ClusterError):
-            await leader.set("a", b"new")
-        assert leader.index.get("a") == before
-        assert before is not None
-        # Back at exactly the index's version: reads count no other.
-        assert members.copies["m1"]["a"] == Copy("a", b"old", before.version)
-        assert await leader.get("a") == b"old"
-        (tmp_path / "messages" / "a.msg").unlink()  # now only m1 can answer
-        assert await leader.get("a") == b"old"
-
-    run(tmp_path, scenario)
-
-
-def test_reads_fall_back_to_holders_in_order_and_fail_when_none_answers(tmp_path: Path) -> None:
-    async def scenario(leader: Leader, members: FakeMembers) -> None:
-        await leader.set("a", b"one")
-        own = tmp_path / "messages" / "a.msg"
-        own.unlink()
-        members.down.add("m1")
-        assert await leader.get("a") == b"one"
-        assert own.read_bytes() == b"one"  # the leader restored its copy from m2
-        own.write_bytes(b"ONE")  # damaged: fails the checksum, so it is not served
-        members.down.add("m2")
-        with pytest.raises(ClusterError, match="no holder") as unavailable:
-            await leader.get("a")
-        assert unavailable.value.code is ErrorCode.UNAVAILABLE
-
-    run(tmp_path, scenario)
-
-
-def test_concurrent_sets_spread_evenly_and_the_last_write_wins(tmp_path: Path) -> None:
-    async def scenario(leader: Leader, members: FakeMembers) -> None:
-        await asyncio.gather(*(leader.set(f"k{n}", b"x") for n in range(100)))
-        assert Counter(h for n in range(100) for h in members.holders(f"k{n}")) == {
-            m: 50 for m in MEMBERS
-        }
-        await asyncio.gather(*(leader.set("same", f"v{n}".encode()) for n in range(20)))
-        assert await leader.get("same") == b"v19"
-        for holder in members.holders("same"):
-            assert members.copies[holder]["same"].message == b"v19"
-
-    run(tmp_path, scenario)
-
-
-def test_a_get_waits_for_a_set_of_the_same_id_under_way(tmp_path: Path) -> None:
-    async def scenario(leader: Leader, members: FakeMembers) -> None:
-        writing = asyncio.create_task(leader.set("a", b"fresh"))
-        await asyncio.sleep(0)
-        assert await leader.get("a") == b"fresh"
-        await writing
-
-    run(tmp_path, scenario)
-
-
-def test_repair_copies_a_dead_members_messages_to_a_live_one(tmp_path: Path) -> None:
-    async def scenario(leader: Leader, members: FakeMembers) -> None:
-        await asyncio.gather(*(leader.set(f"k{n}", f"v{n}".encode()) for n in range(8)))
-        lost = {k for k in (f"k{n}" for n in range(8)) if "m1" in members.holders(k)}
-        members.down.add("m1")
-        leader.membership.mark_failed("m1")
-        assert sorted(leader.index.held_by({"m1"})) == sorted(lost)
-        for key in lost:
-            assert await leader.repair(key)
-        assert leader.index.held_by({"m1"}) == {}
-        assert leader.index.load["m1"] == 0
-        for key in lost:
-            entry = leader.index.get(key)
-            assert entry is not None
-            assert len(entry.holders) == 2
-            for holder in entry.holders:
-                assert members.copies[holder][key].message == key.replace("k", "v").encode()
-                assert members.copies[holder][key].version == entry.version
-
-    run(tmp_path, scenario)
-
-
-def test_reconcile_keeps_current_copies_deletes_the_rest_and_repairs_lost_ones(
+def test_an_overwrite_supersedes_and_reconcile_deletes_the_copy_it_left_behind(
     tmp_path: Path,
 ) -> None:
-    async def scenario(leader: Leader, members: FakeMembers) -> None:
-        await leader.set("current", b"c")  # on m1, m2
-        await leader.set("moved", b"m")  # on m3, m4
-        await leader.set("lost", b"l")  # on m1, m2
-        m1 = members.copies["m1"]
-        # Left by a SET an earlier leader (term 1) answered with an error.
-        m1["orphan"] = Copy("orphan", b"never acknowledged", Version(1, 99))
-        m1["moved"] = Copy("moved", b"m", members.copies["m3"]["moved"].version)
-        del m1["lost"]
+    async def scenario(cluster: LeaderCluster) -> None:
+        node = await cluster.three_nodes(tolerance=1)
+        first, second = (n for n in cluster.nodes.values() if n is not node)
+        membership = Membership(NEVER_DEAD)
+        membership.heard_from(first.id)
+        leader = node.leader(membership)
+        await leader.ready()
 
-        expected = leader.expected_on("m1")
-        inventory = await members.inventory("m1", verify=True)
-        deleted = await leader.reconcile("m1", expected, inventory)
-
-        assert deleted == 2
-        assert sorted(members.copies["m1"]) == ["current"]
-        assert leader.under_replicated == {"lost"}
-        lost = leader.index.get("lost")
-        assert lost is not None
-        assert lost.holders == ("m2",)
-        assert await leader.repair("lost")
-        repaired = leader.index.get("lost")
-        assert repaired is not None
-        assert len(repaired.holders) == 2
-        assert all(members.copies[h]["lost"].message == b"l" for h in repaired.holders)
-
-    run(tmp_path, scenario, term=2)
-
-
-def test_a_leader_disk_failure_is_an_ioerror_and_is_undone(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    async def scenario(leader: Leader, members: FakeMembers) -> None:
         await leader.set("a", b"old")
-        before = leader.index.get("a")
-        assert before is not None
+        old = leader.metadata.entry("a")
+        assert old is not None and set(old.holders) == {node.id, first.id}
+        await eventually(lambda: promoted(cluster, "a", old), 5.0, "the old copies promoted")
 
-        async def broken_put(*_args: object) -> None:
-            raise OSError("disk full")
+        # ``first`` failed meanwhile: the overwrite goes to the leader and ``second``.
+        membership.mark_failed(first.id)
+        membership.heard_from(second.id)
+        await leader.set("a", b"new")
+        assert await leader.get("a") == b"new"
+        new = leader.metadata.entry("a")
+        assert new is not None and set(new.holders) == {node.id, second.id}
+        assert new.version > old.version
+        await eventually(lambda: promoted(cluster, "a", new), 5.0, "the new copies promoted")
 
-        monkeypatch.setattr(leader.store, "put", broken_put)
-        with pytest.raises(ClusterError) as failed:
-            await leader.set("a", b"new")
-        assert failed.value.code is ErrorCode.IOERROR
-        assert leader.index.get("a") == before
-        for holder in members.holders("a"):
-            assert members.copies[holder]["a"] == Copy("a", b"old", before.version)
-
-    run(tmp_path, scenario)
-
-
-def test_a_holders_copy_newer_than_the_index_is_never_served(tmp_path: Path) -> None:
-    """A leftover of a SET never acknowledged (its undo did not reach the member): passed
-    over, deleted so that repair can place the current version there again, and repaired."""
-
-    async def scenario(leader: Leader, members: FakeMembers) -> None:
-        await leader.set("a", b"acknowledged")
-        entry = leader.index.get("a")
-        assert entry is not None and entry.holders == ("m1", "m2")
-        members.copies["m1"]["a"] = Copy("a", b"answered ERROR", Version(1, 999))
-        (tmp_path / "messages" / "a.msg").unlink()
-
-        assert await leader.get("a") == b"acknowledged"
-        assert "a" not in members.copies["m1"]
-        lost = leader.index.get("a")
-        assert lost is not None and lost.holders == ("m2",)
-        assert leader.under_replicated == {"a"}
-        assert leader.membership.is_alive("m1")
-
-        assert await leader.repair("a")
-        repaired = leader.index.get("a")
-        assert repaired is not None and len(repaired.holders) == 2
-        for holder in repaired.holders:
-            assert members.copies[holder]["a"] == Copy("a", b"acknowledged", entry.version)
-
-        (tmp_path / "messages" / "a.msg").unlink()
-        for holder in repaired.holders:
-            members.copies[holder]["a"] = Copy("a", b"answered ERROR", Version(1, 1000))
-        with pytest.raises(ClusterError) as unavailable:
-            await leader.get("a")
-        assert unavailable.value.code is ErrorCode.UNAVAILABLE
-
-    run(tmp_path, scenario)
-
-
-def test_a_newer_copy_of_a_set_under_way_is_passed_over_but_not_lost(tmp_path: Path) -> None:
-    async def scenario(leader: Leader, members: FakeMembers) -> None:
-        await leader.set("a", b"old")
-        before = leader.index.get("a")
-        (tmp_path / "messages" / "a.msg").unlink()
-        members.pause("m1")
-        reading = asyncio.create_task(leader.get("a"))  # waits on m1 until its call times out
-        await asyncio.sleep(0.05)
-        writing = asyncio.create_task(leader.set("a", b"new"))  # waits on m1; m2 has it
-        while members.copies["m2"]["a"].message != b"new":
-            await asyncio.sleep(0.01)
-
-        with pytest.raises(ClusterError) as unavailable:
-            await reading
-        assert unavailable.value.code is ErrorCode.UNAVAILABLE
-        assert leader.index.get("a") == before  # m2 not reported lost: the SET settles it
-        assert leader.under_replicated == set()
-        assert members.copies["m2"]["a"].message == b"new"
-        assert leader.membership.is_alive("m1")  # slow, not dead
-
-        members.resume("m1")
-        await writing
+        # ``first`` still holds the old version, which the metadata now lets go.
+        assert await first.committed() == {"a": old.version}
+        assert await leader.reconcile(first.id) == 1
+        assert await first.committed() == {}
+        for holder in (node, second):
+            assert await leader.reconcile(holder.id) == 0
+            assert await holder.committed() == {"a": new.version}
+        assert leader.metadata.entry("a") == new
         assert await leader.get("a") == b"new"
 
     run(tmp_path, scenario)
 
 
-def test_a_paused_member_is_passed_over_by_sets_but_not_declared_dead(tmp_path: Path) -> None:
-    async def scenario(leader: Leader, members: FakeMembers) -> None:
-        members.pause("m1")
-        started = time.monotonic()
-        await leader.set("a", b"one")
-        assert time.monotonic() - started < 2  # its deadline, not the 5 s RPC timeout
-        assert members.holders("a") == ["m2", "m3"]
-        assert leader.membership.is_alive("m1")
-        assert leader.index.load["m1"] == 0
-
-        # Resumed, it stores the copy that reached it before the pause, late: surplus, which
-        # reconciliation deletes.
-        members.resume("m1")
-        members.copies["m1"]["a"] = members.copies["m2"]["a"]
-        expected = leader.expected_on("m1")
-        held = await members.inventory("m1", verify=True)
-        assert await leader.reconcile("m1", expected, held) == 1
-        assert members.holders("a") == ["m2", "m3"]
-
-    run(tmp_path, scenario, store_timeout=0.05)
-
-
-def test_reconcile_during_a_set_deletes_old_copies_and_keeps_ones_the_set_may_own(
+def test_a_set_without_tolerance_plus_one_live_nodes_is_refused_and_commits_nothing(
     tmp_path: Path,
 ) -> None:
-    async def scenario(leader: Leader, members: FakeMembers) -> None:
-        await leader.set("a", b"old")  # on m1, m2
-        entry = leader.index.get("a")
-        assert entry is not None
-        members.pause("m2")
-        writing = asyncio.create_task(leader.set("a", b"new"))  # under way while m2 is paused
-        await asyncio.sleep(0.05)
-        members.copies["m3"]["a"] = Copy("a", b"old", entry.version)  # surplus: not a holder
-        members.copies["m4"]["a"] = Copy("a", b"new", Version(1, 999))  # perhaps the SET's
+    async def scenario(cluster: LeaderCluster) -> None:
+        node = await cluster.three_nodes(tolerance=1)
+        membership = Membership(NEVER_DEAD)  # heard from no other node yet
+        leader = node.leader(membership)
+        await leader.ready()
 
-        for address in ["m3", "m4"]:
-            expected = leader.expected_on(address)
-            held = await members.inventory(address, verify=True)
-            await leader.reconcile(address, expected, held)
-        assert "a" not in members.copies["m3"]
-        assert "a" in members.copies["m4"]
-        members.resume("m2")
-        await writing
+        with pytest.raises(ClusterError, match="only 1 live nodes") as alone:
+            await leader.set("a", b"x")
+        assert alone.value.code is ErrorCode.NOREPLICAS
+        assert await node.pending_copies() == []  # refused before anything was stored
 
-    run(tmp_path, scenario)
+        # One other node was heard from, and is gone: its copy fails, and no live node is
+        # left to take its place. Two of three nodes still make a quorum.
+        gone = next(n for n in cluster.nodes.values() if n is not node)
+        membership.heard_from(gone.id)
+        await cluster.stop(gone.name)
+        with pytest.raises(ClusterError, match="stored on 1 of 2") as short:
+            await leader.set("a", b"y")
+        assert short.value.code is ErrorCode.NOREPLICAS
+        assert not membership.is_alive(gone.id)
 
-
-def test_a_failed_repair_is_tried_again_on_the_next_pass(tmp_path: Path) -> None:
-    async def scenario(leader: Leader, members: FakeMembers) -> None:
-        repairer = Repairer(leader, members, repair_after=3600, rate=1000, scrub_every=3600)
-        await leader.set("a", b"x")
-        entry = leader.index.get("a")
-        assert entry is not None
-        lost, kept = entry.holders
-        del members.copies[lost]["a"]
-        leader.index.commit("a", entry.version, [kept], entry.checksum)
-        members.down = {m for m in MEMBERS if m != kept}  # nowhere to copy it to
-
-        await repairer.repair_pass(["a"])
-        assert leader.under_replicated == {"a"}  # not forgotten
-
-        members.down = set()
-        await repairer.repair_pass(sorted(leader.under_replicated))
-        repaired = leader.index.get("a")
-        assert repaired is not None and len(repaired.holders) == 2
+        assert await leader.get("a") is None
+        assert leader.metadata.entry("a") is None
+        assert leader.metadata.message_count == 0
+        for member in cluster.nodes.values():
+            assert member.group.metadata.entry("a") is None
+            assert await member.committed() == {}
+        # The leader's own copy stays pending: its version never committed.
+        assert [key for key, _ in await node.pending_copies()] == ["a"]
 
     run(tmp_path, scenario)
 
 
-def test_a_leader_that_lost_its_data_keeps_the_copies_it_does_not_know(tmp_path: Path) -> None:
-    """Its directory deleted, the leader starts afresh at term 1; the members' copies carry
-    versions it never issued, so it knows it forgot and deletes none of them, also later."""
+def test_a_lost_copy_is_read_elsewhere_dropped_from_the_index_and_repaired(
+    tmp_path: Path,
+) -> None:
+    async def scenario(cluster: LeaderCluster) -> None:
+        node = await cluster.three_nodes(tolerance=1)
+        leader = node.leader()
+        await leader.ready()
+        await leader.set("a", b"kept")
+        entry = leader.metadata.entry("a")
+        assert entry is not None
+        other = next(holder for holder in entry.holders if holder != node.id)
+        await eventually(lambda: promoted(cluster, "a", entry), 5.0, "both holders to promote")
 
-    async def scenario(leader: Leader, members: FakeMembers) -> None:
-        for n in range(5):
-            members.copies["m1"][f"old-{n}"] = Copy(f"old-{n}", b"acked", Version(1, 500 + n))
-        await leader.set("new", b"n")
-        assert leader.index_complete
+        # The leader, asked first, has lost its file: the other holder answers.
+        (node.root / "messages" / file_name("a")).unlink()
+        assert await leader.get("a") == b"kept"
+        assert leader.metadata.entry("a") == IndexEntry(entry.version, entry.checksum, (other,))
+        assert leader.under_replicated == {"a"}
 
-        inventory = await members.inventory("m1", verify=True)
-        assert await leader.reconcile("m1", leader.expected_on("m1"), inventory) == 0
-        assert not leader.index_complete
-        assert leader.store.memory_lost  # remembered across restarts
-        assert all(f"old-{n}" in members.copies["m1"] for n in range(5))
+        assert await leader.repair("a")
+        repaired = await held_on_two_live_nodes(cluster, leader, "a", entry, b"kept")
+        assert other in repaired.holders  # the copy it still had counts
+
+        # A member that lost its file is found out by reconciliation, and repaired alike.
+        (cluster.by_id(other).root / "messages" / file_name("a")).unlink()
+        assert await leader.reconcile(other) == 0
+        dropped = leader.metadata.entry("a")
+        assert dropped is not None and dropped.holders == (leader.id,)
+        assert await leader.repair("a")
+        await held_on_two_live_nodes(cluster, leader, "a", entry, b"kept")
+        assert await leader.get("a") == b"kept"
+
+    run(tmp_path, scenario)
+
+
+async def held_on_two_live_nodes(
+    cluster: LeaderCluster, leader: Leader, message_id: str, entry: IndexEntry, message: bytes
+) -> IndexEntry:
+    """The index places ``entry``'s version on TOLERANCE + 1 = 2 live nodes, and each holds
+    it as its committed copy; returns the index entry now."""
+    now = leader.metadata.entry(message_id)
+    assert now is not None
+    assert (now.version, now.checksum) == (entry.version, entry.checksum)
+    assert len(now.holders) == 2
+    for holder in now.holders:
+        assert holder == leader.id or leader.membership.is_alive(holder)
+        member = cluster.by_id(holder)
+        assert member.store.version(message_id) == entry.version
+        assert await member.store.get_version(message_id, entry.version) == message
+    return now
+
+
+def test_a_new_leader_reads_every_acknowledged_value_and_writes_in_its_own_term(
+    tmp_path: Path,
+) -> None:
+    async def scenario(cluster: LeaderCluster) -> None:
+        old = await cluster.three_nodes(tolerance=1)
+        leader = old.leader()
+        await leader.ready()
+        values = {f"k{n}": f"v{n}".encode() for n in range(6)}
+        for key, value in values.items():
+            await leader.set(key, value)
+        before = {key: leader.metadata.entry(key) for key in values}
+
+        await cluster.stop(old.name)
+        new = await cluster.leading_node()
+        successor = new.leader()
+        await successor.ready()
+        assert successor.term == new.group.term > leader.term
+
+        # Some ids were held by the old leader and the third node only: read over gRPC.
+        assert any(e is not None and new.id not in e.holders for e in before.values())
+        for key, value in values.items():
+            assert await successor.get(key) == value
+            assert successor.metadata.entry(key) == before[key]
+
+        await successor.set("k0", b"after")
+        await successor.set("fresh", b"f")
+        assert await successor.get("k0") == b"after"
+        assert await successor.get("fresh") == b"f"
+        live = {n.id for n in cluster.nodes.values()}
+        for key in ("k0", "fresh"):
+            entry = successor.metadata.entry(key)
+            assert entry is not None and entry.version.term == successor.term
+            assert set(entry.holders) == live
+
+    run(tmp_path, scenario)
+
+
+async def deposed(cluster: LeaderCluster) -> tuple[Leader, ClusterNode]:
+    """A Leader that stored "a" while its node led, and the node that leads now: the old
+    leader was cut off, stepped down while the other two elected one of them, and follows the
+    new leader since it was reachable again."""
+    old = await cluster.three_nodes(tolerance=1)
+    leader = old.leader()
+    await leader.ready()
+    await leader.set("a", b"before")
+    await old.unplug()
+    new = await cluster.leading_node(among=[name for name in cluster.nodes if name != old.name])
+    await old.plug_in()
+    await eventually(
+        lambda: (
+            old.group.leader_id == new.id and old.group.metadata.last_leader_term == new.group.term
+        ),
+        5.0,
+        "the old leader to follow the new one",
+    )
+    return leader, new
+
+
+def test_a_leader_whose_group_no_longer_leads_answers_noleader_to_a_get(tmp_path: Path) -> None:
+    async def scenario(cluster: LeaderCluster) -> None:
+        leader, _ = await deposed(cluster)
+        with pytest.raises(ClusterError) as refused:
+            await leader.get("a")
+        assert refused.value.code is ErrorCode.NOLEADER
+
+    run(tmp_path, scenario)
+
+
+def test_a_leader_whose_group_no_longer_leads_answers_noleader_to_a_set(tmp_path: Path) -> None:
+    async def scenario(cluster: LeaderCluster) -> None:
+        leader, new = await deposed(cluster)
+        before = new.group.metadata.entry("a")
+        with pytest.raises(ClusterError) as refused:
+            await leader.set("a", b"after")
+        assert new.group.metadata.entry("a") == before
+        assert refused.value.code is ErrorCode.NOLEADER
 
     run(tmp_path, scenario)

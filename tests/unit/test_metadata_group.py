@@ -230,7 +230,7 @@ def test_a_killed_leader_is_replaced_and_rejoins_under_its_id_when_restarted(
         old = await three_nodes(cluster)
         ids = cluster.ids()
         items = [PlacedItem(f"m{i}", Version(old.term, i + 1), i, (old.id,)) for i in range(10)]
-        assert await old.propose_placed(items) == (True,) * 10
+        assert await old.propose_placed(items, old.term) == (True,) * 10
         before = old.metadata
         old_name = next(name for name, group in cluster.groups.items() if group is old)
         old_id, old_term = old.id, old.term
@@ -241,7 +241,7 @@ def test_a_killed_leader_is_replaced_and_rejoins_under_its_id_when_restarted(
         assert dict(new.metadata.nodes) == dict(before.nodes)
         assert new.metadata.entry("m3") == before.entry("m3")
         later = PlacedItem("later", Version(new.term, 1), 7, (new.id,))
-        assert await new.propose_placed([later]) == (True,)
+        assert await new.propose_placed([later], new.term) == (True,)
 
         back = await cluster.open(old_name)
         assert back.id == old_id and back.is_member
@@ -319,7 +319,7 @@ def test_a_removed_node_leaves_the_metadata_and_the_configuration(
             await leader.remove("0123456789ab")
         # The two that are left still commit.
         item = PlacedItem("after", Version(leader.term, 1), 1, (leader.id,))
-        assert await leader.propose_placed([item]) == (True,)
+        assert await leader.propose_placed([item], leader.term) == (True,)
 
     run(tmp_path, scenario)
 
@@ -332,18 +332,20 @@ def test_concurrent_placements_share_a_few_log_entries(tmp_path: Path) -> None:
         items = [
             PlacedItem(f"id-{i}", Version(leader.term, i + 1), i, holders) for i in range(1000)
         ]
-        results = await asyncio.gather(*(leader.propose_placed([item]) for item in items))
+        results = await asyncio.gather(
+            *(leader.propose_placed([item], leader.term) for item in items)
+        )
         assert results == [(True,)] * 1000
         assert leader.metadata.applied_index - before <= 3
         # Placing an older version than the committed one takes no effect, for that item only.
         older = PlacedItem("id-5", Version(leader.term, 1), 5, holders)
         newer = PlacedItem("new", Version(leader.term, 5000), 9, holders)
-        assert await leader.propose_placed([older, newer]) == (False, True)
+        assert await leader.propose_placed([older, newer], leader.term) == (False, True)
         await eventually(lambda: cluster.settled(cluster.ids()), 5.0, "every node to apply them")
         for group in cluster.groups.values():
             assert group.metadata.entry("id-999") == leader.metadata.entry("id-999")
         follower = next(group for group in cluster.groups.values() if not group.is_leader)
         with pytest.raises(NotLeading):
-            await follower.propose_placed([newer])
+            await follower.propose_placed([newer], follower.term)
 
     run(tmp_path, scenario)

@@ -47,6 +47,62 @@ def test_a_restored_snapshot_is_the_state_it_was_taken_of() -> None:
     assert copy.metadata.entry("m") == machine.metadata.entry("m")
 
 
+def formed_with_members(machine: MetadataMachine) -> None:
+    machine.apply(command(1, 1, Formed("c", 1).encode()))
+    machine.apply(command(2, 1, NodeAdded("a", "h:1").encode()))
+    machine.apply(command(3, 1, NodeAdded("b", "h:2").encode()))
+
+
+def test_on_placed_gets_the_items_that_took_effect_as_they_were_listed() -> None:
+    placed: list[list[PlacedItem]] = []
+    machine = MetadataMachine(on_placed=placed.append)
+    formed_with_members(machine)
+    newer = PlacedItem("m", Version(2, 1), 1, ("b", "a", "b"))
+    assert machine.apply(command(4, 2, Placed((newer,)).encode())) == (True,)
+    older = PlacedItem("m", Version(1, 9), 2, ("a",))  # older than the indexed version
+    other = PlacedItem("n", Version(2, 2), 3, ("a",))
+    assert machine.apply(command(5, 2, Placed((older, other)).encode())) == (False, True)
+    assert placed == [[newer], [other]]
+
+
+def test_on_placed_is_not_called_when_no_item_took_effect() -> None:
+    placed: list[list[PlacedItem]] = []
+    machine = MetadataMachine(on_placed=placed.append)
+    early = PlacedItem("m", Version(1, 1), 1, ("a",))
+    assert machine.apply(command(1, 1, Placed((early,)).encode())) == (False,)  # not formed
+    machine.apply(command(2, 1, Formed("c", 1).encode()))
+    machine.apply(command(3, 1, NodeAdded("a", "h:1").encode()))
+    later = early._replace(version=Version(2, 1))
+    assert machine.apply(command(4, 2, Placed((later,)).encode())) == (True,)
+    assert machine.apply(command(5, 2, Placed((early,)).encode())) == (False,)  # older
+    assert placed == [[later]]
+
+
+def test_a_command_other_than_placed_calls_no_placed_listener() -> None:
+    placed: list[list[PlacedItem]] = []
+    applied: list[int] = []
+    machine = MetadataMachine(
+        on_apply=lambda: applied.append(machine.metadata.applied_index), on_placed=placed.append
+    )
+    formed_with_members(machine)
+    machine.apply(Entry(4, 2, kind=EntryKind.NO_OP))
+    machine.apply(Entry(5, 3, b'{"voters":["a"],"learners":[]}', EntryKind.CONFIG))
+    assert applied == [1, 2, 3, 4, 5]
+    assert placed == []
+
+
+def test_a_restored_snapshot_calls_no_placed_listener() -> None:
+    machine = MetadataMachine()
+    formed_with_members(machine)
+    item = PlacedItem("m", Version(1, 1), 42, ("a", "b"))
+    assert machine.apply(command(4, 1, Placed((item,)).encode())) == (True,)
+    placed: list[list[PlacedItem]] = []
+    copy = MetadataMachine(on_placed=placed.append)
+    copy.restore(machine.snapshot())
+    assert copy.metadata.entry("m") == machine.metadata.entry("m")
+    assert placed == []
+
+
 class NoTransport:
     def send(self, message: Message) -> None:
         pass
@@ -64,8 +120,11 @@ def test_a_driver_gives_the_machine_its_no_op_and_commits_one_change_at_a_time()
         )
         driver.start()
         try:
-            while not driver.is_leader:
-                await asyncio.wait_for(driver.wait_for_change(), 2.0)
+            # Awaited directly, not in a task, so the wait begins before the driver's loop runs:
+            # as the only voter, it leads at its first step.
+            async with asyncio.timeout(2.0):
+                while not driver.is_leader:
+                    await driver.wait_for_change()
             await driver.read_barrier()
             # Nothing was proposed: the new leader's no-op alone carried its term here.
             assert machine.metadata.last_leader_term == driver.term > 0

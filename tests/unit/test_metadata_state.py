@@ -81,16 +81,16 @@ def test_entries_must_come_in_order_and_those_without_a_command_may_be_skipped()
 
 def test_a_no_op_entry_advances_the_term_and_a_command_entry_is_decoded() -> None:
     metadata = ClusterMetadata()
-    assert metadata.apply_entry(Entry(1, 4, kind=EntryKind.NO_OP)) == ()
+    assert metadata.apply_entry(Entry(1, 4, kind=EntryKind.NO_OP)).flags == ()
     assert metadata.last_leader_term == 4
-    assert metadata.apply_entry(Entry(2, 4, Formed("c", 1).encode())) == (True,)
+    assert metadata.apply_entry(Entry(2, 4, Formed("c", 1).encode())).flags == (True,)
     assert metadata.formed
     with pytest.raises(ValueError):
         metadata.apply_entry(Entry(3, 4, b"\xff"))
     # Entries of other kinds (a voter configuration, say) carry no metadata command.
     other_kinds = [kind for kind in EntryKind if kind is not EntryKind.COMMAND]
     for index, kind in enumerate(other_kinds, start=4):
-        assert metadata.apply_entry(Entry(index, 5, b"\xff", kind)) == ()
+        assert metadata.apply_entry(Entry(index, 5, b"\xff", kind)).flags == ()
     assert (metadata.applied_index, metadata.last_leader_term) == (3 + len(other_kinds), 5)
 
 

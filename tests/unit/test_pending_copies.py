@@ -232,26 +232,6 @@ def test_promotions_and_pending_puts_share_batches(tmp_path: Path) -> None:
     assert all(promoted)
 
 
-def test_keep_versions_false_still_keeps_pending_copies(tmp_path: Path) -> None:
-    async def main() -> tuple[object, ...]:
-        store = MessageStore(
-            DiskManager(tmp_path, IoMode.BUFFERED, FsyncPolicy.NEVER), keep_versions=False
-        )
-        records = await store.open()
-        assert records == {}
-        await store.put_pending("k", b"pending", V2)
-        seen = (await store.get_version("k", V2), await store.promote("k", V2))
-        await store.close()
-        reopened = MessageStore(
-            DiskManager(tmp_path, IoMode.BUFFERED, FsyncPolicy.NEVER), keep_versions=False
-        )
-        records = await reopened.open()
-        await reopened.close()
-        return (*seen, records)
-
-    assert run(main) == (b"pending", True, {"k": CopyRecord("k", V2, checksum(b"pending"))})
-
-
 def test_hostile_and_long_ids_stay_inside_pending(tmp_path: Path) -> None:
     ids = ["../escape", "/etc/passwd", "..", "a.1.2", "a\x00b", "\u011f", "x" * 230]
     big = Version(2**64 - 1, 2**64 - 1)
@@ -603,15 +583,14 @@ def test_a_journal_written_before_pending_copies_still_replays(tmp_path: Path) -
     (tmp_path / JOURNAL_FILE).write_bytes(b"".join(_frame(old_encode(r)) for r in old))
     DiskManager(tmp_path, IoMode.BUFFERED, FsyncPolicy.NEVER).write_many([("a", b"a"), ("c", b"c")])
 
-    async def main() -> tuple[dict[str, CopyRecord], list[tuple[str, Version]], bool]:
+    async def main() -> tuple[dict[str, CopyRecord], list[tuple[str, Version]]]:
         store = new_store(tmp_path)
         records = await store.open()
         pending = await store.pending_inventory(verify=True)
-        lost = store.memory_lost
         await store.close()
-        return records, pending, lost
+        return records, pending
 
-    assert run(main) == ({"a": old[0], "c": old[3]}, [], False)
+    assert run(main) == ({"a": old[0], "c": old[3]}, [])
     assert names(tmp_path) == ["format", JOURNAL_FILE, "messages"]  # no pending/ made
 
 

@@ -1,67 +1,111 @@
-"""choose_holders and the leader's Index, driven the way Leader.set drives them."""
+"""choose_holders alone, and driven the way Leader.set drives it: with the committed load of
+ClusterMetadata, TOLERANCE + 1 holders, the leader kept first."""
 
 from __future__ import annotations
 
 import pytest
 
-from kayit.cluster.index import Entry, Index
 from kayit.cluster.placement import choose_holders
+from kayit.metadata import ClusterMetadata, Formed, IndexEntry, NodeAdded, Placed, PlacedItem
 from kayit.version import Version
 
 
-def members(n: int) -> list[str]:
-    return [f"127.0.0.1:{5556 + i}" for i in range(n)]
+class Cluster:
+    """Committed metadata of a formed cluster of nodes n1..n<size>, and SETs placed in it."""
+
+    def __init__(self, tolerance: int, size: int) -> None:
+        self.metadata = ClusterMetadata()
+        self.nodes = [f"n{i}" for i in range(1, size + 1)]
+        self._seq = 0
+        assert self._apply(Formed("c1", tolerance)) == (True,)
+        for node_id in self.nodes:
+            assert self._apply(NodeAdded(node_id, f"10.0.0.{node_id[1:]}:5555")) == (True,)
+
+    def set(
+        self, message_id: str, leader: str = "n1", dead: frozenset[str] = frozenset()
+    ) -> list[str]:
+        """One SET as the leader does it: keep itself and the live current holders, choose by
+        committed load, commit the Placed entry. Returns the holders chosen."""
+        alive = [leader, *(n for n in self.nodes if n != leader and n not in dead)]
+        entry = self.metadata.entry(message_id)
+        current = entry.holders if entry else ()
+        keep = [leader, *(h for h in current if h in alive and h != leader)]
+        wanted = self.metadata.tolerance + 1
+        holders = choose_holders(self.metadata.load(), alive, wanted, keep)
+        assert holders is not None
+        assert holders[0] == leader
+        assert len(set(holders)) == wanted
+        self._seq += 1
+        item = PlacedItem(message_id, Version(1, self._seq), 7, tuple(holders))
+        assert self._apply(Placed((item,))) == (True,)
+        return holders
+
+    def loads(self, nodes: list[str]) -> list[int]:
+        load = self.metadata.load()
+        return [load[node_id] for node_id in nodes]
+
+    def _apply(self, command: Formed | NodeAdded | Placed) -> tuple[bool, ...]:
+        return self.metadata.apply(command, 1, self.metadata.applied_index + 1)
 
 
-def place(
-    index: Index, alive: list[str], tolerance: int, message_id: str, version: Version
-) -> list[str]:
-    """One SET as the leader does it: keep live holders, choose, reserve, commit."""
-    entry = index.get(message_id)
-    keep = [h for h in entry.holders if h in alive] if entry else []
-    holders = choose_holders(index.load, alive, tolerance, keep)
-    assert holders is not None
-    assert len(holders) == tolerance
-    assert len(set(holders)) == tolerance
-    assert set(holders) <= set(alive)
-    index.reserve(holders)
-    assert index.commit(message_id, version, holders)
-    return holders
-
-
-def loads(index: Index, alive: list[str]) -> list[int]:
-    return [index.load.get(address, 0) for address in alive]
-
-
-def test_tolerance_2_four_members_1000_ids_gives_500_each() -> None:
-    index = Index()
-    alive = members(4)
+def test_tolerance_2_leader_and_four_others_1000_ids_gives_500_to_each_other() -> None:
+    cluster = Cluster(tolerance=2, size=5)
     for i in range(1000):
-        place(index, alive, 2, str(i), Version(1, i + 1))
-    assert loads(index, alive) == [500, 500, 500, 500]
-    assert len(index) == 1000
+        cluster.set(str(i))
+    assert cluster.loads(cluster.nodes) == [1000, 500, 500, 500, 500]
+    assert cluster.metadata.message_count == 1000
 
 
-def test_tolerance_3_six_members_9000_ids_gives_4500_each() -> None:
-    index = Index()
-    alive = members(6)
+def test_tolerance_3_leader_and_six_others_9000_ids_gives_4500_to_each_other() -> None:
+    cluster = Cluster(tolerance=3, size=7)
     for i in range(9000):
-        place(index, alive, 3, str(i), Version(1, i + 1))
-    assert loads(index, alive) == [4500] * 6
-    assert len(index) == 9000
+        cluster.set(str(i))
+    assert cluster.loads(cluster.nodes) == [9000] + [4500] * 6
+    assert cluster.metadata.message_count == 9000
 
 
 @pytest.mark.parametrize("tolerance", range(1, 8))
 @pytest.mark.parametrize("extra", [1, 2, 3])
-def test_loads_stay_within_one(tolerance: int, extra: int) -> None:
-    index = Index()
-    alive = members(tolerance + extra)
+def test_loads_of_the_others_stay_within_one(tolerance: int, extra: int) -> None:
+    cluster = Cluster(tolerance, size=1 + tolerance + extra)
+    others = cluster.nodes[1:]
     rounds = 7
-    for i in range(rounds * len(alive)):
-        place(index, alive, tolerance, f"m{i}", Version(1, i + 1))
-        current = loads(index, alive)
+    for i in range(rounds * len(others)):
+        cluster.set(f"m{i}")
+        current = cluster.loads(others)
         assert max(current) - min(current) <= 1, (i, current)
-    assert loads(index, alive) == [rounds * tolerance] * len(alive)
+    assert cluster.loads(others) == [rounds * tolerance] * len(others)
+    assert cluster.loads(["n1"]) == [rounds * len(others)]
+
+
+def test_overwrite_keeps_holders_and_leaves_load_unchanged() -> None:
+    cluster = Cluster(tolerance=1, size=4)
+    for i in range(10):
+        cluster.set(str(i))
+    before = cluster.metadata.entry("3")
+    assert before is not None
+    before_load = cluster.loads(cluster.nodes)
+    holders = cluster.set("3")
+    assert tuple(sorted(holders)) == before.holders
+    assert cluster.metadata.entry("3") == IndexEntry(Version(1, 11), 7, before.holders)
+    assert cluster.loads(cluster.nodes) == before_load
+    assert cluster.metadata.message_count == 10
+
+
+def test_overwrite_replaces_a_dead_holder_and_moves_its_load() -> None:
+    cluster = Cluster(tolerance=2, size=5)
+    assert cluster.set("x") == ["n1", "n2", "n3"]
+    assert cluster.set("x", dead=frozenset({"n2"})) == ["n1", "n3", "n4"]
+    assert cluster.metadata.entry("x") == IndexEntry(Version(1, 2), 7, ("n1", "n3", "n4"))
+    assert cluster.loads(cluster.nodes) == [1, 0, 1, 1, 0]
+
+
+def test_a_new_leader_puts_itself_first_and_keeps_the_live_holders() -> None:
+    cluster = Cluster(tolerance=2, size=5)
+    assert cluster.set("x") == ["n1", "n2", "n3"]
+    # n1 died and n4 leads: it holds every copy it writes, and n2, n3 keep theirs.
+    assert cluster.set("x", leader="n4", dead=frozenset({"n1"})) == ["n4", "n2", "n3"]
+    assert cluster.loads(cluster.nodes) == [0, 1, 1, 1, 0]
 
 
 def test_equal_loads_fill_in_candidate_order() -> None:
@@ -107,91 +151,3 @@ def test_exactly_enough_candidates() -> None:
 
 def test_tolerance_zero_chooses_nobody() -> None:
     assert choose_holders({}, [], 0) == []
-
-
-def test_overwrite_keeps_holders_and_leaves_load_unchanged() -> None:
-    index = Index()
-    alive = members(4)
-    for i in range(10):
-        place(index, alive, 2, str(i), Version(1, i + 1))
-    before_entry = index.get("3")
-    assert before_entry is not None
-    before_load = loads(index, alive)
-    holders = place(index, alive, 2, "3", Version(1, 100))
-    assert tuple(holders) == before_entry.holders
-    assert index.get("3") == Entry(Version(1, 100), before_entry.holders)
-    assert loads(index, alive) == before_load
-    assert len(index) == 10
-
-
-def test_overwrite_replaces_a_dead_holder_and_moves_its_load() -> None:
-    index = Index()
-    a, b, c, d = members(4)
-    place(index, [a, b, c, d], 2, "x", Version(1, 1))
-    assert index.get("x") == Entry(Version(1, 1), (a, b))
-    holders = place(index, [b, c, d], 2, "x", Version(1, 2))  # a died
-    assert holders == [b, c]
-    assert loads(index, [a, b, c, d]) == [0, 1, 1, 0]
-
-
-def test_commit_rejects_an_older_version_and_releases_its_reservation() -> None:
-    index = Index()
-    index.reserve(["a", "b"])
-    assert index.commit("x", Version(2, 1), ["a", "b"])
-    index.reserve(["c", "d"])
-    assert dict(index.load) == {"a": 1, "b": 1, "c": 1, "d": 1}
-    assert not index.commit("x", Version(1, 9), ["c", "d"])
-    assert index.get("x") == Entry(Version(2, 1), ("a", "b"))
-    assert [index.load.get(m, 0) for m in "abcd"] == [1, 1, 0, 0]
-
-
-def test_commit_of_equal_version_is_accepted() -> None:
-    index = Index()
-    index.reserve(["a"])
-    assert index.commit("x", Version(1, 1), ["a"])
-    index.reserve(["b"])
-    assert index.commit("x", Version(1, 1), ["b"])
-    assert index.get("x") == Entry(Version(1, 1), ("b",))
-    assert [index.load.get(m, 0) for m in "ab"] == [0, 1]
-
-
-def test_commit_of_newer_version_releases_the_old_holders() -> None:
-    index = Index()
-    index.reserve(["a", "b"])
-    index.commit("x", Version(1, 1), ["a", "b"])
-    index.reserve(["b", "c"])
-    assert index.commit("x", Version(1, 2), ("b", "c"))
-    assert index.get("x") == Entry(Version(1, 2), ("b", "c"))
-    assert [index.load.get(m, 0) for m in "abc"] == [0, 1, 1]
-
-
-def test_release_undoes_reserve() -> None:
-    index = Index()
-    index.reserve(["a", "b", "a"])
-    assert index.load.get("a") == 2
-    index.release(["a", "b", "a"])
-    assert [index.load.get(m, 0) for m in "ab"] == [0, 0]
-    assert len(index) == 0
-    assert index.get("nothing") is None
-
-
-def test_newer_term_beats_higher_seq() -> None:
-    index = Index()
-    index.reserve(["a"])
-    assert index.commit("x", Version(2, 1), ["a"])
-    index.reserve(["b"])
-    assert not index.commit("x", Version(1, 1000), ["b"])
-    entry = index.get("x")
-    assert entry is not None
-    assert entry.version == Version(2, 1)
-
-
-def test_in_flight_reservations_spread_concurrent_sets() -> None:
-    index = Index()
-    alive = members(4)
-    first = choose_holders(index.load, alive, 2)
-    assert first is not None
-    index.reserve(first)
-    second = choose_holders(index.load, alive, 2)  # chosen before the first commits
-    assert second is not None
-    assert set(first).isdisjoint(second)

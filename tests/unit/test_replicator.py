@@ -35,15 +35,6 @@ class DiskBoundMember:
             raise MemberSlow("DEADLINE_EXCEEDED") from None
         self.stored += [copy.message_id for copy in copies]
 
-    async def retrieve(self, address: str, message_id: str) -> Copy | None:
-        raise NotImplementedError
-
-    async def inventory(self, address: str, verify: bool) -> list[tuple[str, Version]]:
-        raise NotImplementedError
-
-    async def delete(self, address: str, copies: list[tuple[str, Version]]) -> None:
-        raise NotImplementedError
-
 
 def copy(message_id: str, size: int) -> Copy:
     return Copy(message_id, b"x" * size, Version(1, 1))

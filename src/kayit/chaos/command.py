@@ -21,10 +21,12 @@ def add_chaos_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
     chaos = commands.add_parser(
         "chaos",
         help="test a real local cluster under faults, with a linearizability checker",
-        description="Start a leader and MEMBERS members as real processes, run client workers "
-        "doing SET and GET on a few keys with a unique value per SET, and meanwhile kill, pause "
-        "and partition nodes (never more than TOLERANCE at once). Then heal, read every key "
-        "back (once more with the leader's message files deleted, so members serve it), check "
+        description="Start MEMBERS + 1 nodes as real processes (Raft elects any of them to "
+        "lead), run client workers spread over the nodes doing SET and GET on a few keys with a "
+        "unique value per SET, and meanwhile kill, pause and partition nodes, the one that leads "
+        "at the moment among them (never more than TOLERANCE at once). Then heal, read every key "
+        "back (once more after the node that leads lost its message files, so other holders "
+        "serve them), check "
         "that the history is linearizable per key and that no acknowledged SET was lost, and "
         "write the history, a report and a timeline chart under OUT/<time>/. Exit status 0 "
         "when it passes, 1 on any violation.",
@@ -38,7 +40,9 @@ def add_chaos_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
     chaos.add_argument(
         "--keys", type=int, default=_DEFAULTS.keys, help="ids written and read (%(default)s)"
     )
-    chaos.add_argument("--members", type=int, default=4, help="member nodes (%(default)s)")
+    chaos.add_argument(
+        "--members", type=int, default=4, help="nodes besides the first (%(default)s)"
+    )
     chaos.add_argument(
         "--tolerance",
         type=int,
@@ -76,7 +80,7 @@ def add_chaos_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
     chaos.add_argument(
         "--no-final-wipe",
         action="store_true",
-        help="skip the last read-back with the leader's message files deleted",
+        help="skip the last read-back after the node that leads lost its message files",
     )
     chaos.add_argument(
         "--out", type=Path, default=Path("chaos-results"), help="where results go (%(default)s)"

@@ -1,5 +1,6 @@
 """The chaos run's nodes: real ``kayit node`` processes that the nemesis kills, pauses and
-restarts by PID, each on its own address of the run's network."""
+restarts by PID, each on its own address of the run's network. Node 0 forms the cluster; Raft
+elects whichever node leads, so who leads is asked of the nodes, never assumed."""
 
 from __future__ import annotations
 
@@ -9,15 +10,19 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from kayit.chaos.network import Network
 from kayit.local_cluster import ClusterPlan
+from kayit.rpc import kayit_pb2 as pb
 from kayit.rpc.status import fetch_status
 
 _LIBC = ctypes.CDLL(None, use_errno=True)
 _PR_SET_PDEATHSIG = 1
+_STATUS_TIMEOUT = 1.0  # a paused node never answers: asking it must not hold the nemesis up
 
 
 def _die_with_parent() -> None:
@@ -26,9 +31,34 @@ def _die_with_parent() -> None:
     _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+@dataclass(frozen=True, slots=True)
+class Leading:
+    node: int
+    term: int
+
+
+def leader_of(replies: Mapping[int, pb.StatusReply], addresses: Sequence[str]) -> Leading | None:
+    """Who leads now, by the Status replies of the nodes that answered (by node number) and
+    the nodes' gRPC addresses. Only the highest term any reply knows counts, so a deposed
+    leader that has not heard of its successor yet is not taken for the leader; in that term,
+    a node that says it leads, else the one leader address its followers name (the leader may
+    be too busy to answer). None while that term has no leader: an election is under way."""
+    if not replies:
+        return None
+    term = max(reply.term for reply in replies.values())
+    current = {node: reply for node, reply in replies.items() if reply.term == term}
+    for node, reply in sorted(current.items()):
+        if reply.role == "leader":
+            return Leading(node, term)
+    named = {reply.leader_address for reply in current.values() if reply.leader_address}
+    if len(named) == 1 and (address := named.pop()) in addresses:
+        return Leading(list(addresses).index(address), term)
+    return None
+
+
 class ChaosNode:
     def __init__(self, number: int, name: str, argv: list[str], log_path: Path) -> None:
-        self.number = number  # 0 is the leader
+        self.number = number  # 0 forms the cluster; after that it is a node like the others
         self.name = name
         self.argv = argv
         self.log_path = log_path
@@ -77,29 +107,29 @@ class ChaosNode:
 
 
 class ChaosCluster:
-    """A leader (node 0) and members, started from one ClusterPlan on a Network."""
+    """The nodes of one ClusterPlan on a Network: node 0 forms the cluster, the others join it."""
 
     def __init__(self, plan: ClusterPlan, network: Network, log_dir: Path) -> None:
         self.plan = plan
         self.network = network
         log_dir.mkdir(parents=True, exist_ok=True)
         python = [sys.executable, "-u", "-m", "kayit", "node"]
+        # Named by number and gRPC port: the plan's "leader"/"member" names only say how each
+        # node enters the cluster, not which one leads.
         self.nodes = [
-            ChaosNode(n, name, network.wrap(n, [*python, *argv]), log_dir / f"node-{n}.log")
-            for n, (name, argv) in enumerate(plan.node_commands())
+            ChaosNode(
+                n,
+                f"node{n}:{plan.grpc_port + n}",
+                network.wrap(n, [*python, *argv]),
+                log_dir / f"node-{n}.log",
+            )
+            for n, (_, argv) in enumerate(plan.node_commands())
         ]
 
     @property
-    def leader(self) -> ChaosNode:
-        return self.nodes[0]
-
-    @property
-    def members(self) -> list[ChaosNode]:
-        return self.nodes[1:]
-
-    @property
-    def client_address(self) -> tuple[str, int]:
-        return self.plan.host(0), self.plan.client_port
+    def client_addresses(self) -> list[tuple[str, int]]:
+        """Each node's own client port: any node takes clients and forwards to the leader."""
+        return [(self.plan.host(n), self.plan.node_client_port(n)) for n in range(len(self.nodes))]
 
     def grpc_address(self, node: int) -> str:
         return f"{self.plan.host(node)}:{self.plan.grpc_port + node}"
@@ -108,26 +138,25 @@ class ChaosCluster:
         return self.plan.data_dir / f"node-{self.plan.grpc_port + node}" / "messages"
 
     async def start(self, timeout: float = 30) -> None:
-        await self.leader.start()
-        await self.wait_client_port(timeout)
-        for member in self.members:
-            await member.start()
+        first, *others = self.nodes
+        await self.restart(first, timeout)  # the others join through it: it must listen first
+        for node in others:
+            await node.start()
         await self.wait_whole(timeout)
 
     async def restart(self, node: ChaosNode, timeout: float = 30) -> None:
         await node.start()
-        if node is self.leader:
-            await self.wait_client_port(timeout)
+        await self.wait_client_port(node, timeout)
 
-    async def wait_client_port(self, timeout: float) -> None:
-        host, port = self.client_address
+    async def wait_client_port(self, node: ChaosNode, timeout: float) -> None:
+        host, port = self.client_addresses[node.number]
         deadline = time.monotonic() + timeout
         while True:
             try:
                 _, writer = await asyncio.open_connection(host, port)
             except OSError as error:
                 if time.monotonic() > deadline:
-                    message = f"the leader's client port {host}:{port} did not open"
+                    message = f"{node.name}'s client port {host}:{port} did not open"
                     raise TimeoutError(message) from error
                 await asyncio.sleep(0.05)
                 continue
@@ -135,19 +164,41 @@ class ChaosCluster:
             return
 
     async def wait_whole(self, timeout: float) -> None:
-        """Until the leader sees every member alive."""
+        """Until the node that leads, whichever it is, sees every other node alive."""
         deadline = time.monotonic() + timeout
-        while await self.members_alive() < len(self.members):
+        while await self.others_alive() < len(self.nodes) - 1:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"only {await self.members_alive()} members alive")
+                alive = await self.others_alive()
+                raise TimeoutError(f"the leader sees only {alive} other nodes alive")
             await asyncio.sleep(0.1)
 
-    async def members_alive(self) -> int:
-        try:
-            status = await asyncio.to_thread(fetch_status, self.grpc_address(0), 1.0)
-        except ConnectionError:
-            return 0
-        return sum(1 for member in status.members if member.alive)
+    async def others_alive(self) -> int:
+        """How many other nodes the node that leads now counts alive; 0 if none leads."""
+        for node in range(len(self.nodes)):
+            try:
+                status = await asyncio.to_thread(fetch_status, self.grpc_address(node), 1.0)
+            except ConnectionError:
+                continue
+            if status.role == "leader":
+                return sum(1 for member in status.members if member.alive)
+        return 0
+
+    async def leading(self) -> Leading | None:
+        """The node that leads now, asking every node at once; None during an election."""
+
+        async def ask(node: int) -> pb.StatusReply | None:
+            address = self.grpc_address(node)
+            try:
+                return await asyncio.to_thread(fetch_status, address, _STATUS_TIMEOUT)
+            except ConnectionError:
+                return None  # killed, paused or restarting
+
+        numbers = range(len(self.nodes))
+        answers = await asyncio.gather(*(ask(node) for node in numbers))
+        replies = {
+            node: reply for node, reply in zip(numbers, answers, strict=True) if reply is not None
+        }
+        return leader_of(replies, [self.grpc_address(node) for node in numbers])
 
     def crashed(self) -> list[ChaosNode]:
         """Nodes that exited without being killed by the harness."""
@@ -170,11 +221,12 @@ class ChaosCluster:
             node.close()
 
 
-def remove_leader_messages(cluster: ChaosCluster) -> int:
-    """Delete the leader's message files (not its journal): every read must then be served by
-    a member. Returns how many were deleted."""
+def remove_messages(cluster: ChaosCluster, node: ChaosNode) -> int:
+    """Delete a node's committed message files (not its Raft log or pending copies): reads must
+    then be served by the other holders, and repair must copy them again. Returns how many
+    were deleted."""
     removed = 0
-    for path in cluster.messages_dir(0).glob("*.msg"):
+    for path in cluster.messages_dir(node.number).glob("*.msg"):
         os.unlink(path)
         removed += 1
     return removed

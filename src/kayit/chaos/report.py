@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import bisect
+import statistics
 from collections import Counter
 from dataclasses import dataclass
 
@@ -27,14 +29,26 @@ class RunSummary:
         verdicts_ok = all(v.status == "ok" for v in self.verdicts)
         return not self.lost and not self.problems and verdicts_ok
 
-    def leader_down(self) -> float:
-        """Seconds the cluster could not answer because its leader was killed (until the
-        restarted leader opened its client port): no failover yet."""
-        return sum(
-            (f.ended or f.started) - f.started
-            for f in self.faults
-            if f.kind is FaultKind.LEADER_KILL
+    def failovers(self) -> list[float | None]:
+        """For each leader kill, the seconds until the cluster answered again: until the first
+        acknowledged operation invoked after the kill completed (nothing is acknowledged
+        without a leader: one was elected by then, maybe the killed node once restarted).
+        None: no operation invoked after the kill was acknowledged before the load stopped."""
+        acknowledged = sorted(
+            (op.invoked, op.completed) for op in self.ops if op.outcome is Outcome.OK
         )
+        invoked = [start for start, _ in acknowledged]
+        # first_done[i]: the earliest completion among the acknowledged invoked at i or later.
+        first_done = [float("inf")] * (len(acknowledged) + 1)
+        for i in range(len(acknowledged) - 1, -1, -1):
+            first_done[i] = min(first_done[i + 1], acknowledged[i][1])
+        spans: list[float | None] = []
+        for fault in self.faults:
+            if fault.kind is not FaultKind.LEADER_KILL:
+                continue
+            done = first_done[bisect.bisect_left(invoked, fault.started)]
+            spans.append(None if done == float("inf") else done - fault.started)
+        return spans
 
     def slowest_set(self, during: FaultKind | None = None) -> float:
         """The longest acknowledged SET, of all or of those under way during a fault kind."""
@@ -60,13 +74,10 @@ def render(summary: RunSummary) -> str:
     shown = ", ".join(f"{kind.value} {kinds[kind]}" for kind in FaultKind if kinds[kind])
     lines.append(f"faults injected: {len(summary.faults)} ({shown or 'none'})")
     lines += [f"  {fault.describe(summary.origin)}" for fault in summary.faults]
-    lines.append(
-        f"leader unavailable (killed, no failover yet): {summary.leader_down():.1f} s "
-        f"over {kinds[FaultKind.LEADER_KILL]} kills"
-    )
+    lines.append(_failover_line(summary.failovers()))
     lines.append(
         f"slowest acknowledged SET: {summary.slowest_set():.2f} s overall, "
-        f"{summary.slowest_set(FaultKind.PAUSE):.2f} s while a member was paused, "
+        f"{summary.slowest_set(FaultKind.PAUSE):.2f} s while a node was paused, "
         f"{summary.slowest_set(FaultKind.PARTITION):.2f} s while one was partitioned"
     )
     lines.append("")
@@ -84,3 +95,13 @@ def render(summary: RunSummary) -> str:
     lines.append("")
     lines.append("verdict: " + ("PASS" if summary.passed else "FAIL"))
     return "\n".join(lines) + "\n"
+
+
+def _failover_line(spans: list[float | None]) -> str:
+    line = f"failover after leader kills: {len(spans)} kills"
+    answered = [span for span in spans if span is not None]
+    if answered:
+        line += f", median {statistics.median(answered):.2f} s, max {max(answered):.2f} s"
+    if len(answered) < len(spans):
+        line += f", {len(spans) - len(answered)} not answered again before the load stopped"
+    return line

@@ -1,5 +1,6 @@
 """Client workers: SET and GET on a small key space, every SET with a value never used before,
-every operation recorded in the history as it is sent and as it is answered."""
+every operation recorded in the history as it is sent and as it is answered. Workers are spread
+over the nodes (any node takes clients and forwards them to the leader, whichever it is)."""
 
 from __future__ import annotations
 
@@ -46,19 +47,30 @@ def classify(kind: Kind, reply: bytes) -> Answer:
 
 
 class Connection:
-    """One client connection that is dropped after any unknown outcome: a late reply must
-    never be taken for the next request's."""
+    """One client connection at a time, to one of the nodes. It is dropped after any unknown
+    outcome (a late reply must never be taken for the next request's), and after any request
+    that did not succeed the next one goes to the next node: this one may be dead, paused or
+    cut off from the leader."""
 
-    def __init__(self, host: str, port: int, timeout: float) -> None:
-        self._address = (host, port)
+    def __init__(self, addresses: list[tuple[str, int]], first: int, timeout: float) -> None:
+        self._addresses = addresses
+        self._at = first % len(addresses)
         self._timeout = timeout
         self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
     async def request(self, kind: Kind, line: bytes) -> Answer:
+        answer = await self._exchange(kind, line)
+        if answer.outcome is not Outcome.OK:
+            self.drop()
+            self._at = (self._at + 1) % len(self._addresses)
+        return answer
+
+    async def _exchange(self, kind: Kind, line: bytes) -> Answer:
         if self._streams is None:
             try:
                 self._streams = await asyncio.wait_for(
-                    asyncio.open_connection(*self._address, limit=1 << 20), self._timeout
+                    asyncio.open_connection(*self._addresses[self._at], limit=1 << 20),
+                    self._timeout,
                 )
             except (OSError, TimeoutError) as error:
                 # Nothing was sent: the operation certainly did not happen.
@@ -68,18 +80,12 @@ class Connection:
             writer.write(line + b"\n")
             reply = await asyncio.wait_for(reader.readline(), self._timeout)
         except TimeoutError:
-            self.drop()
             return Answer(Outcome.INFO, error="timeout")
         except OSError as error:
-            self.drop()
             return Answer(Outcome.INFO, error=f"connection lost: {error!r}"[:120])
         if not reply.endswith(b"\n"):
-            self.drop()
             return Answer(Outcome.INFO, error="connection closed")
-        answer = classify(kind, reply[:-1])
-        if answer.outcome is Outcome.INFO:
-            self.drop()
-        return answer
+        return classify(kind, reply[:-1])
 
     def drop(self) -> None:
         if self._streams is not None:
@@ -91,10 +97,14 @@ class Clients:
     """The workers of one run, sharing one history."""
 
     def __init__(
-        self, workload: Workload, address: tuple[str, int], history: HistoryWriter, seed: int
+        self,
+        workload: Workload,
+        addresses: list[tuple[str, int]],
+        history: HistoryWriter,
+        seed: int,
     ) -> None:
         self.workload = workload
-        self._address = address
+        self._addresses = addresses
         self._history = history
         self._seed = seed
 
@@ -104,7 +114,7 @@ class Clients:
     async def _worker(self, number: int, stop: asyncio.Event) -> None:
         rng = random.Random(self._seed * 1000 + number)
         work = self.workload
-        connection = Connection(*self._address, work.timeout)
+        connection = Connection(self._addresses, number, work.timeout)
         process, sequence = number, 0
         while not stop.is_set():
             key = work.key(rng.randrange(work.keys))
@@ -120,7 +130,7 @@ class Clients:
                 # as Jepsen's do, so one process never has two operations open.
                 process += work.workers
             elif answer.outcome is Outcome.FAIL and answer.error.startswith("connect"):
-                await asyncio.sleep(0.1)  # the leader is down: do not spin
+                await asyncio.sleep(0.1)  # its node is down: do not spin through the others
         connection.drop()
 
     async def operate(
@@ -138,7 +148,7 @@ class Clients:
 
     async def read_all(self, process: int) -> list[Answer]:
         """One GET of every key, in order, as one more process (the final reads)."""
-        connection = Connection(*self._address, self.workload.timeout * 4)
+        connection = Connection(self._addresses, 0, self.workload.timeout * 4)
         answers = [
             await self.operate(connection, process, Kind.GET, self.workload.key(n))
             for n in range(self.workload.keys)

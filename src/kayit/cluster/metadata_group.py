@@ -66,7 +66,7 @@ from kayit.metadata.commands import (
     Placed,
     PlacedItem,
 )
-from kayit.metadata.machine import MetadataMachine, MetadataView
+from kayit.metadata.machine import MetadataMachine, MetadataView, PlacedListener
 from kayit.rpc.raft_service import RaftService
 from kayit.rpc.raft_transport import GrpcRaftTransport, TransportOptions
 from kayit.storage.disk import FsyncPolicy
@@ -95,6 +95,16 @@ class GroupOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class GroupHooks:
+    """What the node hears from its group, on the event loop."""
+
+    # A Raft message arrived from this node id: it is alive.
+    on_heard: Callable[[str], None] | None = None
+    # The items of each applied Placed entry that took effect.
+    on_placed: PlacedListener | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Admission:
     """The leader's answer to a node it admitted: enough to start its Raft node."""
 
@@ -120,7 +130,8 @@ class AdmissionRefused(Exception):
 # NotLeading to redirect, AdmissionRefused to give up, anything else to try another node.
 AskToJoin = Callable[[str, str, str], Awaitable[Admission]]
 
-_PlaceRequest = tuple[tuple[PlacedItem, ...], asyncio.Future[tuple[bool, ...]]]
+# The items, the term they must be committed in, and the caller's future.
+_PlaceRequest = tuple[tuple[PlacedItem, ...], int, asyncio.Future[tuple[bool, ...]]]
 
 
 class MetadataGroup:
@@ -137,6 +148,7 @@ class MetadataGroup:
         facts: ClusterFacts | None,
         options: GroupOptions,
         on_change: Callable[[RaftStatus], None] | None,
+        hooks: GroupHooks,
     ) -> None:
         """Use ``open``."""
         self.raft_dir = raft_dir
@@ -147,9 +159,10 @@ class MetadataGroup:
         self._persisted = persisted
         self._facts = facts
         self._on_change = on_change
+        self._on_heard = hooks.on_heard
         # Messages of another cluster are dropped; a node that has not joined yet knows none.
         self.raft_service = RaftService(facts.cluster_id if facts else "", self._deliver)
-        self._machine = MetadataMachine(on_apply=self._on_apply)
+        self._machine = MetadataMachine(on_apply=self._on_apply, on_placed=hooks.on_placed)
         self._driver: RaftDriver | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
@@ -171,6 +184,7 @@ class MetadataGroup:
         address: str,
         options: GroupOptions | None = None,
         on_change: Callable[[RaftStatus], None] | None = None,
+        hooks: GroupHooks | None = None,
     ) -> MetadataGroup:
         """Load the Raft state and identity in ``raft_dir`` (creating both if there are none).
         ``address``: this node's gRPC host:port, as the other nodes reach it. ``on_change`` is
@@ -184,7 +198,17 @@ class MetadataGroup:
         except BaseException:
             await asyncio.to_thread(storage.close)
             raise
-        return cls(raft_dir, address, node_id, storage, persisted, facts, options, on_change)
+        return cls(
+            raft_dir,
+            address,
+            node_id,
+            storage,
+            persisted,
+            facts,
+            options,
+            on_change,
+            hooks or GroupHooks(),
+        )
 
     # ---- becoming a member -------------------------------------------------------------------
 
@@ -249,13 +273,37 @@ class MetadataGroup:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for _, future in self._placing:
+        for *_, future in self._placing:
             _fail(future, DriverStopped("the metadata group stopped"))
         self._placing.clear()
         if self._driver is not None:
             await self._driver.stop()
         await asyncio.to_thread(self._storage.close)
         self._role_changed.set()
+
+    async def hand_over(self, timeout: float) -> str | None:
+        """Before this leader stops: hand leadership to the live voter whose log is furthest
+        along (Raft's TimeoutNow), so that the others need not wait out an election timeout.
+        Returns the new leader's id, or None when there was nobody to hand to, this node did
+        not lead, or no other node led within ``timeout`` seconds."""
+        driver = self._driver
+        if driver is None or self._stopped or not driver.is_leader:
+            return None
+        config = driver.node.cluster_config
+        alive = self._alive(config.members)
+        candidates = sorted(voter for voter in config.voters if voter != self.id and voter in alive)
+        if not candidates:
+            return None
+        progress = driver.node.follower_progress()
+        target = max(candidates, key=lambda voter: progress.get(voter, 0))
+        driver.transfer_leadership(target)
+        try:
+            async with asyncio.timeout(timeout):
+                while driver.is_leader or driver.leader_id is None:
+                    await self.wait_for_change()
+        except (TimeoutError, DriverStopped):
+            return None
+        return driver.leader_id
 
     # ---- what a node reads -------------------------------------------------------------------
 
@@ -344,12 +392,38 @@ class MetadataGroup:
         if node_id != self.id:
             await self._until(lambda: node_id not in self._committed_config().members, leading=True)
 
-    async def propose_placed(self, items: Sequence[PlacedItem]) -> tuple[bool, ...]:
-        """Commit ``items`` to the index; returns which of them took effect. Calls made while
-        an entry is being committed share the next one."""
-        self._leading_driver()
+    async def read_barrier(self) -> None:
+        """Returns once the metadata here holds everything committed before the call, this
+        node having confirmed that it still leads. Raises NotLeading."""
+        await self._as_leader(self._leading_driver().read_barrier())
+
+    async def until_ready_to_lead(self) -> None:
+        """Returns once this leader applied an entry of its own term (its no-op), so that
+        its metadata is complete, and the metadata names it a member of a formed cluster (a
+        founder adds itself after its first election): only then may it place copies.
+        Raises NotLeading if it stops leading first."""
+        term = self._leading_driver().term
+
+        def ready() -> bool:
+            metadata = self.metadata
+            return metadata.last_leader_term >= term and self.id in metadata.nodes
+
+        await self._until(ready, leading=True)
+
+    async def propose_placed(self, items: Sequence[PlacedItem], term: int) -> tuple[bool, ...]:
+        """Commit ``items`` to the index in ``term``, in which this node must lead; returns
+        which of them took effect. Calls made while an entry is being committed share the
+        next one. Raises NotLeading when this node does not lead in ``term`` by the time the
+        entry is appended (nothing was proposed), ProposalDropped when it stops leading
+        before the entry commits (it may commit all the same).
+
+        Only the leader of a version's term may commit it, and only in that term: a later
+        term's leader takes pending copies of earlier terms for abandoned."""
+        driver = self._leading_driver()
+        if driver.term != term:
+            raise self._not_leading()
         future: asyncio.Future[tuple[bool, ...]] = asyncio.get_running_loop().create_future()
-        self._placing.append((tuple(items), future))
+        self._placing.append((tuple(items), term, future))
         if self._placer is None or self._placer.done():
             self._placer = asyncio.get_running_loop().create_task(self._place(), name="placed")
         return await future
@@ -392,6 +466,8 @@ class MetadataGroup:
 
     def _deliver(self, message: Message) -> None:
         self._heard[message.sender] = time.monotonic()
+        if self._on_heard is not None:
+            self._on_heard(message.sender)
         if self._driver is not None:
             self._driver.deliver(message)
 
@@ -609,12 +685,14 @@ class MetadataGroup:
 
     async def _place(self) -> None:
         while self._placing:
-            batch = self._take_placing()
+            term, batch = self._take_placing()
             if not batch:
                 continue
             try:
                 command = Placed(tuple(chain.from_iterable(items for items, _ in batch)))
-                result = await self._as_leader(self._leading_driver().propose(command.encode()))
+                result = await self._as_leader(
+                    self._leading_driver().propose(command.encode(), term)
+                )
             except asyncio.CancelledError:
                 for _, future in batch:
                     _fail(future, DriverStopped("the metadata group stopped"))
@@ -630,20 +708,25 @@ class MetadataGroup:
                     future.set_result(result[start : start + len(items)])
                 start += len(items)
 
-    def _take_placing(self) -> list[_PlaceRequest]:
-        batch: list[_PlaceRequest] = []
+    def _take_placing(
+        self,
+    ) -> tuple[int, list[tuple[tuple[PlacedItem, ...], asyncio.Future[tuple[bool, ...]]]]]:
+        """The next calls to share an entry: of one term, up to ``placed_entry_bytes``."""
+        batch: list[tuple[tuple[PlacedItem, ...], asyncio.Future[tuple[bool, ...]]]] = []
+        term = self._placing[0][1]
         size = 0
         while self._placing:
-            items, future = self._placing[0]
+            items, wanted_term, future = self._placing[0]
             if future.done():  # the caller gave up
                 self._placing.popleft()
                 continue
             weight = sum(len(item.message_id) + _PLACED_ITEM_BYTES for item in items)
-            if batch and size + weight > self.options.placed_entry_bytes:
+            if wanted_term != term or (batch and size + weight > self.options.placed_entry_bytes):
                 break
             size += weight
-            batch.append(self._placing.popleft())
-        return batch
+            batch.append((items, future))
+            self._placing.popleft()
+        return term, batch
 
 
 def _fail(future: asyncio.Future[tuple[bool, ...]], error: BaseException) -> None:

@@ -1,7 +1,7 @@
-"""Healing: members dead past a grace period lose their place and their copies are made
-again on live members; a member that (re)joins has its copies reconciled with the index;
-copies found lost or damaged are made again. All at a bounded rate, so clients keep their
-share."""
+"""Healing: nodes dead past a grace period lose their place and their copies are made
+again on live nodes; a node that (re)joins, or comes back after being dead, has its copies
+reconciled with the index; copies found lost or damaged are made again. All at a bounded
+rate, so clients keep their share."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from kayit.cluster.leader import Leader
-from kayit.cluster.transport import MemberTransport, MemberUnreachable
+from kayit.cluster.leader import ClusterError, Leader
+from kayit.cluster.transport import MemberUnreachable
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,6 @@ class Repairer:
     def __init__(
         self,
         leader: Leader,
-        transport: MemberTransport,
         *,
         repair_after: float,
         rate: float,
@@ -37,8 +36,12 @@ class Repairer:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._leader = leader
-        self._transport = transport
-        self._joined: set[str] = set()  # members to reconcile with the index
+        # Nodes to reconcile with the index: at first every one, as a new leader knows
+        # nothing of what they hold.
+        self._joined: set[str] = set(leader.metadata.nodes)
+        # The members when the index was last scanned for ids with too few holders: at
+        # first none, so that a new leader finishes what an earlier one left.
+        self._scanned_members: frozenset[str] = frozenset()
         self._scrub_every = scrub_every
         self._scrubbed_at = clock()
         self._repair_after = repair_after
@@ -49,13 +52,13 @@ class Repairer:
     def lost_members(self) -> set[str]:
         membership = self._leader.membership
         return {
-            m.address
+            m.node_id
             for m in membership.view()
-            if not m.alive and membership.silent_for(m.address) > self._repair_after
+            if not m.alive and membership.silent_for(m.node_id) > self._repair_after
         }
 
-    def member_joined(self, address: str) -> None:
-        self._joined.add(address)
+    def member_joined(self, node_id: str) -> None:
+        self._joined.add(node_id)
 
     async def run(self, every: float = 1.0) -> None:
         while True:
@@ -64,33 +67,37 @@ class Repairer:
                 # A scrub: every live member's copies are read back and checked, so damage
                 # is found even on copies nobody reads.
                 self._scrubbed_at = self._clock()
-                self._joined.update(self._leader.membership.alive())
-            while self._joined:
-                await self.reconcile(self._joined.pop())
+                self._joined.update(self._leader.alive())
+            alive = set(self._leader.alive())
+            for node_id in sorted(self._joined & alive):
+                self._joined.discard(node_id)
+                await self.reconcile(node_id)
             lost = self.lost_members()
-            ids = set(self._leader.index.held_by(lost)) if lost else set()
-            ids |= self._leader.under_replicated
+            ids = self._leader.held_by(lost) | self._leader.under_replicated
+            members = frozenset(self._leader.metadata.nodes)
+            if members != self._scanned_members:
+                # A node left (its copies with it), or this leader is new.
+                self._scanned_members = members
+                ids |= set(self._leader.metadata.under_placed())
             self._leader.under_replicated.clear()
             if ids:
                 await self.repair_pass(sorted(ids))
 
-    async def reconcile(self, address: str) -> None:
-        expected = self._leader.expected_on(address)
+    async def reconcile(self, node_id: str) -> None:
         try:
-            held = await self._transport.inventory(address, verify=True)
-            deleted = await self._leader.reconcile(address, expected, held)
+            deleted = await self._leader.reconcile(node_id)
         except MemberUnreachable as error:
-            log.warning("could not reconcile member %s: %s", address, error)
+            log.warning("could not reconcile node %s: %s", node_id, error)
+            self._leader.member_failed(node_id, error)
+            self._joined.add(node_id)  # once it is heard from again
             return
-        log.info(
-            "member %s reconciled: %d copies kept, %d deleted",
-            address,
-            len(held) - deleted,
-            deleted,
-        )
+        except ClusterError:
+            return  # no longer leading
+        if deleted:
+            log.info("node %s reconciled: %d copies deleted", node_id, deleted)
 
     async def repair_pass(self, ids: list[str]) -> None:
-        """Give each message its TOLERANCE member copies again, ``rate`` per second at most."""
+        """Give each message its TOLERANCE + 1 copies again, ``rate`` per second at most."""
         self.progress = RepairProgress(under_replicated=len(ids))
         log.info("repairing %d under-replicated messages", len(ids))
         started = self._clock()

@@ -9,7 +9,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from kayit.batching import Batcher
-from kayit.cluster.transport import Copy, MemberSlow, MemberTransport
+from kayit.cluster.transport import Copy, CopySink, MemberSlow
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ class _Outgoing:
 
 class Replicator:
     def __init__(
-        self, transport: MemberTransport, store_timeout: float, in_flight_per_member: int = 2
+        self, transport: CopySink, store_timeout: float, in_flight_per_member: int = 2
     ) -> None:
         self._transport = transport
         self._store_timeout = store_timeout

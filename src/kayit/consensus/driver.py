@@ -124,7 +124,7 @@ class RaftDriver:
         self._wakeup = asyncio.Event()
         self._tick_due = False
         self._inbox: list[Message] = []
-        self._to_propose: list[tuple[bytes, asyncio.Future[object]]] = []
+        self._to_propose: list[tuple[bytes, int | None, asyncio.Future[object]]] = []
         self._to_read: list[tuple[bytes, asyncio.Future[object]]] = []
         self._to_change: list[tuple[ConfigChange, asyncio.Future[object]]] = []
         self._to_transfer: list[str] = []
@@ -202,15 +202,16 @@ class RaftDriver:
             self._inbox.append(message)
             self._wakeup.set()
 
-    async def propose(self, data: bytes) -> object:
+    async def propose(self, data: bytes, term: int | None = None) -> object:
         """Commit ``data`` as a command; returns what ``apply`` returned for it on this node.
-        Raises NotLeaderError (with the leader known) when this node does not lead, and
-        ProposalDropped when it stops leading before the command commits."""
+        Raises NotLeaderError (with the leader known) when this node does not lead, or, with
+        ``term``, does not lead in that term when the entry is appended; and ProposalDropped
+        when it stops leading before the command commits."""
         self._check_running()
-        if not self.is_leader:
+        if not self.is_leader or (term is not None and self.term != term):
             raise NotLeaderError(self.leader_id)
         future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-        self._to_propose.append((data, future))
+        self._to_propose.append((data, term, future))
         self._wakeup.set()
         return await future
 
@@ -258,6 +259,9 @@ class RaftDriver:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         next_sync = loop.time() + self.config.sync_seconds
+        if self.node.cluster_config.voters == {self.node.id}:
+            self.node.campaign()  # the only voter: no leader to wait for
+            self._wakeup.set()
         try:
             while True:
                 await self._wakeup.wait()
@@ -290,10 +294,12 @@ class RaftDriver:
         for target in self._to_transfer:
             node.transfer_leadership(target)
         self._to_transfer.clear()
-        for data, future in self._to_propose:
+        for data, term, future in self._to_propose:
             if future.done():
                 continue  # the caller gave up
             try:
+                if term is not None and node.term != term:
+                    raise NotLeaderError(node.leader_id)
                 index = node.propose(data)
             except NotLeaderError as error:
                 _fail(future, error)
@@ -437,7 +443,12 @@ class RaftDriver:
         for read in self._reads.values():
             _fail(read.future, stopped)
         self._reads.clear()
-        for _, future in [*self._to_propose, *self._to_read, *self._to_change]:
+        waiting = [
+            *(future for *_, future in self._to_propose),
+            *(future for _, future in self._to_read),
+            *(future for _, future in self._to_change),
+        ]
+        for future in waiting:
             _fail(future, stopped)
         self._to_propose.clear()
         self._to_read.clear()

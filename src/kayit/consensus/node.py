@@ -206,6 +206,12 @@ class RaftNode:
         if self._election_elapsed >= self._timeout and self._promotable:
             self._start_election(transfer=False)
 
+    def campaign(self) -> None:
+        """Start an election now instead of at the election timeout: for a node that is the
+        only voter, which has nobody to wait for."""
+        if self.role is not Role.LEADER and self._promotable:
+            self._start_election(transfer=False)
+
     def step(self, message: Message) -> None:
         if message.recipient != self.id:
             return

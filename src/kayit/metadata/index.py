@@ -128,6 +128,14 @@ class CommittedIndex:
             return []
         return [key for key, packed in self._packed.items() if packed & _SET_MASK in wanted]
 
+    def held_by_fewer(self, count: int) -> list[str]:
+        """The ids with fewer than ``count`` holders (a scan of the whole index, skipped
+        when no holder set is that small)."""
+        wanted = {position for position, held in enumerate(self._sets) if len(held) < count}
+        if not wanted:
+            return []
+        return [key for key, packed in self._packed.items() if packed & _SET_MASK in wanted]
+
     def load(self) -> Counter[str]:
         """Copies per node."""
         load: Counter[str] = Counter()

@@ -11,6 +11,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Protocol
 
 from kayit.consensus.messages import Entry
+from kayit.metadata.commands import Placed, PlacedItem
 from kayit.metadata.index import IndexEntry
 from kayit.metadata.snapshot import restore, snapshot
 from kayit.metadata.state import ClusterMetadata
@@ -31,11 +32,14 @@ class MetadataView(Protocol):
     @property
     def last_leader_term(self) -> int: ...
     @property
+    def message_count(self) -> int: ...
+    @property
     def nodes(self) -> Mapping[str, str]: ...
     @property
     def removed(self) -> frozenset[str]: ...
     def entry(self, message_id: str) -> IndexEntry | None: ...
     def holders_on(self, node_id: str) -> list[str]: ...
+    def under_placed(self) -> list[str]: ...
     def load(self) -> dict[str, int]: ...
     def voters_wanted(self, alive: Collection[str], voters: Collection[str]) -> frozenset[str]: ...
     def copies_to_delete(
@@ -46,9 +50,15 @@ class MetadataView(Protocol):
     ) -> list[tuple[str, Version]]: ...
 
 
+# The items of a Placed entry that took effect, as they were applied.
+PlacedListener = Callable[[list[PlacedItem]], None]
+
+
 class MetadataMachine:
     """The driver's StateMachine. ``on_apply`` is called after each entry applied and each
-    snapshot restored, on the driver's loop: to wake whoever waits for the metadata."""
+    snapshot restored, on the driver's loop: to wake whoever waits for the metadata.
+    ``on_placed`` gets the items of each Placed entry that took effect (holders promote their
+    pending copies then); a restored snapshot tells it nothing."""
 
     applies_every_entry = True
 
@@ -56,9 +66,11 @@ class MetadataMachine:
         self,
         metadata: ClusterMetadata | None = None,
         on_apply: Callable[[], None] | None = None,
+        on_placed: PlacedListener | None = None,
     ) -> None:
         self._metadata = metadata or ClusterMetadata()
         self._on_apply = on_apply
+        self._on_placed = on_placed
 
     @property
     def metadata(self) -> ClusterMetadata:
@@ -68,7 +80,12 @@ class MetadataMachine:
     def apply(self, entry: Entry) -> tuple[bool, ...]:
         """Which parts of the entry's command took effect (``ClusterMetadata.apply``)."""
         try:
-            return self._metadata.apply_entry(entry)
+            command, applied = self._metadata.apply_entry(entry)
+            if self._on_placed is not None and isinstance(command, Placed):
+                taken = [item for item, ok in zip(command.items, applied, strict=True) if ok]
+                if taken:
+                    self._on_placed(taken)
+            return applied
         finally:
             if self._on_apply is not None:
                 self._on_apply()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping
 from types import MappingProxyType
-from typing import assert_never
+from typing import NamedTuple, assert_never
 
 from kayit.consensus.messages import Entry, EntryKind
 from kayit.metadata.commands import (
@@ -28,6 +28,11 @@ from kayit.version import UNKNOWN, Version
 
 # Distinct holder lists remembered in their canonical form; a batch names only a few.
 _CANONICAL_CACHE = 4096
+
+
+class Applied(NamedTuple):
+    command: Command | None  # as decoded from the entry
+    flags: tuple[bool, ...]  # which parts took effect (``ClusterMetadata.apply``)
 
 
 def _always_settled(message_id: str) -> bool:
@@ -118,15 +123,20 @@ class ClusterMetadata:
         return frozenset(self._removed)
 
     @property
+    def message_count(self) -> int:
+        """Ids in the committed index."""
+        return len(self._index)
+
+    @property
     def index(self) -> CommittedIndex:
         """The committed index, to read (snapshots do); only ``apply`` changes it."""
         return self._index
 
-    def apply_entry(self, entry: Entry) -> tuple[bool, ...]:
+    def apply_entry(self, entry: Entry) -> Applied:
         """Apply a committed Raft entry. Only a COMMAND entry carries a metadata command; the
         others (a new leader's no-op, a voter configuration) still count for their term."""
         command = decode(entry.data) if entry.kind is EntryKind.COMMAND else None
-        return self.apply(command, entry.term, entry.index)
+        return Applied(command, self.apply(command, entry.term, entry.index))
 
     def apply(self, command: Command | None, term: int, index: int) -> tuple[bool, ...]:
         """Apply the command of the committed entry at (``term``, ``index``); None for an
@@ -215,6 +225,11 @@ class ClusterMetadata:
     def holders_on(self, node_id: str) -> list[str]:
         """The ids the index places a copy of on ``node_id`` (a scan of the whole index)."""
         return self._index.held_by(node_id)
+
+    def under_placed(self) -> list[str]:
+        """The ids with fewer than TOLERANCE + 1 holders: a holder lost its copy, or left
+        the cluster (``NodeRemoved``), and no repair has placed another yet."""
+        return self._index.held_by_fewer(self.tolerance + 1)
 
     def load(self) -> dict[str, int]:
         """Committed copies on each member, for placement."""

@@ -12,7 +12,6 @@ class ErrorCode(enum.StrEnum):
     UNAVAILABLE = "UNAVAILABLE"  # no holder of the current version answered a GET
     NOLEADER = "NOLEADER"  # no leader could be asked: the command was not sent
     TIMEOUT = "TIMEOUT"  # sent, but no answer came back: the outcome is unknown
-    IOERROR = "IOERROR"  # the leader's disk failed storing its copy; the journal may hold it
     INTERNAL = "INTERNAL"  # an unexpected error
 
     @property

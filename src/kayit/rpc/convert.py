@@ -17,9 +17,8 @@ def version_from_pb(version: pb.Version) -> Version:
 
 def copy_to_pb(copy: Copy) -> pb.StoredMessage:
     return pb.StoredMessage(
-        id=copy.message_id, payload=copy.message, version=version_to_pb(copy.version)
+        id=copy.message_id,
+        payload=copy.message,
+        version=version_to_pb(copy.version),
+        committed=copy.committed,
     )
-
-
-def copy_from_pb(message: pb.StoredMessage) -> Copy:
-    return Copy(message.id, message.payload, version_from_pb(message.version))

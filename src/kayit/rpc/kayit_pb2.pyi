@@ -16,14 +16,16 @@ class Version(_message.Message):
     def __init__(self, term: _Optional[int] = ..., seq: _Optional[int] = ...) -> None: ...
 
 class StoredMessage(_message.Message):
-    __slots__ = ("id", "payload", "version")
+    __slots__ = ("id", "payload", "version", "committed")
     ID_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_FIELD_NUMBER: _ClassVar[int]
     id: str
     payload: bytes
     version: Version
-    def __init__(self, id: _Optional[str] = ..., payload: _Optional[bytes] = ..., version: _Optional[_Union[Version, _Mapping]] = ...) -> None: ...
+    committed: bool
+    def __init__(self, id: _Optional[str] = ..., payload: _Optional[bytes] = ..., version: _Optional[_Union[Version, _Mapping]] = ..., committed: _Optional[bool] = ...) -> None: ...
 
 class StoreResult(_message.Message):
     __slots__ = ("stored", "current")
@@ -46,10 +48,12 @@ class StoreBatchResult(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[StoreResult, _Mapping]]] = ...) -> None: ...
 
 class MessageId(_message.Message):
-    __slots__ = ("id",)
+    __slots__ = ("id", "version")
     ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     id: str
-    def __init__(self, id: _Optional[str] = ...) -> None: ...
+    version: Version
+    def __init__(self, id: _Optional[str] = ..., version: _Optional[_Union[Version, _Mapping]] = ...) -> None: ...
 
 class RetrieveResult(_message.Message):
     __slots__ = ("found", "message")
@@ -60,36 +64,37 @@ class RetrieveResult(_message.Message):
     def __init__(self, found: _Optional[bool] = ..., message: _Optional[_Union[StoredMessage, _Mapping]] = ...) -> None: ...
 
 class JoinRequest(_message.Message):
-    __slots__ = ("address", "message_count")
+    __slots__ = ("address", "node_id")
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
-    MESSAGE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
     address: str
-    message_count: int
-    def __init__(self, address: _Optional[str] = ..., message_count: _Optional[int] = ...) -> None: ...
+    node_id: str
+    def __init__(self, address: _Optional[str] = ..., node_id: _Optional[str] = ...) -> None: ...
 
 class JoinReply(_message.Message):
-    __slots__ = ("accepted", "reason", "heartbeat_ms")
+    __slots__ = ("accepted", "reason", "leader_address", "refused", "cluster_id", "tolerance", "nodes")
+    class NodesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
-    HEARTBEAT_MS_FIELD_NUMBER: _ClassVar[int]
+    LEADER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    TOLERANCE_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
     accepted: bool
     reason: str
-    heartbeat_ms: int
-    def __init__(self, accepted: _Optional[bool] = ..., reason: _Optional[str] = ..., heartbeat_ms: _Optional[int] = ...) -> None: ...
-
-class HeartbeatRequest(_message.Message):
-    __slots__ = ("address", "message_count")
-    ADDRESS_FIELD_NUMBER: _ClassVar[int]
-    MESSAGE_COUNT_FIELD_NUMBER: _ClassVar[int]
-    address: str
-    message_count: int
-    def __init__(self, address: _Optional[str] = ..., message_count: _Optional[int] = ...) -> None: ...
-
-class HeartbeatReply(_message.Message):
-    __slots__ = ("known",)
-    KNOWN_FIELD_NUMBER: _ClassVar[int]
-    known: bool
-    def __init__(self, known: _Optional[bool] = ...) -> None: ...
+    leader_address: str
+    refused: bool
+    cluster_id: str
+    tolerance: int
+    nodes: _containers.ScalarMap[str, str]
+    def __init__(self, accepted: _Optional[bool] = ..., reason: _Optional[str] = ..., leader_address: _Optional[str] = ..., refused: _Optional[bool] = ..., cluster_id: _Optional[str] = ..., tolerance: _Optional[int] = ..., nodes: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class CountRequest(_message.Message):
     __slots__ = ()
@@ -108,12 +113,14 @@ class InventoryRequest(_message.Message):
     def __init__(self, verify: _Optional[bool] = ...) -> None: ...
 
 class InventoryEntry(_message.Message):
-    __slots__ = ("id", "version")
+    __slots__ = ("id", "version", "pending")
     ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
     id: str
     version: Version
-    def __init__(self, id: _Optional[str] = ..., version: _Optional[_Union[Version, _Mapping]] = ...) -> None: ...
+    pending: bool
+    def __init__(self, id: _Optional[str] = ..., version: _Optional[_Union[Version, _Mapping]] = ..., pending: _Optional[bool] = ...) -> None: ...
 
 class InventoryChunk(_message.Message):
     __slots__ = ("entries",)
@@ -138,30 +145,38 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class MemberStatus(_message.Message):
-    __slots__ = ("address", "alive", "assigned", "stored")
+    __slots__ = ("address", "alive", "assigned", "node_id", "voter")
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     ALIVE_FIELD_NUMBER: _ClassVar[int]
     ASSIGNED_FIELD_NUMBER: _ClassVar[int]
-    STORED_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    VOTER_FIELD_NUMBER: _ClassVar[int]
     address: str
     alive: bool
     assigned: int
-    stored: int
-    def __init__(self, address: _Optional[str] = ..., alive: _Optional[bool] = ..., assigned: _Optional[int] = ..., stored: _Optional[int] = ...) -> None: ...
+    node_id: str
+    voter: bool
+    def __init__(self, address: _Optional[str] = ..., alive: _Optional[bool] = ..., assigned: _Optional[int] = ..., node_id: _Optional[str] = ..., voter: _Optional[bool] = ...) -> None: ...
 
 class StatusReply(_message.Message):
-    __slots__ = ("role", "address", "message_count", "tolerance", "members")
+    __slots__ = ("role", "address", "message_count", "tolerance", "members", "term", "leader_address", "node_id")
     ROLE_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_COUNT_FIELD_NUMBER: _ClassVar[int]
     TOLERANCE_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    LEADER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
     role: str
     address: str
     message_count: int
     tolerance: int
     members: _containers.RepeatedCompositeFieldContainer[MemberStatus]
-    def __init__(self, role: _Optional[str] = ..., address: _Optional[str] = ..., message_count: _Optional[int] = ..., tolerance: _Optional[int] = ..., members: _Optional[_Iterable[_Union[MemberStatus, _Mapping]]] = ...) -> None: ...
+    term: int
+    leader_address: str
+    node_id: str
+    def __init__(self, role: _Optional[str] = ..., address: _Optional[str] = ..., message_count: _Optional[int] = ..., tolerance: _Optional[int] = ..., members: _Optional[_Iterable[_Union[MemberStatus, _Mapping]]] = ..., term: _Optional[int] = ..., leader_address: _Optional[str] = ..., node_id: _Optional[str] = ...) -> None: ...
 
 class ClientCommand(_message.Message):
     __slots__ = ("kind", "id", "message")

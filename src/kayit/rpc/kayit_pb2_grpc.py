@@ -54,11 +54,6 @@ class NodeStub:
                 request_serializer=kayit_dot_rpc_dot_kayit__pb2.JoinRequest.SerializeToString,
                 response_deserializer=kayit_dot_rpc_dot_kayit__pb2.JoinReply.FromString,
                 _registered_method=True)
-        self.Heartbeat = channel.unary_unary(
-                '/kayit.Node/Heartbeat',
-                request_serializer=kayit_dot_rpc_dot_kayit__pb2.HeartbeatRequest.SerializeToString,
-                response_deserializer=kayit_dot_rpc_dot_kayit__pb2.HeartbeatReply.FromString,
-                _registered_method=True)
         self.Count = channel.unary_unary(
                 '/kayit.Node/Count',
                 request_serializer=kayit_dot_rpc_dot_kayit__pb2.CountRequest.SerializeToString,
@@ -114,12 +109,6 @@ class NodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Heartbeat(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
     def Count(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -133,7 +122,7 @@ class NodeServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Inventory(self, request, context):
-        """What a member holds, in chunks: the leader reconciles it with its index on (re)join.
+        """What a node holds, in chunks: the leader reconciles it with the index.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -175,11 +164,6 @@ def add_NodeServicer_to_server(servicer, server):
                     servicer.Join,
                     request_deserializer=kayit_dot_rpc_dot_kayit__pb2.JoinRequest.FromString,
                     response_serializer=kayit_dot_rpc_dot_kayit__pb2.JoinReply.SerializeToString,
-            ),
-            'Heartbeat': grpc.unary_unary_rpc_method_handler(
-                    servicer.Heartbeat,
-                    request_deserializer=kayit_dot_rpc_dot_kayit__pb2.HeartbeatRequest.FromString,
-                    response_serializer=kayit_dot_rpc_dot_kayit__pb2.HeartbeatReply.SerializeToString,
             ),
             'Count': grpc.unary_unary_rpc_method_handler(
                     servicer.Count,
@@ -315,33 +299,6 @@ class Node:
             '/kayit.Node/Join',
             kayit_dot_rpc_dot_kayit__pb2.JoinRequest.SerializeToString,
             kayit_dot_rpc_dot_kayit__pb2.JoinReply.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def Heartbeat(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/kayit.Node/Heartbeat',
-            kayit_dot_rpc_dot_kayit__pb2.HeartbeatRequest.SerializeToString,
-            kayit_dot_rpc_dot_kayit__pb2.HeartbeatReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,4 +1,4 @@
-"""gRPC clients: the leader's MemberTransport, and a member's link to its leader."""
+"""gRPC clients: channels to the other nodes, and the leader's MemberTransport over them."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import asyncio
 
 import grpc
 
-from kayit.cluster.transport import Copy, MemberSlow, MemberUnreachable
+from kayit.cluster.transport import Copy, Deposed, Held, MemberSlow, MemberUnreachable
 from kayit.rpc import kayit_pb2 as pb
 from kayit.rpc.channels import open_channel
-from kayit.rpc.convert import copy_from_pb, copy_to_pb, version_from_pb, version_to_pb
+from kayit.rpc.convert import copy_to_pb, version_from_pb, version_to_pb
 from kayit.rpc.kayit_pb2_grpc import NodeStub
 from kayit.version import Version
 
@@ -52,37 +52,53 @@ class Peers:
         self._stubs.clear()
 
 
-class GrpcMemberTransport:
-    """MemberTransport over gRPC: StoreMany and Retrieve."""
+TERM_METADATA = "kayit-term"  # the sender's Raft term, on every call that changes copies
 
-    def __init__(self, peers: Peers) -> None:
+
+class GrpcMemberTransport:
+    """MemberTransport over gRPC, for a leader of ``term``: the calls that change copies
+    carry it, and a node that knows a newer term refuses them."""
+
+    def __init__(self, peers: Peers, term: int) -> None:
         self._peers = peers
+        self._metadata = ((TERM_METADATA, str(term)),)
 
     async def store_many(self, address: str, copies: list[Copy], timeout: float) -> None:
         request = pb.StoreBatch(messages=[copy_to_pb(copy) for copy in copies])
         try:
-            reply = await self._peers.stub(address).StoreMany(request, timeout=timeout)
+            reply = await self._peers.stub(address).StoreMany(
+                request, timeout=timeout, metadata=self._metadata
+            )
         except grpc.aio.AioRpcError as error:
             raise _failure(error) from error
         if len(reply.results) != len(copies):
             raise MemberUnreachable(f"answered {len(reply.results)} of {len(copies)} copies")
+        for copy, result in zip(copies, reply.results, strict=True):
+            current = version_from_pb(result.current)
+            if not result.stored and current != copy.version and not copy.committed:
+                raise MemberUnreachable(
+                    f"holds {copy.message_id!r} at {current}, newer than {copy.version}"
+                )
 
-    async def retrieve(self, address: str, message_id: str) -> Copy | None:
+    async def retrieve(self, address: str, message_id: str, version: Version) -> bytes | None:
+        request = pb.MessageId(id=message_id, version=version_to_pb(version))
         try:
-            reply = await self._peers.stub(address).Retrieve(
-                pb.MessageId(id=message_id), timeout=self._peers.timeout
-            )
+            reply = await self._peers.stub(address).Retrieve(request, timeout=self._peers.timeout)
         except grpc.aio.AioRpcError as error:
             raise _failure(error) from error
-        return copy_from_pb(reply.message) if reply.found else None
+        if not reply.found or version_from_pb(reply.message.version) != version:
+            return None
+        return bytes(reply.message.payload)
 
-    async def inventory(self, address: str, verify: bool) -> list[tuple[str, Version]]:
-        held: list[tuple[str, Version]] = []
+    async def inventory(self, address: str, verify: bool) -> Held:
+        held = Held()
         try:
             # Reading every copy with verify=True takes time: no deadline beyond the channel's.
             call = self._peers.stub(address).Inventory(pb.InventoryRequest(verify=verify))
             async for chunk in call:
-                held += [(e.id, version_from_pb(e.version)) for e in chunk.entries]
+                for entry in chunk.entries:
+                    copies = held.pending if entry.pending else held.committed
+                    copies.append((entry.id, version_from_pb(entry.version)))
         except grpc.aio.AioRpcError as error:
             raise _failure(error) from error
         return held
@@ -91,14 +107,20 @@ class GrpcMemberTransport:
         entries = [pb.InventoryEntry(id=key, version=version_to_pb(v)) for key, v in copies]
         try:
             await self._peers.stub(address).Delete(
-                pb.DeleteRequest(entries=entries), timeout=self._peers.timeout
+                pb.DeleteRequest(entries=entries),
+                timeout=self._peers.timeout,
+                metadata=self._metadata,
             )
         except grpc.aio.AioRpcError as error:
             raise _failure(error) from error
 
 
-def _failure(error: grpc.aio.AioRpcError) -> MemberUnreachable:
+def _failure(error: grpc.aio.AioRpcError) -> MemberUnreachable | Deposed:
     """A deadline that passed says the member is slow, not that it is gone: the failure
-    detector, not one late answer, decides that it is dead."""
+    detector, not one late answer, decides that it is dead. FAILED_PRECONDITION is the
+    term check (NodeService): the caller was deposed."""
+    text = f"{error.code().name}: {error.details()}"
+    if error.code() is grpc.StatusCode.FAILED_PRECONDITION:
+        return Deposed(text)
     kind = MemberSlow if error.code() is grpc.StatusCode.DEADLINE_EXCEEDED else MemberUnreachable
-    return kind(f"{error.code().name}: {error.details()}")
+    return kind(text)

@@ -1,5 +1,5 @@
-"""The gRPC service every node runs. Join, Heartbeat and Execute are answered only by the
-leader: who that is, the node says through ``leading`` at each call."""
+"""The gRPC service every node runs: copies in and out of its store for the leader, the
+admission of new nodes, status, and clients' commands forwarded to it while it leads."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 
-from kayit.cluster.leader import Leader
-from kayit.cluster.membership import Arrival
+from kayit.cluster.holders import held_here, store_copy
+from kayit.cluster.metadata_group import Admission, AdmissionRefused, NotLeading
+from kayit.cluster.transport import Copy
 from kayit.protocol.commands import validate_id
 from kayit.rpc import kayit_pb2 as pb
-from kayit.rpc.convert import version_from_pb, version_to_pb
+from kayit.rpc.convert import copy_to_pb, version_from_pb, version_to_pb
 from kayit.rpc.kayit_pb2_grpc import NodeServicer
+from kayit.rpc.peers import TERM_METADATA
 from kayit.storage.store import MessageStore
 
 log = logging.getLogger(__name__)
@@ -26,37 +28,35 @@ class NodeService(NodeServicer):  # type: ignore[misc]  # generated base class i
     def __init__(
         self,
         *,
-        address: str,
         store: MessageStore,
-        leading: Callable[[], Leader | None],
+        term: Callable[[], int],
+        admit: Callable[[str, str], Awaitable[Admission]],
+        status: Callable[[], pb.StatusReply],
         execute: Callable[[pb.ClientBatch], Awaitable[pb.ClientResults]],
-        heartbeat_ms: int,
-        on_join: Callable[[str], None] | None = None,
-        on_revived: Callable[[str], None] | None = None,
     ) -> None:
-        """``leading``: this node's Leader while it leads, else None. ``execute``: carries out
-        clients' commands that another node forwarded. ``on_join``: a member (re)joined,
-        maybe after a restart. ``on_revived``: a member counted dead heartbeats again. Either
-        way its copies are to be reconciled."""
-        self.on_join = on_join
-        self.on_revived = on_revived
-        self.address = address
+        """``term``: this node's Raft term now. ``admit(node_id, address)``: admits a node
+        while this one leads (raises NotLeading, AdmissionRefused). ``execute``: carries out
+        clients' commands that another node forwarded."""
         self.store = store
-        self.leading = leading
+        self._term = term
+        self._admit = admit
+        self._status = status
         self.execute = execute
-        self.heartbeat_ms = heartbeat_ms
+        self._fence = 0  # the highest term a call that changes copies came with
 
     # Method names come from kayit.proto.
     async def Store(
         self, request: pb.StoredMessage, context: grpc.aio.ServicerContext
     ) -> pb.StoreResult:
         await _check_ids([request.id], context)
+        await self._check_term(context)
         return await self._store(request)
 
     async def StoreMany(
         self, request: pb.StoreBatch, context: grpc.aio.ServicerContext
     ) -> pb.StoreBatchResult:
         await _check_ids([m.id for m in request.messages], context)
+        await self._check_term(context)
         results = await asyncio.gather(*(self._store(m) for m in request.messages))
         return pb.StoreBatchResult(results=results)
 
@@ -64,39 +64,38 @@ class NodeService(NodeServicer):  # type: ignore[misc]  # generated base class i
         self, request: pb.MessageId, context: grpc.aio.ServicerContext
     ) -> pb.RetrieveResult:
         await _check_ids([request.id], context)
-        copy = await self.store.get_verified(request.id)
-        if copy is None:
-            return pb.RetrieveResult(found=False)
-        payload, version = copy
-        message = pb.StoredMessage(id=request.id, payload=payload, version=version_to_pb(version))
-        return pb.RetrieveResult(found=True, message=message)
+        if request.HasField("version"):
+            version = version_from_pb(request.version)
+            payload = await self.store.get_version(request.id, version)
+            if payload is None:
+                return pb.RetrieveResult(found=False)
+            copy = Copy(request.id, payload, version)
+        else:
+            found = await self.store.get_verified(request.id)
+            if found is None:
+                return pb.RetrieveResult(found=False)
+            copy = Copy(request.id, *found)
+        return pb.RetrieveResult(found=True, message=copy_to_pb(copy))
 
     async def Join(
         self, request: pb.JoinRequest, context: grpc.aio.ServicerContext
     ) -> pb.JoinReply:
-        leader = self.leading()
-        if leader is None:
-            return pb.JoinReply(accepted=False, reason=f"{self.address} is not the leader")
-        if request.address == self.address:
-            return pb.JoinReply(accepted=False, reason="that address is the leader's own")
-        if leader.membership.heard_from(request.address, request.message_count) is Arrival.NEW:
-            log.info("member %s joined", request.address)
-        if self.on_join is not None:
-            self.on_join(request.address)  # its copies are reconciled with the index
-        return pb.JoinReply(accepted=True, heartbeat_ms=self.heartbeat_ms)
-
-    async def Heartbeat(
-        self, request: pb.HeartbeatRequest, context: grpc.aio.ServicerContext
-    ) -> pb.HeartbeatReply:
-        leader = self.leading()
-        if leader is None or not leader.membership.is_known(request.address):
-            return pb.HeartbeatReply(known=False)
-        arrival = leader.membership.heard_from(request.address, request.message_count)
-        if arrival is Arrival.REVIVED and self.on_revived is not None:
-            # Dead meanwhile (paused or cut off): SETs went elsewhere, copies it stored late
-            # are surplus, and repair may have moved its copies.
-            self.on_revived(request.address)
-        return pb.HeartbeatReply(known=True)
+        try:
+            admission = await self._admit(request.node_id, request.address)
+        except NotLeading as not_leading:
+            return pb.JoinReply(
+                accepted=False,
+                reason="this node does not lead",
+                leader_address=not_leading.leader_address or "",
+            )
+        except AdmissionRefused as refused:
+            return pb.JoinReply(accepted=False, refused=True, reason=str(refused))
+        return pb.JoinReply(
+            accepted=True,
+            cluster_id=admission.cluster_id,
+            tolerance=admission.tolerance,
+            nodes=dict(admission.nodes),
+        )
 
     async def Count(
         self, request: pb.CountRequest, context: grpc.aio.ServicerContext
@@ -106,42 +105,29 @@ class NodeService(NodeServicer):  # type: ignore[misc]  # generated base class i
     async def Status(
         self, request: pb.StatusRequest, context: grpc.aio.ServicerContext
     ) -> pb.StatusReply:
-        leader = self.leading()
-        if leader is None:
-            return pb.StatusReply(
-                role="member", address=self.address, message_count=self.store.count
-            )
-        members = [
-            pb.MemberStatus(address=m.address, alive=m.alive, assigned=m.assigned, stored=m.stored)
-            for m in leader.member_counts()
-        ]
-        return pb.StatusReply(
-            role="leader",
-            address=self.address,
-            message_count=len(leader.index),
-            tolerance=leader.tolerance,
-            members=members,
-        )
+        return self._status()
 
     async def Inventory(
         self, request: pb.InventoryRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.InventoryChunk]:
-        held = await self.store.inventory(request.verify)
-        for start in range(0, len(held), _INVENTORY_CHUNK):
-            entries = [
-                pb.InventoryEntry(id=key, version=version_to_pb(version))
-                for key, version in held[start : start + _INVENTORY_CHUNK]
-            ]
-            yield pb.InventoryChunk(entries=entries)
+        held = await held_here(self.store, request.verify)
+        entries = [
+            pb.InventoryEntry(id=key, version=version_to_pb(version), pending=pending)
+            for copies, pending in ((held.committed, False), (held.pending, True))
+            for key, version in copies
+        ]
+        for start in range(0, len(entries), _INVENTORY_CHUNK):
+            yield pb.InventoryChunk(entries=entries[start : start + _INVENTORY_CHUNK])
 
     async def Delete(
         self, request: pb.DeleteRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteResult:
         await _check_ids([e.id for e in request.entries], context)
-        copies = [(e.id, version_from_pb(e.version)) for e in request.entries]
+        await self._check_term(context)
+        copies = [(e.id, version_from_pb(e.version)) for e in request.entries if not e.pending]
         deleted = await self.store.delete(copies)
         if deleted:
-            log.info("deleted %d copies the leader no longer places here", deleted)
+            log.info("deleted %d copies the metadata no longer places here", deleted)
         return pb.DeleteResult(deleted=deleted)
 
     async def Execute(
@@ -150,10 +136,24 @@ class NodeService(NodeServicer):  # type: ignore[misc]  # generated base class i
         return await self.execute(request)
 
     async def _store(self, message: pb.StoredMessage) -> pb.StoreResult:
-        outcome = await self.store.put(
-            message.id, message.payload, version_from_pb(message.version)
+        copy = Copy(
+            message.id, message.payload, version_from_pb(message.version), message.committed
         )
-        return pb.StoreResult(stored=outcome.stored, current=version_to_pb(outcome.current))
+        stored, current = await store_copy(self.store, copy)
+        return pb.StoreResult(stored=stored, current=version_to_pb(current))
+
+    async def _check_term(self, context: grpc.aio.ServicerContext) -> None:
+        """Refuse a call from a leader of an older term than this node knows: a leader that
+        was deposed and does not know it yet changes no copy here."""
+        sent = dict(context.invocation_metadata() or ()).get(TERM_METADATA, "")
+        term = int(sent) if str(sent).isdecimal() else 0
+        known = max(self._fence, self._term())
+        if term < known:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"term {term} is older than term {known}, which this node knows of",
+            )
+        self._fence = term
 
 
 async def _check_ids(ids: list[str], context: grpc.aio.ServicerContext) -> None:

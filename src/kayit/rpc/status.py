@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 
 from kayit.cluster.leader import MemberCounts
-from kayit.report import leader_report
+from kayit.report import leader_report, member_report
 from kayit.rpc import kayit_pb2 as pb
 from kayit.rpc.kayit_pb2_grpc import NodeStub
 
@@ -21,6 +21,10 @@ def fetch_status(address: str, timeout: float = 5.0) -> pb.StatusReply:
 
 def format_status(status: pb.StatusReply) -> str:
     if status.role != "leader":
-        return f"member {status.address}: {status.message_count} messages on disk"
-    members = [MemberCounts(m.address, m.alive, m.assigned, m.stored) for m in status.members]
-    return leader_report(status.address, status.message_count, status.tolerance, members)
+        return member_report(status.address, status.message_count, status.leader_address)
+    members = [
+        MemberCounts(m.node_id, m.address, m.alive, m.assigned, m.voter) for m in status.members
+    ]
+    return leader_report(
+        status.address, status.term, status.message_count, status.tolerance, members
+    )

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import grpc
 
 from kayit.batching import Batcher
-from kayit.protocol import ErrorCode, InvalidCommand, SetCommand
+from kayit.protocol import ErrorCode, GetCommand, InvalidCommand, SetCommand
 from kayit.rpc import kayit_pb2 as pb
 from kayit.rpc.peers import Peers
 from kayit.server.command_wire import (
@@ -41,6 +41,10 @@ CONNECT_WAIT = 1.0
 # A call's deadline. A batch may queue behind everything the leader is doing, so it only
 # catches a leader that hangs (paused, cut off); a client of the leader itself has none.
 EXECUTE_DEADLINE = 20.0
+# How long a client's command waits for a leader while none answers (an election takes one
+# to two election timeouts), and how often it looks again when no change is announced.
+LEADER_WAIT = 5.0
+_RETRY_EVERY = 0.25
 
 
 class ChannelState(Protocol):
@@ -158,11 +162,28 @@ class ClientCommands:
     """A client's SETs and GETs: carried out here while this node leads, else forwarded to
     the leader it knows."""
 
-    def __init__(self, leadership: Leadership, forwarder: Forwarder) -> None:
+    def __init__(
+        self, leadership: Leadership, forwarder: Forwarder, leader_wait: float = LEADER_WAIT
+    ) -> None:
         self.leadership = leadership
         self._forwarder = forwarder
+        self._leader_wait = leader_wait
 
     async def execute(self, command: DataCommand) -> Outcome:
+        """While an election is under way a command that was not carried out (``NOLEADER``:
+        nothing was done) waits for the next leader and goes to it, for ``leader_wait``
+        seconds at most: a failover shows as a slow reply, not an error. So does a GET whose
+        outcome is unknown (``TIMEOUT``): a read done twice changes nothing."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._leader_wait
+        while True:
+            outcome = await self._execute_once(command)
+            left = deadline - loop.time()
+            if left <= 0 or not _worth_retrying(command, outcome):
+                return outcome
+            await self.leadership.wait_for_change(min(left, _RETRY_EVERY))
+
+    async def _execute_once(self, command: DataCommand) -> Outcome:
         leader = self.leadership.local
         if leader is not None:
             return await carry_out(leader, command)
@@ -179,7 +200,7 @@ class ClientCommands:
         """The number of messages the leader holds (DBSIZE)."""
         leader = self.leadership.local
         if leader is not None:
-            return len(leader.index)
+            return leader.message_count
         address = self.leadership.leader_address
         if address is None:
             return NO_LEADER_KNOWN
@@ -191,6 +212,14 @@ class ClientCommands:
 
 
 _INTERNAL = Failed(ErrorCode.INTERNAL, "internal error; see the node's log")
+
+
+def _worth_retrying(command: DataCommand, outcome: Outcome) -> bool:
+    if not isinstance(outcome, Failed):
+        return False
+    return outcome.code is ErrorCode.NOLEADER or (
+        outcome.code is ErrorCode.TIMEOUT and isinstance(command, GetCommand)
+    )
 
 
 async def execute_forwarded(leadership: Leadership, batch: pb.ClientBatch) -> pb.ClientResults:

@@ -228,7 +228,7 @@ class ClientConnection(asyncio.Protocol):
         if leader is None:
             lines.append(f"leader:{leadership.leader_address or 'unknown'}")
         else:
-            members = leader.membership.view()
+            members = leader.member_counts()
             lines += [
                 f"leader:{leadership.address}",
                 f"tolerance:{leader.tolerance}",
@@ -237,7 +237,7 @@ class ClientConnection(asyncio.Protocol):
                 f"members_alive:{sum(1 for m in members if m.alive)}",
                 "",
                 "# Keyspace",
-                f"db0:keys={len(leader.index)},expires=0,avg_ttl=0",
+                f"db0:keys={leader.message_count},expires=0,avg_ttl=0",
             ]
         return "\r\n".join(lines).encode() + b"\r\n"
 

@@ -1,4 +1,5 @@
-"""A node's life: bind its ports, open its disk, take its role, report, and stop cleanly."""
+"""A node's life: bind its ports, open its disk, enter its cluster (resume, form or join),
+lead while the metadata group elects it, report, and stop cleanly."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -15,9 +17,17 @@ import grpc
 
 from kayit.cluster.leader import Leader
 from kayit.cluster.loop_clock import LoopClock
-from kayit.cluster.membership import Membership
+from kayit.cluster.membership import Arrival, Membership
+from kayit.cluster.metadata_group import (
+    Admission,
+    AdmissionRefused,
+    GroupHooks,
+    GroupOptions,
+    MetadataGroup,
+    NotLeading,
+)
+from kayit.cluster.pending import PendingCopies
 from kayit.cluster.repair import Repairer
-from kayit.cluster.term import next_term
 from kayit.config import (
     COURSE_GRPC_PORTS,
     DEFAULT_GRPC_PORT,
@@ -26,10 +36,12 @@ from kayit.config import (
     NodeConfig,
     Role,
 )
+from kayit.consensus.driver import DriverConfig, RaftStatus
+from kayit.consensus.node import Role as RaftRole
 from kayit.report import leader_report, member_report
+from kayit.rpc import kayit_pb2 as pb
 from kayit.rpc.channels import SERVER_OPTIONS
-from kayit.rpc.kayit_pb2_grpc import add_NodeServicer_to_server
-from kayit.rpc.leader_link import LeaderLink
+from kayit.rpc.kayit_pb2_grpc import add_NodeServicer_to_server, add_RaftServicer_to_server
 from kayit.rpc.peers import GrpcMemberTransport, Peers
 from kayit.rpc.service import NodeService
 from kayit.server.forwarding import ClientCommands, Forwarder, execute_forwarded
@@ -42,6 +54,18 @@ from kayit.storage.store import MessageStore
 log = logging.getLogger(__name__)
 
 _CLOCK_TICK = 0.1  # seconds between LoopClock ticks, at most (heartbeat / 4 when shorter)
+_PROBE_TIMEOUT = 1.0  # how long a node that may form a cluster waits for a peer to answer
+_SETTLE_EVERY = 5.0  # seconds between looks at every pending copy
+_HAND_OVER_TIMEOUT = 2.0  # how long a stopping leader waits for its successor
+
+
+@dataclass(slots=True)
+class _Leading:
+    """This node's data path while it leads, and the tasks that serve it."""
+
+    leader: Leader
+    repairer: Repairer
+    tasks: list[asyncio.Task[None]]
 
 
 class Node:
@@ -52,120 +76,305 @@ class Node:
         self._tasks: list[asyncio.Task[None]] = []
         self._client_servers: list[asyncio.Server] = []
         self._store: MessageStore | None = None
-        self._repairer: Repairer | None = None
+        self._group: MetadataGroup | None = None
+        self._leading: _Leading | None = None
+        self._clock = LoopClock(min(_CLOCK_TICK, config.heartbeat / 4))
+        # Set when the node cannot go on (refused by its cluster); run_node then exits.
+        self.failed: asyncio.Future[str] | None = None
 
     async def start(self) -> None:
         config = self.config
+        self.failed = asyncio.get_running_loop().create_future()
         port = self._bind_grpc()
         address = f"{config.host}:{port}"
         client_ports = config.client_ports(port)
-        is_leader = config.role is Role.LEADER or (
-            config.role is Role.AUTO and config.join is None and port == DEFAULT_GRPC_PORT
-        )
         node_dir = config.node_dir(port)
-        # First: a damaged term file stops the leader before it touches anything.
-        term = next_term(node_dir / "term") if is_leader else 0
         disk = DiskManager(node_dir, config.io_mode, config.fsync)
-        cache = config.cache_bytes if is_leader else 0  # only the leader answers GETs
-        self._store = store = MessageStore(disk, keep_versions=not is_leader, cache_bytes=cache)
-        journaled = await store.open()
+        self._store = store = MessageStore(disk, cache_bytes=config.cache_bytes)
+        await store.open()
 
-        leadership = Leadership(address)
-        leader: Leader | None = None
-        repairer: Repairer | None = None
-        if is_leader:
-            transport = GrpcMemberTransport(self._peers)
-            clock = LoopClock(min(_CLOCK_TICK, config.heartbeat / 4))
-            self._spawn(clock.run())
-            leader = Leader(
-                store=store,
-                membership=Membership(config.dead_after, clock=clock),
-                transport=transport,
-                tolerance=config.tolerance,
-                term=term,
-                store_timeout=config.store_timeout,
-                journaled=journaled,
-                index_complete=not store.memory_lost,
-            )
-            self._repairer = repairer = Repairer(
-                leader,
-                transport,
-                repair_after=config.repair_after,
-                rate=config.repair_rate,
-                scrub_every=config.scrub_every,
-            )
-            leadership.lead(leader)
-        else:
-            leadership.follow(config.join or f"{config.host}:{DEFAULT_GRPC_PORT}")
+        pending: list[PendingCopies] = []  # made once the group knows this node's id
+        hooks = GroupHooks(on_heard=self._heard, on_placed=lambda items: pending[0].placed(items))
+        self._group = group = await MetadataGroup.open(
+            node_dir / "raft", address, self._group_options(), self._leadership_changed, hooks
+        )
+        pending.append(PendingCopies(group.id, store, lambda: group.metadata))
+        self._leadership = leadership = Leadership(address)
+        # Clients are served at once: until a leader is known their commands wait for one.
         commands = ClientCommands(leadership, Forwarder(self._peers))
         self._client_servers = await serve_clients(
             commands, config.host, client_ports, config.max_line
         )
-
         service = NodeService(
-            address=address,
             store=store,
-            leading=lambda: leadership.local,
+            term=lambda: group.term,
+            admit=group.admit,
+            status=self._status,
             execute=partial(execute_forwarded, leadership),
-            heartbeat_ms=int(config.heartbeat * 1000),
-            on_join=self._member_joined,
-            on_revived=self._member_revived,
         )
         add_NodeServicer_to_server(service, self._grpc)
+        add_RaftServicer_to_server(group.raft_service, self._grpc)
         await self._grpc.start()
+        self._spawn(self._clock.run())
+        self._spawn(self._enter(group, pending[0]))
+        log.info(
+            "node %s: clients on %s, gRPC on %s, data in %s",
+            group.id,
+            _describe(config.host, client_ports),
+            address,
+            node_dir,
+        )
 
-        if leader is not None and repairer is not None:
-            self._spawn(self._watch_members(leader))
-            self._spawn(repairer.run())
-            self._spawn(self._report_leader(leader, repairer, address))
-            log.info(
-                "leader ready: clients on %s, gRPC on %s, data in %s, TOLERANCE=%d, term %d",
-                _describe(config.host, client_ports),
-                address,
-                node_dir,
-                config.tolerance,
-                leader.term,
-            )
-        else:
-            link = LeaderLink(
-                peers=self._peers,
-                leader=lambda: leadership.leader_address,
-                address=address,
-                interval=config.heartbeat,
-                message_count=lambda: store.count,
-            )
-            self._spawn(link.run())
-            self._spawn(self._report_member(link, address))
-            log.info(
-                "member ready: clients on %s, their commands forwarded to the leader %s; "
-                "gRPC on %s, data in %s",
-                _describe(config.host, client_ports),
-                leadership.leader_address,
-                address,
-                node_dir,
-            )
+    async def hand_over(self) -> None:
+        """A leader that is asked to stop hands leadership over first: clients wait a
+        moment instead of an election timeout."""
+        if self._group is None or self._leading is None:
+            return
+        successor = await self._group.hand_over(_HAND_OVER_TIMEOUT)
+        if successor is not None:
+            log.info("handed leadership to node %s", successor)
 
     async def stop(self) -> None:
         for server in self._client_servers:
             server.close()
+        self._step_down()
         await self._grpc.stop(grace=1.0)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._group is not None:
+            await self._group.stop()
         await self._peers.close()
         if self._store is not None:
             await self._store.close()
 
-    def _member_joined(self, address: str) -> None:
-        self._peers.forget(address)
-        self._member_revived(address)
+    # ---- entering the cluster ----------------------------------------------------------------
 
-    def _member_revived(self, address: str) -> None:
-        # The same process as before: its channel stays, with any calls still on it.
-        if self._repairer is not None:
-            self._repairer.member_joined(address)
+    def _group_options(self) -> GroupOptions:
+        config = self.config
+        return GroupOptions(
+            driver=DriverConfig(tick_seconds=config.heartbeat),
+            fsync=config.fsync,
+            dead_after=max(config.dead_after, 5.0),
+        )
+
+    async def _enter(self, group: MetadataGroup, pending: PendingCopies) -> None:
+        """Resume as the member this node was; or form a new cluster, if this node may and no
+        peer answers; or ask the peers to admit it."""
+        try:
+            if group.is_member:
+                await group.resume()
+                self._warn_if_tolerance_differs(group)
+            else:
+                peers = self._peers_to_ask(group.address)
+                may_form = self._may_form(group.address)
+                if not may_form and not peers:
+                    raise ConfigError(
+                        "this node belongs to no cluster and has nobody to ask: give --join "
+                        "HOST:PORT to join a cluster, or --leader to form a new one"
+                    )
+                if may_form and not await self._any_answers(peers):
+                    await group.bootstrap(self.config.tolerance)
+                else:
+                    log.info("asking %s to admit this node", ", ".join(peers) or "nobody")
+                    await group.join(peers, self._ask_to_join)
+        except (AdmissionRefused, ConfigError) as error:
+            log.error("cannot enter the cluster: %s", error)
+            if self.failed is not None and not self.failed.done():
+                self.failed.set_result(str(error))
+            return
+        log.info("node %s is in cluster %s", group.id, group.cluster_id)
+        self._spawn(pending.run(_SETTLE_EVERY))
+        self._spawn(self._report())
+
+    def _may_form(self, address: str) -> bool:
+        config = self.config
+        if config.role is Role.LEADER:
+            return True
+        port = int(address.rsplit(":", 1)[1])
+        return config.role is Role.AUTO and config.join is None and port == DEFAULT_GRPC_PORT
+
+    def _peers_to_ask(self, address: str) -> list[str]:
+        if self.config.join:
+            return [peer for peer in self.config.join.split(",") if peer and peer != address]
+        if self.config.role is Role.LEADER or self.config.grpc_port is not None:
+            return []
+        # The course's way: the nodes of this host on the ports from 5555.
+        host = self.config.host
+        return [f"{host}:{port}" for port in COURSE_GRPC_PORTS if f"{host}:{port}" != address]
+
+    async def _any_answers(self, peers: Sequence[str]) -> bool:
+        async def answers(peer: str) -> bool:
+            try:
+                await self._peers.stub(peer).Status(pb.StatusRequest(), timeout=_PROBE_TIMEOUT)
+            except grpc.aio.AioRpcError:
+                return False
+            return True
+
+        return any(await asyncio.gather(*(answers(peer) for peer in peers)))
+
+    async def _ask_to_join(self, peer: str, node_id: str, address: str) -> Admission:
+        reply = await self._peers.stub(peer).Join(
+            pb.JoinRequest(node_id=node_id, address=address), timeout=self.config.rpc_timeout
+        )
+        if reply.accepted:
+            return Admission(reply.cluster_id, reply.tolerance, dict(reply.nodes))
+        if reply.refused:
+            raise AdmissionRefused(f"{peer} refused: {reply.reason}")
+        if reply.leader_address and reply.leader_address != peer:
+            raise NotLeading(None, reply.leader_address)
+        raise ConnectionError(f"{peer}: {reply.reason}")
+
+    def _warn_if_tolerance_differs(self, group: MetadataGroup) -> None:
+        committed = group.metadata.tolerance
+        if group.metadata.formed and committed != self.config.tolerance:
+            log.warning(
+                "TOLERANCE=%d was given, but the cluster was formed with TOLERANCE=%d, which stays",
+                self.config.tolerance,
+                committed,
+            )
+
+    # ---- leading -----------------------------------------------------------------------------
+
+    def _leadership_changed(self, status: RaftStatus) -> None:
+        group = self._group
+        assert group is not None
+        leading = self._leading
+        if status.role is RaftRole.LEADER:
+            if leading is None or leading.leader.term != status.term:
+                self._step_down()
+                self._lead(group, status.term)
+            return
+        self._step_down()
+        self._leadership.follow(group.leader_address)
+
+    def _lead(self, group: MetadataGroup, term: int) -> None:
+        config = self.config
+        assert self._store is not None
+        membership = Membership(config.dead_after, clock=self._clock)
+        for node_id in group.metadata.nodes:
+            if node_id != group.id:
+                membership.expect(node_id)
+        leader = Leader(
+            group=group,
+            store=self._store,
+            membership=membership,
+            transport=GrpcMemberTransport(self._peers, term),
+            term=term,
+            store_timeout=config.store_timeout,
+        )
+        repairer = Repairer(
+            leader,
+            repair_after=config.repair_after,
+            rate=config.repair_rate,
+            scrub_every=config.scrub_every,
+        )
+        loop = asyncio.get_running_loop()
+        tasks = [
+            loop.create_task(self._start_leading(leader, repairer)),
+            loop.create_task(self._watch_members(leader)),
+        ]
+        self._leading = _Leading(leader, repairer, tasks)
+        self._leadership.lead(leader)
+        log.info("leading the cluster in term %d", term)
+
+    async def _start_leading(self, leader: Leader, repairer: Repairer) -> None:
+        with contextlib.suppress(Exception):  # it no longer leads: the change stops this task
+            await leader.ready()
+        for node_id in leader.metadata.nodes:
+            if node_id != leader.id:
+                leader.membership.expect(node_id)
+        await repairer.run()
+
+    def _step_down(self) -> None:
+        leading, self._leading = self._leading, None
+        if leading is None:
+            return
+        for task in leading.tasks:
+            task.cancel()
+        log.info("no longer leading (term %d)", leading.leader.term)
+
+    def _heard(self, node_id: str) -> None:
+        leading = self._leading
+        if leading is None:
+            return
+        arrival = leading.leader.membership.heard_from(node_id)
+        if arrival is Arrival.LIVE:
+            return
+        address = leading.leader.metadata.nodes.get(node_id)
+        if arrival is Arrival.REVIVED and address is not None:
+            # Dead meanwhile (restarted, paused or cut off): a channel that failed while it
+            # was down would wait out its reconnect backoff.
+            self._peers.forget(address)
+        leading.repairer.member_joined(node_id)
+
+    async def _watch_members(self, leader: Leader) -> None:
+        while True:
+            for member in leader.membership.changes():
+                address = leader.metadata.nodes.get(member.node_id, "(removed)")
+                if member.alive:
+                    log.info("node %s at %s is alive", member.node_id, address)
+                else:
+                    log.warning(
+                        "node %s at %s is dead; it is no longer chosen", member.node_id, address
+                    )
+            await asyncio.sleep(self.config.heartbeat / 2)
+
+    # ---- status and reports ------------------------------------------------------------------
+
+    def _status(self) -> pb.StatusReply:
+        group = self._group
+        assert group is not None and self._store is not None
+        leading = self._leading
+        reply = pb.StatusReply(
+            address=group.address,
+            node_id=group.id,
+            term=group.term,
+            tolerance=group.metadata.tolerance,
+            leader_address=group.leader_address or "",
+        )
+        if leading is None:
+            reply.role = "member" if group.is_member else "joining"
+            reply.message_count = self._store.count
+            return reply
+        reply.role = "leader"
+        reply.message_count = leading.leader.message_count
+        reply.members.extend(
+            pb.MemberStatus(
+                address=m.address,
+                alive=m.alive,
+                assigned=m.assigned,
+                node_id=m.node_id,
+                voter=m.voter,
+            )
+            for m in leading.leader.member_counts()
+        )
+        return reply
+
+    async def _report(self) -> None:
+        group = self._group
+        assert group is not None and self._store is not None
+        while True:
+            await asyncio.sleep(self.config.report_every)
+            leading = self._leading
+            if leading is None:
+                text = member_report(group.address, self._store.count, group.leader_address)
+            else:
+                leader = leading.leader
+                text = leader_report(
+                    group.address,
+                    leader.term,
+                    leader.message_count,
+                    leader.tolerance,
+                    leader.member_counts(),
+                    own_disk=self._store.count,
+                    repair=leading.repairer.progress,
+                )
+            print(text, flush=True)
+
+    # ---- plumbing ----------------------------------------------------------------------------
 
     def _bind_grpc(self) -> int:
         host = self.config.host
@@ -183,39 +392,6 @@ class Node:
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         self._tasks.append(asyncio.create_task(work))
-
-    async def _watch_members(self, leader: Leader) -> None:
-        while True:
-            for member in leader.membership.changes():
-                if member.alive:
-                    log.info("member %s is alive", member.address)
-                else:
-                    log.warning("member %s is dead; it is no longer chosen", member.address)
-            await asyncio.sleep(self.config.heartbeat / 2)
-
-    async def _report_leader(self, leader: Leader, repairer: Repairer, address: str) -> None:
-        while True:
-            await asyncio.sleep(self.config.report_every)
-            text = leader_report(
-                address,
-                len(leader.index),
-                leader.tolerance,
-                leader.member_counts(),
-                own_disk=leader.store.count,
-                repair=repairer.progress,
-            )
-            print(text, flush=True)
-
-    async def _report_member(self, link: LeaderLink, address: str) -> None:
-        assert self._store is not None
-        while True:
-            await asyncio.sleep(self.config.report_every)
-            print(
-                member_report(
-                    address, self._store.count, link.leader or "(none known)", link.connected
-                ),
-                flush=True,
-            )
 
 
 def _describe(host: str, ports: ClientPorts) -> str:
@@ -235,11 +411,17 @@ async def run_node(config: NodeConfig) -> int:
         print(f"kayit node: {error}", file=sys.stderr)
         await node.stop()
         return 2
+    assert node.failed is not None
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
+    node.failed.add_done_callback(lambda _: stopping.set())
     await stopping.wait()
     log.info("stopping")
+    await node.hand_over()
     await node.stop()
+    if node.failed.done():
+        print(f"kayit node: {node.failed.result()}", file=sys.stderr)
+        return 2
     return 0

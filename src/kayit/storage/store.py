@@ -10,13 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import NamedTuple
 
 from kayit.batching import Batcher
-from kayit.storage.atomic import replace_durably
 from kayit.storage.cache import ValueCache
 from kayit.storage.data_format import ensure_format
 from kayit.storage.disk import DiskManager, FsyncPolicy
@@ -32,8 +30,6 @@ log = logging.getLogger(__name__)
 _SYNC_INTERVAL = 1.0
 _READ_THREADS = 4
 JOURNAL_FILE = "journal.log"
-# Present once this node, as leader, found copies it never wrote: its index is incomplete.
-MEMORY_LOST_FILE = "memory-lost"
 
 
 class _VersionRead(NamedTuple):
@@ -50,22 +46,14 @@ class MessageStore:
     shares one sync; reads use their own threads and never wait behind a sync. A copy is
     replaced only by a newer version. Each copy's version and checksum are journaled beside
     the message files, so they survive a restart.
-
-    The leader passes ``keep_versions=False``: its index holds every version, and a second
-    map would double its memory; it rebuilds that index from what ``open`` returns. Such a
-    store knows no committed versions: it refuses no pending copy as stale, and serves
-    (``get_verified``, ``get_version``) only what it knows the checksum of.
     """
 
-    def __init__(
-        self, disk: DiskManager, *, keep_versions: bool = True, cache_bytes: int = 0
-    ) -> None:
+    def __init__(self, disk: DiskManager, *, cache_bytes: int = 0) -> None:
         self.disk = disk
         self._cache = ValueCache(cache_bytes)
         self._journal = Journal(disk.directory.parent / JOURNAL_FILE)
-        self._keep_versions = keep_versions
         self._copies: dict[str, Copy] = {}  # id -> (version, checksum)
-        # id -> version -> checksum, kept whatever keep_versions says (there are few). Only the
+        # id -> version -> checksum (there are few pending copies). Only the
         # writer thread changes it, and it replaces an id's map instead of changing it, so the
         # loop and the readers may look without a lock.
         self._pending: dict[str, Mapping[Version, int]] = {}
@@ -86,9 +74,8 @@ class MessageStore:
 
     async def open(self) -> dict[str, CopyRecord]:
         """Read the journal and the directories; returns the latest record of every good
-        committed copy (``memory_lost`` says whether some may be missing). The pending
-        copies are found again too (``pending_inventory``), and a promotion a crash cut
-        short is finished or undone."""
+        committed copy. The pending copies are found again too (``pending_inventory``), and a
+        promotion a crash cut short is finished or undone."""
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._writer, ensure_format, self.disk.directory.parent)
         records = await loop.run_in_executor(self._writer, self._journal.replay)
@@ -102,8 +89,7 @@ class MessageStore:
                 self._journal.damaged_copy,
             )
         self._count = await loop.run_in_executor(self._writer, self.disk.count)
-        if self._keep_versions:
-            self._copies = {key: (r.version, r.checksum) for key, r in records.items()}
+        self._copies = {key: (r.version, r.checksum) for key, r in records.items()}
         if self.disk.fsync is FsyncPolicy.EVERYSEC:
             self._syncer = asyncio.create_task(self._sync_every_second())
         return records
@@ -119,23 +105,6 @@ class MessageStore:
         self._readers.shutdown()
 
     @property
-    def memory_lost(self) -> bool:
-        """What this node knows of its copies (on the leader: its index) may miss some: damage
-        cost journal records, or ``record_memory_lost`` was called, now or at an earlier
-        start. Valid once ``open`` returned."""
-        return self._journal.lost_records or self._memory_lost_file.exists()
-
-    async def record_memory_lost(self) -> None:
-        """Remember for good that this node's record of its copies is incomplete."""
-        await asyncio.get_running_loop().run_in_executor(
-            self._writer, replace_durably, self._memory_lost_file, b"1\n"
-        )
-
-    @property
-    def _memory_lost_file(self) -> Path:
-        return self.disk.directory.parent / MEMORY_LOST_FILE
-
-    @property
     def count(self) -> int:
         """Messages on this disk."""
         return self._count
@@ -144,12 +113,10 @@ class MessageStore:
         copy = self._copies.get(message_id)
         return copy[0] if copy else None
 
-    async def put(
-        self, message_id: str, message: bytes, version: Version, holders: Sequence[str] = ()
-    ) -> StoreOutcome:
+    async def put(self, message_id: str, message: bytes, version: Version) -> StoreOutcome:
         """Store a committed copy, unless a newer one is here; pending copies of the id up to
         ``version`` are dropped."""
-        record = CopyRecord(message_id, version, checksum(message), tuple(holders))
+        record = CopyRecord(message_id, version, checksum(message))
         return await self._writes.submit(Write(WriteKind.COMMITTED, record, message))
 
     async def record(self, record: CopyRecord) -> StoreOutcome:
@@ -202,9 +169,11 @@ class MessageStore:
         only those whose bytes match their checksum, and the others are dropped."""
         loop = asyncio.get_running_loop()
         held, broken = await loop.run_in_executor(self._readers, self._pending_held, verify)
-        if broken:
-            log.warning("%d pending copies failed their checksum or are gone; dropped", len(broken))
-            await self.drop_pending(broken)
+        # A copy promoted while this looked is gone from pending/ too: drop_pending knows it
+        # no longer as pending, and counts only the copies it really dropped.
+        dropped = await self.drop_pending(broken) if broken else 0
+        if dropped:
+            log.warning("%d pending copies failed their checksum or are gone; dropped", dropped)
         return held
 
     async def get(self, message_id: str) -> bytes | None:
@@ -304,8 +273,7 @@ class MessageStore:
             self._journal_durably(plan.promotion_records)
         for message_id, version in plan.leftovers:
             self.disk.delete_pending(message_id, version)
-        if self._keep_versions:
-            self._copies.update(plan.committed)
+        self._copies.update(plan.committed)
         for key, versions in plan.pending.items():
             self._set_pending(key, versions)
         return plan.outcomes
