@@ -271,3 +271,19 @@ def _free_run(count: int) -> int:
         if all(port_is_free("127.0.0.1", port) for port in range(base, base + count)):
             return base
     raise AssertionError("no run of free ports")
+
+
+@pytest.mark.cluster
+def test_a_new_node_with_nobody_to_ask_exits_2_saying_what_to_give(tmp_path: Path) -> None:
+    grpc_port, client_port = free_ports(2)
+    result = subprocess.run(
+        [*KAYIT, "node", "--grpc-port", str(grpc_port), "--client-port", str(client_port),
+         "--data-dir", str(tmp_path / "d")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "give --join HOST:PORT to join a cluster, or --leader to form a new one" in (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not (tmp_path / "d" / f"node-{grpc_port}" / "raft" / "cluster").exists()

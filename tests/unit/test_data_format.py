@@ -16,22 +16,38 @@ from kayit.storage.disk import DiskManager, FsyncPolicy, IoMode
 from kayit.storage.store import MessageStore
 
 
-def test_a_new_or_unmarked_directory_is_marked_with_the_current_format(tmp_path: Path) -> None:
+def test_a_new_or_empty_single_leader_directory_is_marked_with_the_current_format(
+    tmp_path: Path,
+) -> None:
     new = tmp_path / "node-5555"
     ensure_format(new)
     assert (new / FORMAT_FILE).read_text() == f"{FORMAT_VERSION}\n"
 
-    unmarked = tmp_path / "node-5556"  # written before format files existed
-    (unmarked / "messages").mkdir(parents=True)
-    (unmarked / "messages" / "a.msg").write_bytes(b"kept")
-    ensure_format(unmarked)
-    assert (unmarked / FORMAT_FILE).read_text() == f"{FORMAT_VERSION}\n"
-    assert (unmarked / "messages" / "a.msg").read_bytes() == b"kept"
+    empty = tmp_path / "node-5556"  # a single-leader node that never stored anything
+    (empty / "messages").mkdir(parents=True)
+    (empty / FORMAT_FILE).write_text("1\n")
+    ensure_format(empty)
+    assert (empty / FORMAT_FILE).read_text() == f"{FORMAT_VERSION}\n"
+
+
+@pytest.mark.parametrize("marked", [True, False])
+@pytest.mark.parametrize("holds", ["messages/a.msg", "journal.log"])
+def test_a_single_leader_directory_with_messages_is_refused_and_left_alone(
+    tmp_path: Path, marked: bool, holds: str
+) -> None:
+    (tmp_path / "messages").mkdir()
+    (tmp_path / holds).write_bytes(b"kept")
+    if marked:
+        (tmp_path / FORMAT_FILE).write_text("1\n")
+    with pytest.raises(ConfigError, match="single-leader kayit"):
+        ensure_format(tmp_path)
+    assert (tmp_path / holds).read_bytes() == b"kept"
+    assert (tmp_path / FORMAT_FILE).exists() is marked
 
 
 @pytest.mark.parametrize(
     ("content", "words"),
-    [(b"2\n", "data format 2"), (b"", "is damaged"), (b"v1", "is damaged")],
+    [(b"3\n", "data format 3"), (b"", "is damaged"), (b"v1", "is damaged")],
 )
 def test_another_or_damaged_format_is_refused_and_left_alone(
     tmp_path: Path, content: bytes, words: str
@@ -61,7 +77,7 @@ def test_a_node_on_a_directory_of_another_format_exits_2_saying_why(tmp_path: Pa
     grpc_port, client_port = free_ports(2)
     node_dir = tmp_path / f"node-{grpc_port}"
     node_dir.mkdir()
-    (node_dir / FORMAT_FILE).write_text("2\n")
+    (node_dir / FORMAT_FILE).write_text("3\n")
     result = subprocess.run(
         [
             sys.executable, "-m", "kayit", "node",
@@ -71,5 +87,5 @@ def test_a_node_on_a_directory_of_another_format_exits_2_saying_why(tmp_path: Pa
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 2, result.stderr
-    assert "data format 2" in result.stderr
-    assert (node_dir / FORMAT_FILE).read_text() == "2\n"
+    assert "data format 3" in result.stderr
+    assert (node_dir / FORMAT_FILE).read_text() == "3\n"

@@ -12,6 +12,7 @@ from typing import TypeVar
 
 import pytest
 
+from kayit.storage.data_format import FORMAT_FILE, FORMAT_VERSION
 from kayit.storage.disk import DiskManager, FsyncPolicy, IoMode
 from kayit.storage.naming import file_name
 from kayit.storage.store import JOURNAL_FILE, MessageStore, StoreOutcome
@@ -28,6 +29,11 @@ PAYLOADS = [
     "merhaba d\u00fcnya".encode(),
     bytes(range(256)) * 800,  # 200 KiB: more than the 64 KiB buffer
 ]
+
+
+def mark_current_format(node_dir: Path) -> None:
+    """Files written straight to the disk below are this layout's, not a single-leader one."""
+    (node_dir / FORMAT_FILE).write_text(f"{FORMAT_VERSION}\n")
 
 
 def disk(
@@ -307,6 +313,7 @@ def test_puts_beyond_max_items_still_all_complete(tmp_path: Path) -> None:
 
 
 def test_count_tracks_new_ids(tmp_path: Path) -> None:
+    mark_current_format(tmp_path)
     disk(tmp_path).write_many([("old1", b"x"), ("old2", b"y")])
 
     async def main() -> list[int]:
@@ -332,6 +339,7 @@ def test_count_tracks_new_ids(tmp_path: Path) -> None:
 
 
 def test_copy_found_on_disk_has_no_version_and_any_version_replaces_it(tmp_path: Path) -> None:
+    mark_current_format(tmp_path)
     disk(tmp_path).write_many([("k", b"from before")])
 
     async def main() -> tuple[Version | None, bytes | None, StoreOutcome, bytes | None]:

@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kayit.storage import disk as disk_module
+from kayit.storage.data_format import FORMAT_FILE, FORMAT_VERSION
 from kayit.storage.disk import PENDING_DIR, DiskManager, FsyncPolicy, IoMode
 from kayit.storage.journal import CopyRecord, Journal, _frame, checksum
 from kayit.storage.naming import file_name, pending_file_name, pending_version
@@ -581,6 +582,8 @@ def test_a_journal_written_before_pending_copies_still_replays(tmp_path: Path) -
         CopyRecord("c", V3, checksum(b"c")),
     ]
     (tmp_path / JOURNAL_FILE).write_bytes(b"".join(_frame(old_encode(r)) for r in old))
+    # Only the journal's record layout is old here; the directory is of this kayit's format.
+    (tmp_path / FORMAT_FILE).write_text(f"{FORMAT_VERSION}\n")
     DiskManager(tmp_path, IoMode.BUFFERED, FsyncPolicy.NEVER).write_many([("a", b"a"), ("c", b"c")])
 
     async def main() -> tuple[dict[str, CopyRecord], list[tuple[str, Version]]]:
