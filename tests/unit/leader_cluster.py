@@ -33,7 +33,7 @@ from kayit.server.leadership import Leadership
 from kayit.storage.disk import DiskManager, FsyncPolicy, IoMode
 from kayit.storage.store import MessageStore
 from kayit.version import Version
-from tests.waiting import eventually
+from tests.waiting import eventually, run_closing
 
 OPTIONS = GroupOptions(
     driver=DriverConfig(tick_seconds=0.05),  # elections in 0.5 to 1 s
@@ -230,14 +230,4 @@ def _heard(membership: Membership, node_id: str) -> None:
 
 def run(root: Path, scenario: Callable[[LeaderCluster], Awaitable[None]]) -> None:
     """Run ``scenario``; whatever happens, every node is stopped and no task is left."""
-
-    async def main() -> None:
-        cluster = LeaderCluster(root)
-        try:
-            await asyncio.wait_for(scenario(cluster), 25.0)
-        finally:
-            await cluster.close()
-        current = asyncio.current_task()
-        assert [task for task in asyncio.all_tasks() if task is not current] == []
-
-    asyncio.run(main())
+    run_closing(partial(LeaderCluster, root), scenario)

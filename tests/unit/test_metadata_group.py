@@ -7,6 +7,7 @@ import asyncio
 import logging
 import shutil
 from collections.abc import Awaitable, Callable, Iterable
+from functools import partial
 from pathlib import Path
 
 import grpc
@@ -28,7 +29,7 @@ from kayit.rpc.channels import SERVER_OPTIONS
 from kayit.rpc.kayit_pb2_grpc import add_RaftServicer_to_server
 from kayit.storage.disk import FsyncPolicy
 from kayit.version import Version
-from tests.waiting import eventually
+from tests.waiting import eventually, run_closing
 
 OPTIONS = GroupOptions(
     driver=DriverConfig(tick_seconds=0.05),  # elections in 0.5 to 1 s
@@ -114,17 +115,7 @@ class Cluster:
 
 def run(tmp_path: Path, scenario: Callable[[Cluster], Awaitable[None]]) -> None:
     """Run ``scenario``; whatever happens, every server, group and task is stopped after."""
-
-    async def main() -> None:
-        cluster = Cluster(tmp_path)
-        try:
-            await asyncio.wait_for(scenario(cluster), 25.0)
-        finally:
-            await cluster.close()
-        current = asyncio.current_task()
-        assert [task for task in asyncio.all_tasks() if task is not current] == []
-
-    asyncio.run(main())
+    run_closing(partial(Cluster, tmp_path), scenario)
 
 
 async def three_nodes(cluster: Cluster) -> MetadataGroup:
