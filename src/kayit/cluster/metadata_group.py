@@ -176,6 +176,8 @@ class MetadataGroup:
         self._warned: tuple[int, int] | None = None
         self._placing: deque[_PlaceRequest] = deque()
         self._placer: asyncio.Task[None] | None = None
+        self._barrier_waiters: list[asyncio.Future[None]] = []
+        self._barriers: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(
@@ -267,7 +269,7 @@ class MetadataGroup:
             return
         self._stopped = True
         self._notify()
-        tasks = [*self._tasks, *([self._placer] if self._placer else [])]
+        tasks = [*self._tasks, *(task for task in (self._placer, self._barriers) if task)]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -275,6 +277,10 @@ class MetadataGroup:
                 await task
         for *_, future in self._placing:
             _fail(future, DriverStopped("the metadata group stopped"))
+        for waiter in self._barrier_waiters:
+            if not waiter.done():
+                waiter.set_exception(DriverStopped("the metadata group stopped"))
+        self._barrier_waiters.clear()
         self._placing.clear()
         if self._driver is not None:
             await self._driver.stop()
@@ -394,8 +400,35 @@ class MetadataGroup:
 
     async def read_barrier(self) -> None:
         """Returns once the metadata here holds everything committed before the call, this
-        node having confirmed that it still leads. Raises NotLeading."""
-        await self._as_leader(self._leading_driver().read_barrier())
+        node having confirmed that it still leads. Raises NotLeading.
+
+        Calls share rounds: every call made while a round is under way waits for the next
+        one, which starts after them, so one quorum round serves a whole batch of GETs."""
+        self._leading_driver()
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._barrier_waiters.append(future)
+        if self._barriers is None or self._barriers.done():
+            self._barriers = asyncio.get_running_loop().create_task(self._barrier_rounds())
+        await future
+
+    async def _barrier_rounds(self) -> None:
+        while self._barrier_waiters:
+            waiters, self._barrier_waiters = self._barrier_waiters, []
+            try:
+                await self._as_leader(self._leading_driver().read_barrier())
+            except asyncio.CancelledError:
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_exception(DriverStopped("the metadata group stopped"))
+                raise
+            except Exception as error:
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_exception(error)
+                continue
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     async def until_ready_to_lead(self) -> None:
         """Returns once this leader applied an entry of its own term (its no-op), so that

@@ -177,8 +177,10 @@ class MessageStore:
         return held
 
     async def get(self, message_id: str) -> bytes | None:
+        """The bytes of the committed copy's file, unchecked (``get_verified`` checks)."""
+        known = self._copies.get(message_id)
         cached = self._cache.get(message_id)
-        if cached is not None:
+        if cached is not None and known is not None and checksum(cached) == known[1]:
             return cached
         return await self._reads.submit(message_id)
 
@@ -207,14 +209,16 @@ class MessageStore:
         committed = self._copies.get(message_id)
         if committed is not None and committed[0] == version:
             read = _VersionRead(message_id, version, committed[1], committed=True)
-            cached = self._cache.get(message_id)
-            if cached is not None and checksum(cached) == read.checksum:
-                return cached
         else:
             expected = self._pending.get(message_id, {}).get(version)
             if expected is None:
                 return None
             read = _VersionRead(message_id, version, expected, committed=False)
+        # The cache holds the bytes last written for the id, of whatever version: the
+        # checksum tells whether they are this version's.
+        cached = self._cache.get(message_id)
+        if cached is not None and checksum(cached) == read.checksum:
+            return cached
         return await self._version_reads.submit(read)
 
     async def _read_versions(self, reads: list[_VersionRead]) -> list[bytes | None]:
@@ -242,13 +246,11 @@ class MessageStore:
         loop = asyncio.get_running_loop()
         outcomes = await loop.run_in_executor(self._writer, self._write_batch, batch)
         # The cache changes here, on the event loop, before any writer hears back: a GET
-        # after a SET finds the new value, and no read can put an older one back.
+        # after a SET finds the new value, and no read can put an older one back. It keeps
+        # the bytes last written for each id, pending or committed (a promotion keeps them);
+        # readers check them against the checksum of the version they want.
         for write, outcome in zip(batch, outcomes, strict=True):
-            if not outcome.stored:
-                continue
-            if write.kind is WriteKind.PROMOTE:
-                self._cache.drop(write.record.message_id)  # the bytes are not at hand
-            elif write.kind is WriteKind.COMMITTED and write.message is not None:
+            if outcome.stored and write.message is not None:
                 self._cache.put(write.record.message_id, write.message)
         return outcomes
 
