@@ -28,8 +28,10 @@ A snapshot is stored before the log is rewritten to follow it. A crash in betwee
 whose base precedes the snapshot: at load, its entries after the snapshot are kept if it holds
 the snapshot's last entry (compaction), else dropped (a snapshot that replaced the whole log).
 
-Damage: the log is read up to its first bad record; the rest is dropped (a damaged log is kept
-as ``log.damaged``) and the log rewritten from what was read, so new appends follow good data.
+Damage: a torn tail (a record cut short by a crash: never acknowledged) is dropped and the log
+rewritten, so that new appends follow good data. A whole record that fails its checks is a
+ConfigError, like a damaged term or snapshot file: the entries it held may have been
+acknowledged, and a node that lost them must not vote as if it never had them.
 A damaged or missing term or snapshot file is a ConfigError at load: going on without the vote
 or the applied state could break Raft's safety, so the node must rejoin the cluster afresh.
 """
@@ -74,7 +76,10 @@ _TERM_RECORD = RecordFormat(_TERM.size, _TERM.size + 0xFFFF)
 _SNAPSHOT_HEADER = RecordFormat(_SNAPSHOT.size, _SNAPSHOT.size + 1024 * 1024)
 _LOG = RecordFormat(_COMMIT.size, 64 * 1024 * 1024)
 
-_REJOIN = "move the raft directory aside and restart the node so that it rejoins the cluster"
+_REJOIN = (
+    "move the raft directory aside and restart the node with --join HOST:PORT (any other node) "
+    "so that it rejoins the cluster as a new node"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,21 +273,16 @@ class FileStorage:
 
     def _read_log(self) -> bool:
         """Take the entries and commit index that follow the snapshot from the log; False if
-        the log must be rewritten (damage, a torn tail, or a snapshot it does not follow)."""
-        path = self.directory / LOG_FILE
+        the log must be rewritten (a torn tail, or a snapshot it does not follow). Raises
+        ConfigError for damage."""
         data = self._read(LOG_FILE)
         found = scan(data, _LOG, self._decode_log_record, OnDamage.STOP)
         base, entries, commit, used = _replay(found.records)
         if found.damaged or used < len(found.records):
-            log.warning(
-                "%s: damaged; dropped %d bytes and %d whole records after the last good one "
-                "(the leader sends their entries again); the damaged log is kept as %s",
-                path,
-                len(data) - found.end,
-                len(found.records) - used,
-                path.with_name(LOG_FILE + ".damaged"),
-            )
-            replace_durably(path.with_name(LOG_FILE + ".damaged"), data)
+            # Entries past the damage may be ones this node acknowledged: a node that forgot
+            # them and kept its vote could elect a leader without them, losing what a
+            # majority held. It must come back under a new id, as a node that lost its log.
+            raise self._damaged(LOG_FILE, "a record fails its checks or does not follow")
         snapshot = self._snapshot
         base = base or _Base(snapshot.index, snapshot.term)  # a damaged base: nothing follows
         if base.index > snapshot.index:
@@ -298,7 +298,7 @@ class FileStorage:
         self._entries = entries
         last = snapshot.index + len(entries)
         self._hard_state = replace(self._hard_state, commit=min(max(commit, snapshot.index), last))
-        return follows and used == len(found.records) and found.end == len(data)
+        return follows and found.end == len(data)
 
     def _decode_log_record(self, body: bytes) -> Entry | _Base | _Commit:
         tag = body[0]
