@@ -653,11 +653,13 @@ class MetadataGroup:
             await self._record_address(self.id, self.address)  # founding, or a new address
             return
         node = driver.node
-        self._warn_if_few_voters(metadata.tolerance, len(node.cluster_config.voters))
         change = self._next_change(metadata, node)
-        if change is not None:
-            log.info("membership: %s %s", change.kind.value, change.node_id)
-            await driver.change_config(change)
+        if change is None:
+            # Only once the configuration settled: not at every step of nodes joining.
+            self._warn_if_few_voters(metadata.tolerance, len(node.cluster_config.voters))
+            return
+        log.info("membership: %s %s", change.kind.value, change.node_id)
+        await driver.change_config(change)
 
     def _next_change(self, metadata: MetadataView, node: RaftNode) -> ConfigChange | None:
         config = node.cluster_config
