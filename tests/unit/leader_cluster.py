@@ -205,6 +205,14 @@ class LeaderCluster:
         await eventually(agreed, timeout, "a leader every node knows")
         return next(self.nodes[n] for n in names if self.nodes[n].group.is_leader)
 
+    async def leading(self) -> tuple[ClusterNode, Leader]:
+        """Three nodes at TOLERANCE=1 (``three_nodes``) and a ready Leader on the one that
+        leads."""
+        node = await self.three_nodes(tolerance=1)
+        leader = node.leader()
+        await leader.ready()
+        return node, leader
+
     async def three_nodes(self, tolerance: int = 1) -> ClusterNode:
         """n1 forms the cluster, n2 and n3 join; returns the leader once all three vote and
         agree on the metadata."""

@@ -30,9 +30,7 @@ def test_a_set_is_stored_on_the_leader_and_one_other_node_and_promoted_by_both(
     tmp_path: Path,
 ) -> None:
     async def scenario(cluster: LeaderCluster) -> None:
-        node = await cluster.three_nodes(tolerance=1)
-        leader = node.leader()
-        await leader.ready()
+        _, leader = await cluster.leading()
 
         await leader.set("a", b"one")
         assert await leader.get("a") == b"one"
@@ -138,9 +136,7 @@ def test_a_lost_copy_is_read_elsewhere_dropped_from_the_index_and_repaired(
     tmp_path: Path,
 ) -> None:
     async def scenario(cluster: LeaderCluster) -> None:
-        node = await cluster.three_nodes(tolerance=1)
-        leader = node.leader()
-        await leader.ready()
+        node, leader = await cluster.leading()
         await leader.set("a", b"kept")
         entry = leader.metadata.entry("a")
         assert entry is not None
@@ -190,9 +186,7 @@ def test_a_new_leader_reads_every_acknowledged_value_and_writes_in_its_own_term(
     tmp_path: Path,
 ) -> None:
     async def scenario(cluster: LeaderCluster) -> None:
-        old = await cluster.three_nodes(tolerance=1)
-        leader = old.leader()
-        await leader.ready()
+        old, leader = await cluster.leading()
         values = {f"k{n}": f"v{n}".encode() for n in range(6)}
         for key, value in values.items():
             await leader.set(key, value)
@@ -227,9 +221,7 @@ async def deposed(cluster: LeaderCluster) -> tuple[Leader, ClusterNode]:
     """A Leader that stored "a" while its node led, and the node that leads now: the old
     leader was cut off, stepped down while the other two elected one of them, and follows the
     new leader since it was reachable again."""
-    old = await cluster.three_nodes(tolerance=1)
-    leader = old.leader()
-    await leader.ready()
+    old, leader = await cluster.leading()
     await leader.set("a", b"before")
     await old.unplug()
     new = await cluster.leading_node(among=[name for name in cluster.nodes if name != old.name])

@@ -17,27 +17,17 @@ from kayit.cluster.identity import load_cluster_facts
 from kayit.cluster.metadata_group import (
     Admission,
     AdmissionRefused,
-    GroupOptions,
     MetadataGroup,
     NotLeading,
 )
 from kayit.config import ConfigError
-from kayit.consensus.driver import DriverConfig
 from kayit.consensus.node import PersistedState
 from kayit.metadata.commands import PlacedItem
 from kayit.rpc.channels import SERVER_OPTIONS
 from kayit.rpc.kayit_pb2_grpc import add_RaftServicer_to_server
-from kayit.storage.disk import FsyncPolicy
 from kayit.version import Version
+from tests.unit.leader_cluster import OPTIONS
 from tests.waiting import eventually, run_closing
-
-OPTIONS = GroupOptions(
-    driver=DriverConfig(tick_seconds=0.05),  # elections in 0.5 to 1 s
-    fsync=FsyncPolicy.EVERYSEC,
-    dead_after=1.0,
-    duty_seconds=0.05,
-    join_retry_seconds=0.1,
-)
 
 
 class Cluster:

@@ -132,6 +132,7 @@ AskToJoin = Callable[[str, str, str], Awaitable[Admission]]
 
 # The items, the term they must be committed in, and the caller's future.
 _PlaceRequest = tuple[tuple[PlacedItem, ...], int, asyncio.Future[tuple[bool, ...]]]
+_PlaceCall = tuple[tuple[PlacedItem, ...], asyncio.Future[tuple[bool, ...]]]
 
 
 class MetadataGroup:
@@ -743,11 +744,9 @@ class MetadataGroup:
                     future.set_result(result[start : start + len(items)])
                 start += len(items)
 
-    def _take_placing(
-        self,
-    ) -> tuple[int, list[tuple[tuple[PlacedItem, ...], asyncio.Future[tuple[bool, ...]]]]]:
+    def _take_placing(self) -> tuple[int, list[_PlaceCall]]:
         """The next calls to share an entry: of one term, up to ``placed_entry_bytes``."""
-        batch: list[tuple[tuple[PlacedItem, ...], asyncio.Future[tuple[bool, ...]]]] = []
+        batch: list[_PlaceCall] = []
         term = self._placing[0][1]
         size = 0
         while self._placing:

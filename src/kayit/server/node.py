@@ -254,9 +254,6 @@ class Node:
         config = self.config
         assert self._store is not None
         membership = Membership(config.dead_after, clock=self._clock)
-        for node_id in group.metadata.nodes:
-            if node_id != group.id:
-                membership.expect(node_id)
         leader = Leader(
             group=group,
             store=self._store,
@@ -283,6 +280,7 @@ class Node:
     async def _start_leading(self, leader: Leader, repairer: Repairer) -> None:
         with contextlib.suppress(Exception):  # it no longer leads: the change stops this task
             await leader.ready()
+        # Only now is the metadata complete: every member gets dead_after to be heard from.
         for node_id in leader.metadata.nodes:
             if node_id != leader.id:
                 leader.membership.expect(node_id)
