@@ -199,7 +199,7 @@ def test_a_node_without_a_quorum_answers_noleader_after_waiting_for_an_election(
         assert client.set("a", "before") == b"OK"
         # Of two voters one is left: no leader can be elected, and nothing is done.
         cluster.leader.kill()
-        lines = [b"GET a", b"SET a during", b"GET b"] * 5
+        lines = [b"GET a", b"SET a during", b"GET b"]
         started = time.monotonic()
         replies = client.pipeline(lines)
         assert all(error_code(reply) is ErrorCode.NOLEADER for reply in replies), set(replies)

@@ -41,10 +41,18 @@ CONNECT_WAIT = 1.0
 # A call's deadline. A batch may queue behind everything the leader is doing, so it only
 # catches a leader that hangs (paused, cut off); a client of the leader itself has none.
 EXECUTE_DEADLINE = 20.0
-# How long a client's command waits for a leader while none answers (an election takes one
-# to two election timeouts), and how often it looks again when no change is announced.
+# How long a client's command waits for a leader while none answers, at least, and how often
+# it looks again when no change is announced. A node waits longer with a slower heartbeat: see
+# leader_wait().
 LEADER_WAIT = 5.0
 _RETRY_EVERY = 0.25
+# An election timeout is 10 to 20 heartbeats; a split vote costs another: wait out two.
+_ELECTION_HEARTBEATS = 40
+
+
+def leader_wait(heartbeat: float) -> float:
+    """How long a command waits for a leader on a node with this ``--heartbeat``."""
+    return max(LEADER_WAIT, _ELECTION_HEARTBEATS * heartbeat)
 
 
 class ChannelState(Protocol):

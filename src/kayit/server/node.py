@@ -44,7 +44,12 @@ from kayit.rpc.channels import SERVER_OPTIONS
 from kayit.rpc.kayit_pb2_grpc import add_NodeServicer_to_server, add_RaftServicer_to_server
 from kayit.rpc.peers import GrpcMemberTransport, Peers
 from kayit.rpc.service import NodeService
-from kayit.server.forwarding import ClientCommands, Forwarder, execute_forwarded
+from kayit.server.forwarding import (
+    ClientCommands,
+    Forwarder,
+    execute_forwarded,
+    leader_wait,
+)
 from kayit.server.gateway import serve_clients
 from kayit.server.leadership import Leadership
 from kayit.server.ports import port_is_free
@@ -101,7 +106,7 @@ class Node:
         pending.append(PendingCopies(group.id, store, lambda: group.metadata))
         self._leadership = leadership = Leadership(address)
         # Clients are served at once: until a leader is known their commands wait for one.
-        commands = ClientCommands(leadership, Forwarder(self._peers))
+        commands = ClientCommands(leadership, Forwarder(self._peers), leader_wait(config.heartbeat))
         self._client_servers = await serve_clients(
             commands, config.host, client_ports, config.max_line
         )
