@@ -20,6 +20,7 @@ from kayit.consensus import (
     ReadState,
     Role,
     Snapshot,
+    TimeoutNow,
     VoteRequest,
     VoteResponse,
 )
@@ -41,6 +42,15 @@ def node(
     persisted: PersistedState | None = None,
 ) -> RaftNode:
     return RaftNode(node_id, ["n0", "n1", "n2"], random.Random(1), config, persisted)
+
+
+def past_start(voter: RaftNode) -> RaftNode:
+    """Let a just-started node's first election timeout pass without it campaigning: until
+    then it ignores votes (a leader's lease may count on it)."""
+    for _ in range(voter.config.election_ticks):
+        voter.tick()
+    assert voter.role is Role.FOLLOWER  # its own timeout is longer (seeded)
+    return voter
 
 
 def vote_request(sender: str, term: int, last_index: int = 0, last_term: int = 0) -> VoteRequest:
@@ -77,7 +87,7 @@ def test_single_node_elects_itself_and_commits_after_persisting() -> None:
 
 
 def test_vote_is_in_the_same_ready_as_its_reply_and_given_once_per_term() -> None:
-    voter = node()
+    voter = past_start(node())
     voter.step(vote_request("n1", term=1))
     ready = voter.ready()
     assert ready.hard_state == HardState(term=1, voted_for="n1", commit=0)
@@ -91,18 +101,20 @@ def test_vote_is_in_the_same_ready_as_its_reply_and_given_once_per_term() -> Non
 
 
 def test_restart_keeps_the_vote() -> None:
-    voter = node()
+    voter = past_start(node())
     voter.step(vote_request("n1", term=1))
     persisted = voter.ready().hard_state
     assert persisted is not None
-    restarted = node(persisted=PersistedState(persisted))
+    restarted = past_start(node(persisted=PersistedState(persisted)))
     restarted.step(vote_request("n2", term=1))
     (reply,) = restarted.ready().messages
     assert isinstance(reply, VoteResponse) and not reply.granted
 
 
 def test_vote_refused_to_a_less_up_to_date_log() -> None:
-    voter = node(persisted=PersistedState(HardState(term=2), (Entry(1, 1), Entry(2, 2))))
+    voter = past_start(
+        node(persisted=PersistedState(HardState(term=2), (Entry(1, 1), Entry(2, 2))))
+    )
     voter.step(vote_request("n1", term=3, last_index=5, last_term=1))  # longer, older term
     (reply,) = voter.ready().messages
     assert isinstance(reply, VoteResponse) and not reply.granted
@@ -182,9 +194,68 @@ def test_read_index_waits_for_a_quorum_answering_a_later_round() -> None:
         return ready.read_states
 
     leader.request_read(b"r")
-    assert answer(read_round=0) == ()  # commits the no-op, but answers an older round
+    read_round = leader.read_round
+    # Commits the no-op, but answers an older round.
+    assert answer(read_round=read_round - 1) == ()
     assert leader.commit == 1
-    assert answer(read_round=1) == (ReadState(b"r", 1),)
+    assert answer(read_round=read_round) == (ReadState(b"r", 1),)
+
+
+def answer_round(leader: RaftNode, peer: str, read_round: int) -> None:
+    leader.step(
+        AppendResponse(
+            sender=peer,
+            recipient=leader.id,
+            term=leader.term,
+            success=True,
+            match_index=leader.log.last_index,
+            read_round=read_round,
+        )
+    )
+    leader.advance(leader.ready())
+
+
+def test_the_lease_rests_on_the_latest_round_a_quorum_answered() -> None:
+    leader = node()
+    elect(leader)
+    leader.advance(leader.ready())
+    first = leader.read_round
+    assert leader.lease_round == 0  # nothing of its term committed yet
+    answer_round(leader, "n1", first)
+    assert leader.commit == 1 and leader.lease_round == first
+    for _ in range(leader.config.heartbeat_ticks):
+        leader.tick()
+    assert leader.read_round > first  # each heartbeat is a new round...
+    assert leader.lease_round == first  # ...which counts once a quorum answers it
+    answer_round(leader, "n2", first - 1)  # an older round adds nothing
+    assert leader.lease_round == first
+    answer_round(leader, "n2", leader.read_round)
+    assert leader.lease_round == leader.read_round  # with n0 itself, a quorum of 3
+
+
+def test_a_leader_that_hands_over_gives_up_its_lease() -> None:
+    leader = node()
+    elect(leader)
+    leader.advance(leader.ready())
+    answer_round(leader, "n1", leader.read_round)
+    assert leader.lease_round > 0
+    leader.transfer_leadership("n1")  # caught up: TimeoutNow goes at once
+    assert any(isinstance(message, TimeoutNow) for message in leader.ready().messages)
+    assert leader.role is Role.LEADER and leader.lease_round == 0
+
+
+def test_a_started_node_ignores_votes_until_its_first_election_timeout() -> None:
+    """It may have answered a leader's round just before it went down: that leader's lease
+    counts on it not voting for another."""
+    voter = node()
+    voter.step(vote_request("n1", term=1))
+    ready = voter.ready()
+    assert ready.messages == () and voter.term == 0
+    voter.advance(ready)
+    past_start(voter)
+    voter.step(vote_request("n1", term=1))
+    (reply,) = voter.ready().messages
+    assert isinstance(reply, VoteResponse) and reply.granted
 
 
 def test_a_snapshot_replaces_a_log_that_does_not_hold_it() -> None:

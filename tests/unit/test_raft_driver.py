@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 import grpc
@@ -242,14 +243,18 @@ def test_a_follower_behind_the_compacted_log_catches_up_from_a_chunked_snapshot(
     run(scenario, Cluster(config, TransportOptions(chunk_bytes=512)))
 
 
-def test_a_leader_cut_off_from_the_others_serves_no_read_and_commits_nothing() -> None:
+def test_a_leader_cut_off_from_the_others_serves_reads_only_under_its_lease() -> None:
     async def scenario(cluster: Cluster) -> None:
         leader = await cluster.leader()
         await leader.propose(b"before")
-        await leader.read_barrier()  # a healthy leader confirms at once
+        await eventually(leader.reads_under_lease, 2.0, "a lease")
         for node_id in IDS:
             if node_id != leader.id:
                 await cluster.stop_server(node_id)
+        # No other leader can be elected within the lease: reads need nobody's answer...
+        await asyncio.wait_for(leader.read_barrier(), 0.1)
+        # ...until it runs out, well within an election timeout.
+        await eventually(lambda: not leader.reads_under_lease(), 1.0, "the lease to end")
         read = asyncio.create_task(leader.read_barrier())
         proposal = asyncio.create_task(leader.propose(b"after"))
         # CheckQuorum deposes it within two election timeouts.
@@ -260,6 +265,19 @@ def test_a_leader_cut_off_from_the_others_serves_no_read_and_commits_nothing() -
         assert leader.role is not Role.LEADER
         with pytest.raises(NotLeaderError):
             await leader.read_barrier()
+
+    run(scenario)
+
+
+def test_a_paused_leader_serves_nothing_under_its_lease_until_a_quorum_answers_again() -> None:
+    async def scenario(cluster: Cluster) -> None:
+        leader = await cluster.leader()
+        await eventually(leader.reads_under_lease, 2.0, "a lease")
+        # The whole process stops, as under SIGSTOP: no tick, no message, no task runs.
+        time.sleep(DriverConfig().tick_seconds * RaftConfig().election_ticks)
+        assert not leader.reads_under_lease()
+        if leader.is_leader:  # the followers may have elected another meanwhile
+            await eventually(leader.reads_under_lease, 2.0, "the lease renewed")
 
     run(scenario)
 

@@ -264,6 +264,8 @@ def test_a_candidate_asks_and_counts_only_voters() -> None:
 
 def test_a_learner_promoted_in_an_entry_it_lacks_still_votes() -> None:
     learner = member(cluster("n0 n1", "n3"), node_id="n3")
+    for _ in range(learner.config.election_ticks):
+        learner.tick()  # past the first election timeout, in which a started node ignores votes
     learner.step(
         VoteRequest(sender="n0", recipient="n3", term=2, last_log_index=2, last_log_term=2)
     )
@@ -286,9 +288,9 @@ def test_learner_confirmations_do_not_serve_a_read() -> None:
     lead(leader, acks=("n1",))
     settle(leader)
     leader.request_read(b"r")
-    ack(leader, "n3", read_round=1)
+    ack(leader, "n3", read_round=leader.read_round)
     assert read_states(leader) == ()
-    ack(leader, "n2", read_round=1)
+    ack(leader, "n2", read_round=leader.read_round)
     assert read_states(leader) == (ReadState(b"r", 2),)
 
 

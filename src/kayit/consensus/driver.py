@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -89,6 +90,9 @@ class DriverConfig:
     sync_seconds: float = 1.0
     # Incoming messages waiting for the node; more are dropped (Raft tolerates loss).
     inbox_limit: int = 10_000
+    # How much faster than ours another node's clock may run: the read lease is cut by this
+    # fraction, so that a follower's election timeout never ends inside it.
+    clock_drift: float = 0.1
 
 
 @dataclass(slots=True)
@@ -131,6 +135,17 @@ class RaftDriver:
         self._proposals: dict[int, _Waiter] = {}
         self._reads: dict[bytes, _Waiter] = {}
         self._read_contexts = itertools.count()
+        # When each read round began (time.monotonic), and until when the lease holds.
+        self._round_started: dict[int, float] = {}
+        self._lease_until = 0.0
+        self._lease_term = 0
+        # A voter ignores votes until the election_ticks-th tick after it heard the leader; the
+        # first of those ticks may come at once.
+        self._lease_seconds = (
+            self.config.tick_seconds
+            * (node.config.election_ticks - 1)
+            * (1 - self.config.clock_drift)
+        )
         self._leadership = self._current()
         self._changed = asyncio.Event()
         self._unsynced = False
@@ -228,13 +243,30 @@ class RaftDriver:
         self._wakeup.set()
         await future
 
+    def reads_under_lease(self) -> bool:
+        """Whether state read now is not stale without a round of its own: this node leads
+        under a lease (see ``RaftNode.lease_round``) and has applied all it committed.
+
+        The lease is measured from when the confirming round *began*, on the monotonic clock,
+        so it runs out during a pause of this process as during any other: a leader that was
+        stopped and resumed serves nothing under it until a quorum answers a new round."""
+        node = self.node
+        return (
+            time.monotonic() < self._lease_until
+            and node.lease_round > 0
+            and node.applied >= node.commit
+        )
+
     async def read_barrier(self) -> None:
         """Returns once this node has applied everything committed before the call, having
-        confirmed with a quorum that it still leads (ReadIndex): state read after it is not
-        stale. Raises NotLeaderError when it does not lead, or stops leading meanwhile."""
+        confirmed that it still leads, by its lease or else by a round with a quorum
+        (ReadIndex): state read after it is not stale. Raises NotLeaderError when it does not
+        lead, or stops leading meanwhile."""
         self._check_running()
         if not self.is_leader:
             raise NotLeaderError(self.leader_id)
+        if self.reads_under_lease():
+            return
         future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         self._to_read.append((b"%d" % next(self._read_contexts), future))
         self._wakeup.set()
@@ -267,6 +299,7 @@ class RaftDriver:
                 await self._wakeup.wait()
                 self._wakeup.clear()
                 self._feed()
+                self._renew_lease()
                 self._notice_changes()
                 if self.node.has_ready():
                     await self._process(self.node.ready())
@@ -341,6 +374,26 @@ class RaftDriver:
                 read.read_index = state.index
         self.node.advance(ready)
         self._release_reads()
+
+    def _renew_lease(self) -> None:
+        """Note when each read round began, and extend the lease to an election timeout
+        (less the drift margin) after the start of the latest round a quorum answered."""
+        node = self.node
+        if node.role is not Role.LEADER or node.term != self._lease_term:
+            self._round_started.clear()
+            self._lease_until = 0.0
+            self._lease_term = node.term
+            if node.role is not Role.LEADER:
+                return
+        # Noted before _process sends the round's appends: never later than any of them.
+        self._round_started.setdefault(node.read_round, time.monotonic())
+        answered = node.lease_round
+        started = self._round_started.get(answered)
+        if started is None:
+            return
+        self._lease_until = max(self._lease_until, started + self._lease_seconds)
+        for old in [round_ for round_ in self._round_started if round_ < answered]:
+            del self._round_started[old]
 
     def _apply(self, entry: Entry) -> None:
         result: object = None

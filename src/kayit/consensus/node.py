@@ -24,7 +24,8 @@ restarted from exactly what step 1 wrote (``PersistedState``); everything else i
 
 Rules implemented: Raft (Ongaro & Ousterhout 2014) §5.1-§5.4; PreVote (Ongaro's thesis §9.6);
 CheckQuorum and ignoring votes while a leader is live (thesis §6.2, §4.2.3); leadership transfer
-with TimeoutNow (thesis §3.10); ReadIndex reads (thesis §6.4); log compaction with snapshots
+with TimeoutNow (thesis §3.10); ReadIndex reads and the rounds a lease is founded on (thesis
+§6.4, §6.4.1; ``lease_round``); log compaction with snapshots
 (Raft §7); membership changes one node at a time through the log, with learners (thesis §4.1-4.3,
 see ``kayit.consensus.membership``).
 
@@ -147,6 +148,8 @@ class _Progress:
     probing: bool = True
     paused: bool = False
     recent_active: bool = False
+    # The latest read round this follower answered (see ``RaftNode.lease_round``).
+    read_round: int = 0
 
 
 class RaftNode:
@@ -192,6 +195,12 @@ class RaftNode:
         self._progress: dict[str, _Progress] = {}
         self._transferee: str | None = None
         self._transfer_elapsed = 0
+        # Set once this leader sent TimeoutNow: its target may then be elected at once.
+        self._lease_forfeited = False
+        # Until its first election timeout a restarted node ignores votes as if it still
+        # heard a leader: it may have answered a leader's round just before it went down, and
+        # that leader's lease counts on it.
+        self._quiet_after_start = True
         self._election_elapsed = 0
         self._heartbeat_elapsed = 0
         self._timeout = self._random_timeout()
@@ -304,6 +313,39 @@ class RaftNode:
     @property
     def hard_state(self) -> HardState:
         return HardState(self.term, self.voted_for, self.commit)
+
+    @property
+    def read_round(self) -> int:
+        """The leader's latest read round. A new one starts with every heartbeat and every
+        ``request_read``; the appends sent after it carry it, and followers echo it."""
+        return self._read_round
+
+    @property
+    def lease_round(self) -> int:
+        """The latest read round that a quorum of voters answered, or 0 when this node may
+        not found a lease on one: it does not lead, has no entry of its term committed, or
+        offered leadership to another node in this term.
+
+        Each voter that answered round r followed this leader after r began, and then ignores
+        votes for an election timeout of its own (CheckQuorum). So no other leader can be
+        elected until an election timeout after r began: the driver turns that into a lease,
+        less a margin for clock drift, in which reads need no round of their own."""
+        if (
+            self.role is not Role.LEADER
+            or self._lease_forfeited
+            or self.log.term_at(self.commit) != self.term
+            or not self.config.check_quorum
+        ):
+            return 0
+        config = self.cluster_config
+        answered = sorted(
+            (
+                self._read_round if voter == self.id else self._progress[voter].read_round
+                for voter in config.voters
+            ),
+            reverse=True,
+        )
+        return answered[config.quorum - 1]
 
     def request_read(self, context: bytes) -> None:
         """ReadIndex (thesis §6.4): confirm leadership with a heartbeat round started now; a
@@ -421,7 +463,7 @@ class RaftNode:
     def _in_leader_lease(self) -> bool:
         return (
             self.config.check_quorum
-            and self.leader_id is not None
+            and (self.leader_id is not None or self._quiet_after_start)
             and self._election_elapsed < self.config.election_ticks
         )
 
@@ -529,6 +571,8 @@ class RaftNode:
         self._progress = {}
         self._reads = []
         self._transferee = None
+        self._lease_forfeited = False
+        self._quiet_after_start = False
         self._election_elapsed = 0
         self._heartbeat_elapsed = 0
         self._timeout = self._random_timeout()
@@ -546,6 +590,7 @@ class RaftNode:
         self.role = Role.LEADER
         self.leader_id = self.id
         self._track_members()
+        self._read_round += 1  # a round of this term's own, for the lease
         # Commit an entry of the new term at once: only that commits earlier ones (§5.4.2).
         self.log.append(Entry(self.log.last_index + 1, self.term, kind=EntryKind.NO_OP))
         self._broadcast_append()
@@ -577,6 +622,7 @@ class RaftNode:
             self._heartbeat_elapsed = 0
             for progress in self._progress.values():
                 progress.paused = False
+            self._read_round += 1  # every heartbeat renews the lease
             self._broadcast_append()
 
     def _quorum_recently_active(self) -> bool:
@@ -703,6 +749,7 @@ class RaftNode:
         if self.role is not Role.LEADER or progress is None:
             return
         progress.recent_active = True
+        progress.read_round = max(progress.read_round, response.read_round)
         self._confirm_reads(response.sender, response.read_round)
         if not response.success:
             if response.rejected_index <= progress.match:
@@ -774,14 +821,19 @@ class RaftNode:
             if self._progress[peer].match == self.log.last_index
         ]
         if caught_up:
-            self._send(TimeoutNow(sender=self.id, recipient=caught_up[0], term=self.term))
+            self._offer_leadership(caught_up[0])
         self._become_follower(self.term, None)
 
     def _send_timeout_now_if_caught_up(self, target: str) -> None:
         if self._progress[target].match == self.log.last_index:
-            self._send(TimeoutNow(sender=self.id, recipient=target, term=self.term))
+            self._offer_leadership(target)
         else:
             self._send_append(target)
+
+    def _offer_leadership(self, target: str) -> None:
+        # TimeoutNow's target is elected without waiting out anyone's lease: ours ends here.
+        self._lease_forfeited = True
+        self._send(TimeoutNow(sender=self.id, recipient=target, term=self.term))
 
     def _send(self, message: Message) -> None:
         self._messages.append(message)

@@ -6,7 +6,8 @@ down), crashes nodes (losing all that no Ready/advance cycle persisted yet, incl
 not yet sent) and restarts them from their simulated disk. Drivers process a node's Ready only
 some of the time, so unpersisted state piles up and is lost on a crash. Applications compact
 their logs into snapshots at random, so lagging nodes catch up by InstallSnapshot. Leaders,
-stale ones too, are asked at random to propose, to serve ReadIndex reads and to hand over.
+stale ones too, are asked at random to propose, to serve reads (by ReadIndex, and under their
+lease when they hold one) and to hand over.
 
 In a ``MembershipSimulation`` the cluster starts as one bootstrapping node; the others start empty
 and join when a leader adds them as learners. Leaders, stale ones too, are asked at random to add
@@ -18,7 +19,8 @@ rest).
 
 ``SafetyChecker`` runs after every tick, step and Ready, and raises ``InvariantViolation``:
 election safety, log matching, leader completeness, state machine safety (entries and snapshots),
-commit and apply monotonicity, and no stale read; and for membership: one vote per term on disk,
+commit and apply monotonicity, no stale read (by ReadIndex, or under a leader's lease), and no
+leader elected while an older one's lease holds; and for membership: one vote per term on disk,
 every leader elected by a quorum of its own configuration's voters, every entry durable on a quorum
 of its leader's voters when committed, each committed configuration one voter away from the
 previous one, a leader appending a change only once its previous change and an entry of its term
@@ -313,6 +315,20 @@ class SafetyChecker:
                     f"{committed_before} entries were committed before it was asked"
                 )
 
+    def check_lease_read(self, node: RaftNode) -> None:
+        """A read that a leader serves at once under its lease, from what it committed."""
+        if node.commit < self.committed:
+            self._fail(
+                f"stale lease read: {node.id} (term {node.term}) serves at commit "
+                f"{node.commit}, {self.committed} entries are committed"
+            )
+
+    def lease_broken(self, holder: RaftNode, leader: RaftNode) -> None:
+        self._fail(
+            f"{leader.id} leads term {leader.term} inside the lease of {holder.id} "
+            f"(term {holder.term})"
+        )
+
     def _check_log(self, node: RaftNode, watch: _Watch) -> None:
         log, snapshot = node.log.entries, node.log.snapshot
         if log == watch.log and snapshot.index == watch.snapshot_index:
@@ -508,6 +524,8 @@ class Simulation:
         # Each node's simulated application state (see ``digest``), lost on a crash.
         self._applications: dict[str, int] = {}
         self._reads = 0
+        # (leader, term, read round) -> the tick the round began, for leases.
+        self._round_started: dict[tuple[str, int, int], int] = {}
         # Recent events, formatted only if a check fails.
         self.trace: deque[tuple[int, object]] = deque(maxlen=30)
         for node_id in self.ids:
@@ -619,6 +637,9 @@ class Simulation:
             self.checker.begin_read(context)
             leader.request_read(context)
             self._after_step(leader)
+        if rng.random() < faults.read and self._holds_lease(leader):
+            self.trace.append((self.now, f"lease read on {leader.id}"))
+            self.checker.check_lease_read(leader)
         if rng.random() < faults.propose:
             self._proposals += 1
             with contextlib.suppress(NotLeaderError):  # refused during a transfer
@@ -739,6 +760,22 @@ class Simulation:
 
     def _after_step(self, node: RaftNode) -> None:
         self.checker.check(node)
+        if node.role is not Role.LEADER:
+            return
+        # Before the round's appends are sent (at the next Ready): never later than they.
+        self._round_started.setdefault((node.id, node.term, node.read_round), self.now)
+        for other in self.nodes.values():
+            # What a lease promises: no newer leader while it holds, committed or not.
+            if other.term < node.term and self._holds_lease(other):
+                self.checker.lease_broken(other, node)
+
+    def _holds_lease(self, leader: RaftNode) -> bool:
+        """The driver's lease, in ticks: every clock here runs at the same rate, and a
+        voter's first tick after it heard the leader may come at once."""
+        answered = leader.lease_round
+        started = self._round_started.get((leader.id, leader.term, answered))
+        lease_ticks = self.config.election_ticks - 1
+        return answered > 0 and started is not None and self.now < started + lease_ticks
 
     def _stored(self, node_id: str, index: int, term: int) -> bool:
         return self.disks[node_id].holds(index, term)
