@@ -1,4 +1,4 @@
-"""The ``kayit`` command: node, cluster, client, status."""
+"""The ``kayit`` command: node, cluster, client, status, member."""
 
 from __future__ import annotations
 
@@ -55,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_cluster(commands)
     _add_client(commands)
     _add_status(commands)
+    _add_member(commands)
     _add_bench(commands)
     add_chaos_command(commands)
     return parser
@@ -336,6 +337,51 @@ def _run_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_member(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    member = commands.add_parser(
+        "member",
+        help="change the cluster's membership",
+        description="Change which nodes belong to the cluster. Nodes join by themselves "
+        "(kayit node --join); a node gone for good stays a member until it is removed.",
+    )
+    actions = member.add_subparsers(required=True, metavar="ACTION")
+    remove = actions.add_parser(
+        "remove",
+        help="remove a node from the cluster for good",
+        description="Remove the node at ADDR from the cluster for good. A node that is dead "
+        "stays a member, and may keep its vote, until it is removed: once removed it gets no "
+        "copies and no vote, and the copies it held are made again on live nodes. A removed "
+        "node that still runs stops (exit code 2), and stops again if restarted on its data "
+        "dir. There is no undoing it: the node may only come back as a new node, under a new "
+        "id, started with an empty data dir and --join. Removing the node that leads is "
+        "allowed: it hands leadership over first. The last member cannot be removed. Prints "
+        "'removed node <id> (<address>)'.",
+    )
+    remove.add_argument(
+        "member", metavar="ADDR",
+        help="the node's gRPC address, HOST:PORT as kayit status lists it, or its node id",
+    )  # fmt: skip
+    remove.add_argument(
+        "--via", type=_list(_grpc_address), default=[f"127.0.0.1:{DEFAULT_GRPC_PORT}"],
+        metavar="HOST:PORT[,HOST:PORT...]",
+        help="gRPC addresses of nodes of the cluster, asked in turn until one answers; one "
+        f"that does not lead redirects to the leader (127.0.0.1:{DEFAULT_GRPC_PORT})",
+    )  # fmt: skip
+    remove.set_defaults(run=_run_member_remove)
+
+
+def _run_member_remove(args: argparse.Namespace) -> int:
+    from kayit.rpc.members import RemovalFailed, remove_member
+
+    try:
+        removed = remove_member(args.member, args.via)
+    except RemovalFailed as error:
+        print(f"kayit member remove: {error}", file=sys.stderr)
+        return 1
+    print(f"removed node {removed.node_id} ({removed.address})")
+    return 0
+
+
 def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from kayit.bench.settings import PROTOCOLS, flag_type, parse_positive, parse_ratio, parse_size
 
@@ -449,6 +495,14 @@ def _port(text: str) -> int:
     if not 1 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"port out of range: {port}")
     return port
+
+
+def _grpc_address(text: str) -> str:
+    host, colon, port = text.rpartition(":")
+    if not (host and colon):
+        raise argparse.ArgumentTypeError(f"not HOST:PORT: {text!r}")
+    _port(port)
+    return text
 
 
 def _list(item: Callable[[str], T]) -> Callable[[str], list[T]]:

@@ -21,6 +21,7 @@ from kayit.cluster.leader import Leader
 from kayit.cluster.membership import Membership
 from kayit.cluster.metadata_group import Admission, GroupHooks, GroupOptions, MetadataGroup
 from kayit.cluster.pending import PendingCopies
+from kayit.cluster.removal import remove_member
 from kayit.consensus.driver import DriverConfig
 from kayit.metadata.commands import PlacedItem
 from kayit.rpc import kayit_pb2 as pb
@@ -149,6 +150,7 @@ class LeaderCluster:
             store=store,
             term=lambda: group.term,
             admit=group.admit,
+            remove_member=partial(remove_member, group),
             status=lambda: pb.StatusReply(address=group.address, node_id=group.id),
             # No Leader serves clients here: forwarded commands are refused as on a follower.
             execute=partial(execute_forwarded, Leadership(group.address)),

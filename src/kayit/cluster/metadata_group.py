@@ -173,6 +173,8 @@ class MetadataGroup:
         self._leading_since: float | None = None
         self._heard: dict[str, float] = {}  # peer -> when a message from it last arrived
         self._peers_seen: dict[str, str] = {}
+        # Every address the metadata gave a node, kept after its removal.
+        self._addresses: dict[str, str] = {}
         self._peers_changed = asyncio.Event()
         self._warned: tuple[int, int] | None = None
         self._placing: deque[_PlaceRequest] = deque()
@@ -403,9 +405,11 @@ class MetadataGroup:
         """Returns once the metadata here holds everything committed before the call, this
         node having confirmed that it still leads. Raises NotLeading.
 
-        Calls share rounds: every call made while a round is under way waits for the next
-        one, which starts after them, so one quorum round serves a whole batch of GETs."""
-        self._leading_driver()
+        While this leader's lease holds, that costs nothing. Otherwise calls share rounds:
+        every call made while a round is under way waits for the next one, which starts
+        after them, so one quorum round serves a whole batch of GETs."""
+        if self._leading_driver().reads_under_lease():
+            return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._barrier_waiters.append(future)
         if self._barriers is None or self._barriers.done():
@@ -507,15 +511,21 @@ class MetadataGroup:
 
     def _resolve(self, node_id: str) -> str | None:
         metadata = self.metadata
-        if node_id in metadata.removed:
+        driver = self._driver
+        if node_id in metadata.removed and (
+            driver is None or node_id not in driver.node.cluster_config.members
+        ):
             return None
-        address = metadata.nodes.get(node_id)
+        # A removed node is still spoken to until it leaves the configuration: a leader that
+        # removed itself needs the answers that commit its leaving.
+        address = metadata.nodes.get(node_id) or self._addresses.get(node_id)
         if address is None and self._facts is not None:
             address = self._facts.peers.get(node_id)
         return address
 
     def _on_apply(self) -> None:
         nodes = self._machine.metadata.nodes
+        self._addresses.update(nodes)
         if nodes and nodes != self._peers_seen:
             self._peers_seen = dict(nodes)
             self._peers_changed.set()

@@ -96,6 +96,28 @@ class JoinReply(_message.Message):
     nodes: _containers.ScalarMap[str, str]
     def __init__(self, accepted: _Optional[bool] = ..., reason: _Optional[str] = ..., leader_address: _Optional[str] = ..., refused: _Optional[bool] = ..., cluster_id: _Optional[str] = ..., tolerance: _Optional[int] = ..., nodes: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
+class RemoveMemberRequest(_message.Message):
+    __slots__ = ("member",)
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
+    member: str
+    def __init__(self, member: _Optional[str] = ...) -> None: ...
+
+class RemoveMemberReply(_message.Message):
+    __slots__ = ("removed", "node_id", "address", "error", "leader_address", "refused")
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    LEADER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    removed: bool
+    node_id: str
+    address: str
+    error: str
+    leader_address: str
+    refused: bool
+    def __init__(self, removed: _Optional[bool] = ..., node_id: _Optional[str] = ..., address: _Optional[str] = ..., error: _Optional[str] = ..., leader_address: _Optional[str] = ..., refused: _Optional[bool] = ...) -> None: ...
+
 class CountRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
@@ -159,7 +181,7 @@ class MemberStatus(_message.Message):
     def __init__(self, address: _Optional[str] = ..., alive: _Optional[bool] = ..., assigned: _Optional[int] = ..., node_id: _Optional[str] = ..., voter: _Optional[bool] = ...) -> None: ...
 
 class StatusReply(_message.Message):
-    __slots__ = ("role", "address", "message_count", "tolerance", "members", "term", "leader_address", "node_id")
+    __slots__ = ("role", "address", "message_count", "tolerance", "members", "term", "leader_address", "node_id", "removed")
     ROLE_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -168,6 +190,7 @@ class StatusReply(_message.Message):
     TERM_FIELD_NUMBER: _ClassVar[int]
     LEADER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
     role: str
     address: str
     message_count: int
@@ -176,7 +199,8 @@ class StatusReply(_message.Message):
     term: int
     leader_address: str
     node_id: str
-    def __init__(self, role: _Optional[str] = ..., address: _Optional[str] = ..., message_count: _Optional[int] = ..., tolerance: _Optional[int] = ..., members: _Optional[_Iterable[_Union[MemberStatus, _Mapping]]] = ..., term: _Optional[int] = ..., leader_address: _Optional[str] = ..., node_id: _Optional[str] = ...) -> None: ...
+    removed: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, role: _Optional[str] = ..., address: _Optional[str] = ..., message_count: _Optional[int] = ..., tolerance: _Optional[int] = ..., members: _Optional[_Iterable[_Union[MemberStatus, _Mapping]]] = ..., term: _Optional[int] = ..., leader_address: _Optional[str] = ..., node_id: _Optional[str] = ..., removed: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ClientCommand(_message.Message):
     __slots__ = ("kind", "id", "message")

@@ -54,6 +54,11 @@ class NodeStub:
                 request_serializer=kayit_dot_rpc_dot_kayit__pb2.JoinRequest.SerializeToString,
                 response_deserializer=kayit_dot_rpc_dot_kayit__pb2.JoinReply.FromString,
                 _registered_method=True)
+        self.RemoveMember = channel.unary_unary(
+                '/kayit.Node/RemoveMember',
+                request_serializer=kayit_dot_rpc_dot_kayit__pb2.RemoveMemberRequest.SerializeToString,
+                response_deserializer=kayit_dot_rpc_dot_kayit__pb2.RemoveMemberReply.FromString,
+                _registered_method=True)
         self.Count = channel.unary_unary(
                 '/kayit.Node/Count',
                 request_serializer=kayit_dot_rpc_dot_kayit__pb2.CountRequest.SerializeToString,
@@ -105,6 +110,13 @@ class NodeServicer:
 
     def Join(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveMember(self, request, context):
+        """Only the leader removes a node; the others answer with the leader's address.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -164,6 +176,11 @@ def add_NodeServicer_to_server(servicer, server):
                     servicer.Join,
                     request_deserializer=kayit_dot_rpc_dot_kayit__pb2.JoinRequest.FromString,
                     response_serializer=kayit_dot_rpc_dot_kayit__pb2.JoinReply.SerializeToString,
+            ),
+            'RemoveMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveMember,
+                    request_deserializer=kayit_dot_rpc_dot_kayit__pb2.RemoveMemberRequest.FromString,
+                    response_serializer=kayit_dot_rpc_dot_kayit__pb2.RemoveMemberReply.SerializeToString,
             ),
             'Count': grpc.unary_unary_rpc_method_handler(
                     servicer.Count,
@@ -299,6 +316,33 @@ class Node:
             '/kayit.Node/Join',
             kayit_dot_rpc_dot_kayit__pb2.JoinRequest.SerializeToString,
             kayit_dot_rpc_dot_kayit__pb2.JoinReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kayit.Node/RemoveMember',
+            kayit_dot_rpc_dot_kayit__pb2.RemoveMemberRequest.SerializeToString,
+            kayit_dot_rpc_dot_kayit__pb2.RemoveMemberReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,5 +1,5 @@
 """The gRPC service every node runs: copies in and out of its store for the leader, the
-admission of new nodes, status, and clients' commands forwarded to it while it leads."""
+admission and removal of nodes, status, and clients' commands forwarded to it while it leads."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import grpc
 
 from kayit.cluster.holders import held_here, store_copy
 from kayit.cluster.metadata_group import Admission, AdmissionRefused, NotLeading
+from kayit.cluster.removal import RemovalRefused, RemovedMember
 from kayit.cluster.transport import Copy
 from kayit.protocol.commands import validate_id
 from kayit.rpc import kayit_pb2 as pb
@@ -31,15 +32,19 @@ class NodeService(NodeServicer):  # type: ignore[misc]  # generated base class i
         store: MessageStore,
         term: Callable[[], int],
         admit: Callable[[str, str], Awaitable[Admission]],
+        remove_member: Callable[[str], Awaitable[RemovedMember]],
         status: Callable[[], pb.StatusReply],
         execute: Callable[[pb.ClientBatch], Awaitable[pb.ClientResults]],
     ) -> None:
         """``term``: this node's Raft term now. ``admit(node_id, address)``: admits a node
-        while this one leads (raises NotLeading, AdmissionRefused). ``execute``: carries out
-        clients' commands that another node forwarded."""
+        while this one leads (raises NotLeading, AdmissionRefused). ``remove_member(member)``:
+        removes the member a node id or address names while this one leads (raises
+        NotLeading, RemovalRefused). ``execute``: carries out clients' commands that another
+        node forwarded."""
         self.store = store
         self._term = term
         self._admit = admit
+        self._remove_member = remove_member
         self._status = status
         self.execute = execute
         self._fence = 0  # the highest term a call that changes copies came with
@@ -96,6 +101,23 @@ class NodeService(NodeServicer):  # type: ignore[misc]  # generated base class i
             tolerance=admission.tolerance,
             nodes=dict(admission.nodes),
         )
+
+    async def RemoveMember(
+        self, request: pb.RemoveMemberRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RemoveMemberReply:
+        try:
+            removed = await self._remove_member(request.member)
+        except NotLeading as not_leading:
+            if not not_leading.leader_address:
+                return pb.RemoveMemberReply(
+                    error="this node knows of no leader now (an election, or too few voters alive)"
+                )
+            return pb.RemoveMemberReply(
+                error="this node does not lead", leader_address=not_leading.leader_address
+            )
+        except RemovalRefused as refused:
+            return pb.RemoveMemberReply(error=str(refused), refused=True)
+        return pb.RemoveMemberReply(removed=True, node_id=removed.node_id, address=removed.address)
 
     async def Count(
         self, request: pb.CountRequest, context: grpc.aio.ServicerContext

@@ -27,6 +27,7 @@ from kayit.cluster.metadata_group import (
     NotLeading,
 )
 from kayit.cluster.pending import PendingCopies
+from kayit.cluster.removal import remove_member
 from kayit.cluster.repair import Repairer
 from kayit.config import (
     COURSE_GRPC_PORTS,
@@ -53,6 +54,7 @@ from kayit.server.forwarding import (
 from kayit.server.gateway import serve_clients
 from kayit.server.leadership import Leadership
 from kayit.server.ports import port_is_free
+from kayit.server.retirement import RetirementWatch
 from kayit.storage.disk import DiskManager
 from kayit.storage.store import MessageStore
 
@@ -84,6 +86,9 @@ class Node:
         self._group: MetadataGroup | None = None
         self._leading: _Leading | None = None
         self._clock = LoopClock(min(_CLOCK_TICK, config.heartbeat / 4))
+        # Asks the others whether this node was removed once it heard no leader for the
+        # longest election timeout.
+        self._retirement = RetirementWatch(self._peers, max(2.0, 20 * config.heartbeat))
         # Set when the node cannot go on (refused by its cluster); run_node then exits.
         self.failed: asyncio.Future[str] | None = None
 
@@ -114,6 +119,7 @@ class Node:
             store=store,
             term=lambda: group.term,
             admit=group.admit,
+            remove_member=partial(remove_member, group),
             status=self._status,
             execute=partial(execute_forwarded, leadership),
         )
@@ -191,6 +197,7 @@ class Node:
                 self.failed.set_result(str(error))
             return
         log.info("node %s is in cluster %s", group.id, group.cluster_id)
+        self._spawn(self._stop_when_removed(group))
         self._spawn(pending.run(_SETTLE_EVERY))
         self._spawn(self._report())
 
@@ -231,6 +238,16 @@ class Node:
         if reply.leader_address and reply.leader_address != peer:
             raise NotLeading(None, reply.leader_address)
         raise ConnectionError(f"{peer}: {reply.reason}")
+
+    async def _stop_when_removed(self, group: MetadataGroup) -> None:
+        """A node removed from the cluster (``kayit member remove``) stops for good, exit 2,
+        whether it learns so while running or when it resumes on its old data dir."""
+        await self._retirement.wait(group)
+        if self.failed is not None and not self.failed.done():
+            self.failed.set_result(
+                f"this node was removed from the cluster (it was node {group.id}): it may only "
+                "come back under a new id, started with an empty data dir and --join HOST:PORT"
+            )
 
     def _warn_if_tolerance_differs(self, group: MetadataGroup) -> None:
         committed = group.metadata.tolerance
@@ -300,8 +317,10 @@ class Node:
         log.info("no longer leading (term %d)", leading.leader.term)
 
     def _heard(self, node_id: str) -> None:
+        self._retirement.heard(node_id)
         leading = self._leading
-        if leading is None:
+        # A removed node that runs on until it finds out is no member: not alive, not reconciled.
+        if leading is None or node_id in leading.leader.metadata.removed:
             return
         arrival = leading.leader.membership.heard_from(node_id)
         if arrival is Arrival.LIVE:
@@ -337,6 +356,7 @@ class Node:
             term=group.term,
             tolerance=group.metadata.tolerance,
             leader_address=group.leader_address or "",
+            removed=sorted(group.metadata.removed),
         )
         if leading is None:
             reply.role = "member" if group.is_member else "joining"
