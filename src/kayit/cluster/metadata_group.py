@@ -92,6 +92,9 @@ class GroupOptions:
     join_retry_seconds: float = 0.5
     # Placed entries are cut at about this size; a single call is never split.
     placed_entry_bytes: int = 1 << 20
+    # Placed entries being committed at once: the next batch of SETs need not wait for the
+    # previous entry's round trip (their order does not matter: a newer version wins).
+    placed_in_flight: int = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +181,7 @@ class MetadataGroup:
         self._peers_changed = asyncio.Event()
         self._warned: tuple[int, int] | None = None
         self._placing: deque[_PlaceRequest] = deque()
-        self._placer: asyncio.Task[None] | None = None
+        self._placers: set[asyncio.Task[None]] = set()
         self._barrier_waiters: list[asyncio.Future[None]] = []
         self._barriers: asyncio.Task[None] | None = None
 
@@ -272,7 +275,7 @@ class MetadataGroup:
             return
         self._stopped = True
         self._notify()
-        tasks = [*self._tasks, *(task for task in (self._placer, self._barriers) if task)]
+        tasks = [*self._tasks, *self._placers, *(task for task in (self._barriers,) if task)]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -450,8 +453,8 @@ class MetadataGroup:
 
     async def propose_placed(self, items: Sequence[PlacedItem], term: int) -> tuple[bool, ...]:
         """Commit ``items`` to the index in ``term``, in which this node must lead; returns
-        which of them took effect. Calls made while an entry is being committed share the
-        next one. Raises NotLeading when this node does not lead in ``term`` by the time the
+        which of them took effect. Up to ``placed_in_flight`` entries are committed at once;
+        calls made while they are share the next one. Raises NotLeading when this node does not lead in ``term`` by the time the
         entry is appended (nothing was proposed), ProposalDropped when it stops leading
         before the entry commits (it may commit all the same).
 
@@ -462,8 +465,10 @@ class MetadataGroup:
             raise self._not_leading()
         future: asyncio.Future[tuple[bool, ...]] = asyncio.get_running_loop().create_future()
         self._placing.append((tuple(items), term, future))
-        if self._placer is None or self._placer.done():
-            self._placer = asyncio.get_running_loop().create_task(self._place(), name="placed")
+        if len(self._placers) < self.options.placed_in_flight:
+            placer = asyncio.get_running_loop().create_task(self._place(), name="placed")
+            self._placers.add(placer)
+            placer.add_done_callback(self._placers.discard)
         return await future
 
     # ---- internals ---------------------------------------------------------------------------
