@@ -1,14 +1,18 @@
 """How long clients wait when the leader is killed: SIGKILL the node that leads, again and again.
 
 Starts NODES real ``kayit node`` processes on loopback (TOLERANCE=T), then KILLS times: finds
-the node that leads, SIGKILLs it, and measures from the kill
+the node that leads, sends it SIGNAL, and measures from then
 - until a surviving node reports a new leader (``elected``), and
 - until a SET sent through a surviving node is acknowledged (``answered``: what a client sees;
   its command waits for the election itself).
-The killed node is started again with its own command line and the next round waits until the
-leader sees every node alive. At the end every acknowledged SET is read back.
+Meanwhile WRITERS connections SET without pause through a node that does not lead, and every
+reply that is not OK is counted (with ``--signal term`` the leader hands over first, so there
+should be none). The stopped node is started again with its own command line and the next
+round waits until the leader sees every node alive. At the end every acknowledged SET is read
+back.
 
-Run: ``.venv/bin/python benchmarks/failover_time.py [--kills 20] [--nodes 5] [--tolerance 2]``
+Run: ``.venv/bin/python benchmarks/failover_time.py [--kills 20] [--nodes 5] [--tolerance 2]
+[--signal kill|term] [--writers 4]``
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import Counter
 from functools import partial
 from pathlib import Path
 
@@ -48,10 +54,56 @@ class Node:
                 stderr=subprocess.STDOUT,
             )
 
-    def kill(self) -> None:
+    def kill(self, signum: int = signal.SIGKILL) -> None:
         if self.process is not None and self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGKILL)
+            os.kill(self.process.pid, signum)
             self.process.wait()
+
+
+class Writers:
+    """Connections that SET one after another through ``target`` (moved between rounds, never
+    to the node about to be stopped), keeping what was acknowledged and counting the rest."""
+
+    def __init__(self, count: int) -> None:
+        self.target: Node | None = None
+        self.acknowledged: dict[str, str] = {}
+        self.failed: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._write, args=(n,), daemon=True) for n in range(count)
+        ]
+
+    def start(self, target: Node) -> None:
+        self.target = target
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+
+    def _write(self, writer: int) -> None:
+        sequence = 0
+        while not self._stop.is_set():
+            target = self.target
+            assert target is not None
+            with KayitClient("127.0.0.1", target.client_port, timeout=30) as client:
+                while self.target is target and not self._stop.is_set():
+                    sequence += 1
+                    key, value = f"w{writer}-{sequence}", f"value {sequence}"
+                    try:
+                        reply = client.set(key, value)
+                    except OSError as error:
+                        reply = f"connection lost: {error}".encode()
+                    with self._lock:
+                        if reply == b"OK":
+                            self.acknowledged[key] = value
+                        else:
+                            self.failed[reply.decode(errors="replace")[:60]] += 1
+                    if not reply.startswith((b"OK", b"ERROR")):
+                        break
 
 
 def status(node: Node) -> pb.StatusReply | None:
@@ -122,8 +174,12 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--nodes", type=int, default=5)
     parser.add_argument("--tolerance", type=int, default=2)
+    parser.add_argument("--signal", choices=("kill", "term"), default="kill")
+    parser.add_argument("--writers", type=int, default=4, help="connections SETting meanwhile")
     parser.add_argument("--dir", type=Path, help="keep data and node logs here (a temp dir)")
     args = parser.parse_args()
+    signum = signal.SIGKILL if args.signal == "kill" else signal.SIGTERM
+    writers = Writers(args.writers)
     elected: list[float] = []
     answered: list[float] = []
     acknowledged: dict[str, str] = {}
@@ -131,6 +187,7 @@ def main() -> None:
         root = args.dir or Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
         nodes = start_cluster(root, args.nodes, args.tolerance)
+        started = False
         try:
             for round_ in range(args.kills):
                 wait(lambda: whole(nodes), 30, "every node alive")
@@ -138,8 +195,14 @@ def main() -> None:
                 assert found is not None
                 victim, term = found
                 survivor = next(n for n in nodes if n is not victim)
+                if not started:
+                    writers.start(survivor)
+                    started = True
+                elif writers.target is victim:
+                    writers.target = survivor
+                    time.sleep(0.5)  # the writers move over between two SETs
                 killed = time.monotonic()
-                victim.kill()
+                victim.kill(signum)
                 with KayitClient("127.0.0.1", survivor.client_port, timeout=30) as client:
                     key, value = f"k{round_}", f"after kill {round_}"
                     reply = client.set(key, value)
@@ -164,13 +227,22 @@ def main() -> None:
                 # Back in its cluster: it answers, and follows the new leader.
                 wait(partial(_follows, victim), 30, "the killed node to follow again")
             wait(lambda: whole(nodes), 30, "every node alive")
+            writers.stop()
+            acknowledged.update(writers.acknowledged)
             others = [("127.0.0.1", node.client_port) for node in nodes[1:]]
             with KayitClient("127.0.0.1", nodes[0].client_port, 30, fallbacks=others) as client:
                 misread = [k for k, v in acknowledged.items() if client.get(k) != v.encode()]
         finally:
             for node in nodes:
                 node.kill()
-    print(f"\n{args.kills} leader kills, {args.nodes} nodes, TOLERANCE={args.tolerance}")
+    print(
+        f"\n{args.kills} leader stops (SIG{args.signal.upper()}), {args.nodes} nodes, "
+        f"TOLERANCE={args.tolerance}"
+    )
+    print(
+        f"  writers   {len(writers.acknowledged)} SETs acknowledged, "
+        f"{sum(writers.failed.values())} not: {dict(writers.failed) or 'none'}"
+    )
     for name, times in (("answered", answered), ("elected", elected)):
         ordered = sorted(times)
         p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
