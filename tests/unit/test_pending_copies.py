@@ -653,14 +653,13 @@ def test_fsync_always_syncs_the_pending_file_before_put_pending_returns(
     seen = run(main)
     name = pending_file_name("k", V2)
     wanted = [
-        str(root / PENDING_DIR / ("." + name)),  # the bytes, before the rename
-        str(root / PENDING_DIR / name),
+        str(root / PENDING_DIR / name),  # the bytes, written in place
         str(root / PENDING_DIR),  # the name
         str(root / JOURNAL_FILE),  # the record
     ]
     if fsync is FsyncPolicy.ALWAYS:
         assert set(wanted) <= set(seen)
-        last_directory_sync = len(seen) - 1 - seen[::-1].index(wanted[2])
+        last_directory_sync = len(seen) - 1 - seen[::-1].index(wanted[1])
         assert seen.index(wanted[0]) < last_directory_sync
     else:
         assert set(wanted).isdisjoint(seen)

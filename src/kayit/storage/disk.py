@@ -72,12 +72,19 @@ class DiskManager:
         return self._replace_files(self.directory, latest)
 
     def write_pending_many(self, items: Iterable[tuple[str, Version, bytes]]) -> None:
-        """Store each (id, version, message) as a pending copy; committed files stay as they are."""
+        """Store each (id, version, message) as a pending copy; committed files stay as they are.
+
+        Written in place, without a temp file and a rename: a pending file has a name of its
+        own version, so there is no older content to keep, and its journal record, written
+        first, holds the checksum that refuses a file a crash cut short."""
         files = {pending_file_name(key, version): message for key, version, message in items}
         if not self.pending_directory.exists():
             self.pending_directory.mkdir()
             self._synced_by_policy([self.pending_directory])
-        self._replace_files(self.pending_directory, files)
+        paths = [self.pending_directory / name for name in files]
+        for path, message in zip(paths, files.values(), strict=True):
+            self._write_file(path, message)
+        self._synced_by_policy(paths)
 
     def promote_many(self, copies: Iterable[tuple[str, Version]]) -> int:
         """Rename each pending copy over its id's committed file, so that a crash leaves the
