@@ -1,4 +1,4 @@
-"""The ``kayit`` command: node, cluster, client, status, member."""
+"""The ``kayit`` command: node, cluster, client, status, member, recover."""
 
 from __future__ import annotations
 
@@ -56,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_client(commands)
     _add_status(commands)
     _add_member(commands)
+    _add_recover(commands)
     _add_bench(commands)
     add_chaos_command(commands)
     return parser
@@ -67,8 +68,13 @@ def _add_node(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="run one node",
         description="Run one kayit node. With no flags it behaves like the course template: it "
         f"takes the first free gRPC port from {DEFAULT_GRPC_PORT}; on {DEFAULT_GRPC_PORT} it "
-        "forms a new cluster unless a node on the ports after it answers, otherwise it joins "
-        "the nodes on those ports. A node restarted on its data dir resumes its place. Every "
+        "forms a new cluster unless a node on the ports after it is in one, otherwise it joins "
+        "the nodes on those ports. A node restarted on its data dir resumes its place. The nodes "
+        "sharing a data dir keep DATA_DIR/cluster.json, the record of their cluster and its "
+        "nodes' addresses: a node that lost its own state (its node dir deleted, or its Raft "
+        "state damaged, which it then moves aside) joins that cluster again under a new id, "
+        "whatever its flags say, and never forms a new one; to form a new cluster, use an "
+        "empty data dir. Every "
         "node takes clients and forwards their commands to the leader: on its own client port (its "
         f"gRPC port + {CLIENT_PORT_OFFSET}: {DEFAULT_GRPC_PORT} has {DEFAULT_CLIENT_PORT}, "
         f"{DEFAULT_GRPC_PORT + 1} has {DEFAULT_CLIENT_PORT + 1}, ...) and, on the course's ports, "
@@ -77,12 +83,20 @@ def _add_node(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     role = node.add_mutually_exclusive_group()
     role.add_argument(
         "--leader", action="store_true",
-        help="form a new cluster if this node belongs to none yet (it then leads until an "
-        "election says otherwise)",
+        help="form a new cluster if this node belongs to none yet: it has no cluster state, its "
+        "data dir holds no cluster.json, and none of --peers is in a cluster (it then leads "
+        "until an election says otherwise)",
     )  # fmt: skip
     role.add_argument(
         "--join", metavar="HOST:PORT[,...]",
-        help="join the cluster through the node(s) at HOST:PORT, any of its nodes",
+        help="join the cluster through the node(s) at HOST:PORT, any of its nodes; never form "
+        "one",
+    )  # fmt: skip
+    node.add_argument(
+        "--peers", type=_list(_grpc_address), metavar="HOST:PORT[,...]",
+        help="the gRPC addresses of the cluster's other nodes: a node with no cluster state "
+        "asks them to admit it, and keeps asking until one does; without --leader it never "
+        "forms a cluster",
     )  # fmt: skip
     node.add_argument("--host", default="127.0.0.1", help="address to listen on (%(default)s)")
     node.add_argument(
@@ -103,7 +117,8 @@ def _add_node(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     )  # fmt: skip
     node.add_argument(
         "--data-dir", type=Path, default=Path("data"),
-        help="this node keeps its files in DATA_DIR/node-<grpc-port>/ (%(default)s)",
+        help="this node keeps its files in DATA_DIR/node-<grpc-port>/; DATA_DIR/cluster.json, "
+        "shared by the nodes of DATA_DIR, names their cluster (%(default)s)",
     )  # fmt: skip
     node.add_argument(
         "--tolerance", type=int,
@@ -183,7 +198,7 @@ def _run_node(args: argparse.Namespace) -> int:
     else:
         from_file = read_tolerance(Path.cwd())
         tolerance = DEFAULT_TOLERANCE if from_file is None else from_file
-    role = Role.LEADER if args.leader else Role.MEMBER if args.join else Role.AUTO
+    role = Role.LEADER if args.leader else Role.MEMBER if args.join or args.peers else Role.AUTO
     config = NodeConfig(
         role=role,
         host=args.host,
@@ -191,6 +206,7 @@ def _run_node(args: argparse.Namespace) -> int:
         client_port=args.client_port,
         shared_client_port=args.shared_client_port,
         join=args.join,
+        peers=tuple(args.peers or ()),
         data_dir=args.data_dir,
         tolerance=tolerance,
         io_mode=IoMode(args.io_mode),
@@ -215,7 +231,9 @@ def _add_cluster(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="run a local cluster: a leader and members as separate processes",
         description="Start a leader and MEMBERS member nodes on this machine, print their "
         "reports, and stop them all on Ctrl-C or SIGTERM. Every node takes clients and "
-        "forwards their commands to the leader.",
+        "forwards their commands to the leader. Each node is given the others as --peers, so "
+        "that any of them restarted with its command line finds the cluster; node 0 forms the "
+        "cluster (--leader) when DATA_DIR holds none yet.",
     )
     cluster.add_argument("--members", type=int, default=4, help="member nodes (%(default)s)")
     cluster.add_argument("--tolerance", type=int, default=2, help="copies on members (%(default)s)")
@@ -353,7 +371,8 @@ def _add_member(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "copies and no vote, and the copies it held are made again on live nodes. A removed "
         "node that still runs stops (exit code 2), and stops again if restarted on its data "
         "dir. There is no undoing it: the node may only come back as a new node, under a new "
-        "id, started with an empty data dir and --join. Removing the node that leads is "
+        "id, started with an empty node dir (it finds the cluster through DATA_DIR/cluster.json, "
+        "or give it --join). Removing the node that leads is "
         "allowed: it hands leadership over first. The last member cannot be removed. Prints "
         "'removed node <id> (<address>)'.",
     )
@@ -379,6 +398,42 @@ def _run_member_remove(args: argparse.Namespace) -> int:
         print(f"kayit member remove: {error}", file=sys.stderr)
         return 1
     print(f"removed node {removed.node_id} ({removed.address})")
+    return 0
+
+
+def _add_recover(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    recover = commands.add_parser(
+        "recover",
+        help="rebuild a cluster from its survivors when most of its voters are gone for good",
+        description="Rebuild the cluster from the surviving nodes at HOST:PORT,... when a "
+        "majority of its voters is gone for good, so that it has no leader and every SET and "
+        "GET answers ERROR NOLEADER. Name every node that survived, running. The survivor "
+        "with the most up-to-date metadata log becomes the only voter and the leader; the "
+        "copies the survivors hold of SETs under way are committed; every other node is "
+        "removed for good, and the copies it held are made again on live nodes. The other "
+        "survivors follow, and vote again once they caught up. Refused (exit 1) if a node "
+        "does not answer or knows of a leader. What only the lost nodes held is lost; a SET "
+        "that was not acknowledged may appear to have happened. Never start a removed node "
+        "again on its data dir: it stops (exit 2).",
+    )
+    recover.add_argument(
+        "survivors", type=_list(_grpc_address), metavar="HOST:PORT[,HOST:PORT...]",
+        help="the gRPC addresses of every surviving node",
+    )  # fmt: skip
+    recover.set_defaults(run=_run_recover)
+
+
+def _run_recover(args: argparse.Namespace) -> int:
+    from kayit.rpc.recover import RecoveryFailed, recover_cluster
+
+    try:
+        report = recover_cluster(args.survivors)
+    except RecoveryFailed as error:
+        print(f"kayit recover: {error}", file=sys.stderr)
+        return 1
+    print(f"node {report.leader_id} ({report.leader_address}) leads in term {report.term}")
+    print(f"adopted {report.adopted} pending copies; {report.message_count} ids in the index")
+    print(f"removed for good: {', '.join(report.removed) or 'no node'}")
     return 0
 
 

@@ -29,8 +29,8 @@ class ConfigError(Exception):
 
 
 class Role(enum.StrEnum):
-    LEADER = "leader"
-    MEMBER = "member"
+    LEADER = "leader"  # may form a new cluster (--leader)
+    MEMBER = "member"  # only ever joins one (--join, or --peers without --leader)
     AUTO = "auto"  # the course's way: leader if it gets the first gRPC port, else member
 
 
@@ -44,6 +44,9 @@ class NodeConfig:
     # course's ports (see client_ports), else none; 0: none.
     shared_client_port: int | None = None
     join: str | None = None  # gRPC addresses (comma-separated) of nodes to join through
+    # gRPC addresses of the cluster's other nodes: asked to admit this node when it has no
+    # cluster state; with LEADER it forms a new cluster only if none of them is in one.
+    peers: tuple[str, ...] = ()
     data_dir: Path = Path("data")
     tolerance: int = DEFAULT_TOLERANCE
     io_mode: IoMode = IoMode.BUFFERED

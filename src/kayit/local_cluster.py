@@ -36,9 +36,16 @@ class ClusterPlan:
         """The client port of node ``node`` (0 is the leader) alone."""
         return self.client_port + node
 
+    def address(self, node: int) -> str:
+        """The gRPC address of node ``node`` (0 is the leader)."""
+        return f"{self.host(node)}:{self.grpc_port + node}"
+
     def node_commands(self) -> list[tuple[str, list[str]]]:
         """(name, argv) of each node: the leader on grpc_port, members on the ports after it;
-        node i has client port client_port + i and shares client_port with the others."""
+        node i has client port client_port + i and shares client_port with the others. Each
+        is given every other node as --peers: restarted with the same command after it lost
+        its state, a node asks them to admit it (the leader too, rather than form a cluster
+        while another runs)."""
         common = [
             "--shared-client-port", str(self.client_port),
             "--data-dir", str(self.data_dir),
@@ -46,20 +53,19 @@ class ClusterPlan:
             "--report-every", str(self.report_every),
             *self.extra,
         ]  # fmt: skip
-        leader_address = f"{self.host(0)}:{self.grpc_port}"
-        nodes = [
-            (
-                f"leader:{self.grpc_port}",
-                ["--leader", "--host", self.host(0), "--grpc-port", str(self.grpc_port),
-                 "--client-port", str(self.client_port),
-                 "--tolerance", str(self.tolerance), *common],
-            )
-        ]  # fmt: skip
-        for n in range(1, self.members + 1):
+        nodes: list[tuple[str, list[str]]] = []
+        for n in range(self.members + 1):
             port = self.grpc_port + n
-            argv = ["--join", leader_address, "--host", self.host(n), "--grpc-port", str(port),
+            others = ",".join(self.address(m) for m in range(self.members + 1) if m != n)
+            argv = ["--host", self.host(n), "--grpc-port", str(port),
                     "--client-port", str(self.node_client_port(n))]  # fmt: skip
-            nodes.append((f"member:{port}", [*argv, *common]))
+            if others:
+                argv += ["--peers", others]
+            if n == 0:
+                leader = ["--leader", *argv, "--tolerance", str(self.tolerance), *common]
+                nodes.append((f"leader:{port}", leader))
+            else:
+                nodes.append((f"member:{port}", [*argv, *common]))
         return nodes
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from kayit.client import KayitClient
+from kayit.cluster.identity import CLUSTER_FILE, ClusterFacts
 from kayit.rpc import kayit_pb2 as pb
 from kayit.rpc.status import fetch_status
 from kayit.server.ports import free_ports
@@ -107,6 +108,13 @@ class NodeProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def own_status(self) -> pb.StatusReply | None:
+        """What this node itself says (not whoever leads); None if it does not answer."""
+        try:
+            return fetch_status(f"127.0.0.1:{self.grpc_port}", timeout=1)
+        except ConnectionError:
+            return None
 
 
 class Cluster:
@@ -228,8 +236,20 @@ class Cluster:
     def wait_alive(self, count: int, timeout: float = 20) -> None:
         wait_for(lambda: len(self.alive_members()) == count, timeout, f"{count} live members")
 
+    def node_dir(self, port: int) -> Path:
+        return self.data_dir / f"node-{port}"
+
     def messages_dir(self, port: int) -> Path:
         return self.data_dir / f"node-{port}" / "messages"
+
+    def message_files(self, port: int) -> set[str]:
+        """The names of the committed copies in the node's messages/."""
+        return {path.name for path in self.messages_dir(port).glob("*.msg")}
+
+    def cluster_id(self, port: int) -> str:
+        """The id of the cluster the node on ``port`` is in, from its Raft dir."""
+        facts = (self.node_dir(port) / "raft" / CLUSTER_FILE).read_bytes()
+        return ClusterFacts.decode(facts).cluster_id
 
     def count_on_disk(self, port: int) -> int:
         return sum(1 for path in self.messages_dir(port).glob("*.msg"))

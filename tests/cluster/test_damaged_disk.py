@@ -200,7 +200,7 @@ def test_a_node_whose_data_dir_was_deleted_joins_again_as_a_new_node(
     before = {port: _files(cluster, port) for port in others}
 
     # What an operator is told to do with a node whose disk was lost: join it to the cluster
-    # (with --leader and nobody to ask it would form a cluster of its own; see below).
+    # (the data dir's cluster record leads it there too; see below and test_rejoin.py).
     args = [arg for arg in node.args if arg != "--leader"]
     _restart_afresh(cluster, [*args, "--join", f"127.0.0.1:{others[0]}"])
 
@@ -243,9 +243,9 @@ def test_a_leader_whose_data_dir_was_deleted_makes_no_member_delete_a_copy(
     others = cluster.member_ports
     before = {port: _files(cluster, port) for port in others}
 
-    # Restarted with the same command line: with --leader and no peer to ask, it forms a
-    # cluster of its own at its old address. Whatever the others make of it, they must not
-    # delete a copy, and they keep serving every acknowledged id.
+    # Restarted with the same command line: --leader, but the data dir's cluster record says
+    # which cluster it belongs to, so it joins that one again under a new id. Meanwhile and
+    # after, no member deletes a copy, and they keep serving every acknowledged id.
     _restart_afresh(cluster, cluster.leader.args)
     cluster.leader.wait_ready()
     time.sleep(_SETTLE)

@@ -9,7 +9,8 @@
   Raft node needs while its log holds no configuration yet; the TOLERANCE its founder formed it
   with; and the addresses of the members it knows, to reach them before it has the metadata.
 
-Both are replaced durably. ``FileStorage`` creates the directory, so it is opened first.
+Both are replaced durably. ``FileStorage`` creates the directory, so it is opened first. A
+missing or damaged one beside Raft state is ``RaftStateDamaged``, as damage to that state is.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-from kayit.config import ConfigError
+from kayit.consensus.file_storage import RaftStateDamaged
 from kayit.consensus.node import PersistedState
 from kayit.storage.atomic import replace_durably
 
@@ -50,18 +51,18 @@ def has_raft_state(state: PersistedState) -> bool:
 
 def node_id_in(raft_dir: Path, state: PersistedState) -> str:
     """The id stored in ``raft_dir``; a new one, stored, if the node has no Raft state yet.
-    A missing or damaged id beside Raft state is a ConfigError: that state is no one's."""
+    A missing or damaged id beside Raft state is RaftStateDamaged: that state is no one's."""
     path = raft_dir / NODE_ID_FILE
     try:
         text = path.read_bytes().decode("ascii", errors="replace").strip()
     except FileNotFoundError:
         if has_raft_state(state):
-            raise ConfigError(f"{path} is missing beside raft state; {_REJOIN}") from None
+            raise RaftStateDamaged(f"{path} is missing beside raft state", _REJOIN) from None
         node_id = new_node_id()
         replace_durably(path, f"{node_id}\n".encode("ascii"))
         return node_id
     if not _NODE_ID.fullmatch(text):
-        raise ConfigError(f"{path} is damaged (it holds {text[:20]!r}); {_REJOIN}")
+        raise RaftStateDamaged(f"{path} is damaged (it holds {text[:20]!r})", _REJOIN)
     return text
 
 
@@ -112,18 +113,18 @@ class ClusterFacts:
 
 def load_cluster_facts(raft_dir: Path, state: PersistedState) -> ClusterFacts | None:
     """None for a node that belongs to no cluster yet. The file is written before the node
-    first starts Raft, so Raft state without it is damage (a ConfigError)."""
+    first starts Raft, so Raft state without it is damage (RaftStateDamaged)."""
     path = raft_dir / CLUSTER_FILE
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         if has_raft_state(state):
-            raise ConfigError(f"{path} is missing beside raft state; {_REJOIN}") from None
+            raise RaftStateDamaged(f"{path} is missing beside raft state", _REJOIN) from None
         return None
     try:
         return ClusterFacts.decode(data)
     except ValueError as error:  # json's errors are ValueErrors too
-        raise ConfigError(f"{path} is damaged ({error}); {_REJOIN}") from None
+        raise RaftStateDamaged(f"{path} is damaged ({error})", _REJOIN) from None
 
 
 def store_cluster_facts(raft_dir: Path, facts: ClusterFacts) -> None:

@@ -25,7 +25,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import chain
 from pathlib import Path
@@ -55,7 +55,7 @@ from kayit.consensus.membership import (
     ConfigChangeError,
     ConfigChangeInProgress,
 )
-from kayit.consensus.messages import Message
+from kayit.consensus.messages import EntryKind, Message
 from kayit.consensus.node import NotLeaderError, PersistedState, RaftConfig, RaftNode, Role
 from kayit.metadata.commands import (
     AddressChanged,
@@ -65,6 +65,7 @@ from kayit.metadata.commands import (
     NodeRemoved,
     Placed,
     PlacedItem,
+    decode,
 )
 from kayit.metadata.machine import MetadataMachine, MetadataView, PlacedListener
 from kayit.rpc.raft_service import RaftService
@@ -92,9 +93,6 @@ class GroupOptions:
     join_retry_seconds: float = 0.5
     # Placed entries are cut at about this size; a single call is never split.
     placed_entry_bytes: int = 1 << 20
-    # Placed entries being committed at once: the next batch of SETs need not wait for the
-    # previous entry's round trip (their order does not matter: a newer version wins).
-    placed_in_flight: int = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +179,7 @@ class MetadataGroup:
         self._peers_changed = asyncio.Event()
         self._warned: tuple[int, int] | None = None
         self._placing: deque[_PlaceRequest] = deque()
-        self._placers: set[asyncio.Task[None]] = set()
+        self._placer: asyncio.Task[None] | None = None
         self._barrier_waiters: list[asyncio.Future[None]] = []
         self._barriers: asyncio.Task[None] | None = None
 
@@ -275,7 +273,7 @@ class MetadataGroup:
             return
         self._stopped = True
         self._notify()
-        tasks = [*self._tasks, *self._placers, *(task for task in (self._barriers,) if task)]
+        tasks = [*self._tasks, *(task for task in (self._placer, self._barriers) if task)]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -352,6 +350,56 @@ class MetadataGroup:
         return self.id in self.raft_config.voters
 
     @property
+    def last_log(self) -> tuple[int, int]:
+        """(index, term) of the last entry in this node's log: Raft's measure of how up to
+        date it is (§5.4.1)."""
+        if self._driver is None:
+            return 0, 0
+        raft_log = self._driver.node.log
+        return raft_log.last_index, raft_log.last_term
+
+    @property
+    def commit_point(self) -> tuple[int, int]:
+        """(index, term) of the last entry this node knows to be committed."""
+        if self._driver is None:
+            return 0, 0
+        node = self._driver.node
+        term = node.log.term_at(node.commit)
+        assert term is not None, "the commit index is never compacted away"
+        return node.commit, term
+
+    def unapplied_commands(self) -> list[Command]:
+        """The commands of the entries in this node's log that it has not applied yet,
+        committed or not, in log order."""
+        if self._driver is None:
+            return []
+        raft_log = self._driver.node.log
+        first = self.metadata.applied_index + 1
+        entries = raft_log.slice(first, raft_log.last_index - first + 1)
+        return [decode(entry.data) for entry in entries if entry.kind is EntryKind.COMMAND]
+
+    def members_in_log(self) -> set[str]:
+        """The members once every entry in this node's log is applied, committed or not: a
+        node admitted or removed by an entry not committed yet counts as such."""
+        members = set(self.metadata.nodes)
+        for command in self.unapplied_commands():
+            if isinstance(command, NodeAdded):
+                members.add(command.node_id)
+            elif isinstance(command, NodeRemoved):
+                members.discard(command.node_id)
+        return members
+
+    def holds_committed(self, index: int, term: int) -> bool:
+        """Whether this node's log holds the entry another node committed at ``index`` in
+        ``term``. One compacted here was committed here too: the same entry."""
+        if self._driver is None:
+            return index == 0
+        node = self._driver.node
+        if index <= node.log.snapshot.index:
+            return True
+        return node.log.term_at(index) == term
+
+    @property
     def retired(self) -> bool:
         """The metadata says this node was removed: it will never be a member again."""
         return self.id in self.metadata.removed
@@ -404,6 +452,52 @@ class MetadataGroup:
         if node_id != self.id:
             await self._until(lambda: node_id not in self._committed_config().members, leading=True)
 
+    async def force_new_cluster(
+        self, survivors: Collection[str], adopted: Sequence[PlacedItem], above_term: int
+    ) -> list[str]:
+        """Make this node the only voter, and the leader, of a cluster that lost a majority
+        of its voters for good (``kayit recover``; ``kayit.cluster.recovery`` checks first
+        that it may): the other ``survivors`` become learners, ``adopted`` is committed to
+        the index, and every member that is not a survivor is removed. Returns the removed
+        ids, once the metadata here has applied it all. The leader's loop then promotes the
+        survivors as they catch up, and repair makes the removed nodes' copies again.
+
+        ``above_term``: the highest term a survivor has taken (see
+        ``RaftNode.force_new_cluster``). Raises AlreadyLeading when this node leads."""
+        if self._stopped or self._driver is None:
+            raise DriverStopped("the metadata group is not running")
+        removed = sorted(self.members_in_log() - set(survivors))
+        commands = [Placed(batch).encode() for batch in self._cut(adopted)]
+        commands += [NodeRemoved(node_id).encode() for node_id in removed]
+        learners = set(survivors) - {self.id}
+        no_op = await self._driver.force_new_cluster(learners, commands, above_term)
+        log.warning(
+            "forced a new configuration: this node is the only voter; learners: %s; %d "
+            "copies adopted; removed for good: %s",
+            ", ".join(sorted(learners)) or "none",
+            len(adopted),
+            ", ".join(removed) or "nobody",
+        )
+        await self._until(lambda: self.metadata.applied_index >= no_op)
+        self._notify()
+        return removed
+
+    def _cut(self, items: Sequence[PlacedItem]) -> list[tuple[PlacedItem, ...]]:
+        """``items`` in batches of about ``placed_entry_bytes``, one Placed entry each."""
+        batches: list[tuple[PlacedItem, ...]] = []
+        batch: list[PlacedItem] = []
+        size = 0
+        for item in items:
+            weight = len(item.message_id) + _PLACED_ITEM_BYTES
+            if batch and size + weight > self.options.placed_entry_bytes:
+                batches.append(tuple(batch))
+                batch, size = [], 0
+            batch.append(item)
+            size += weight
+        if batch:
+            batches.append(tuple(batch))
+        return batches
+
     async def read_barrier(self) -> None:
         """Returns once the metadata here holds everything committed before the call, this
         node having confirmed that it still leads. Raises NotLeading.
@@ -453,10 +547,11 @@ class MetadataGroup:
 
     async def propose_placed(self, items: Sequence[PlacedItem], term: int) -> tuple[bool, ...]:
         """Commit ``items`` to the index in ``term``, in which this node must lead; returns
-        which of them took effect. Up to ``placed_in_flight`` entries are committed at once;
-        calls made while they are share the next one. Raises NotLeading when this node does not lead in ``term`` by the time the
-        entry is appended (nothing was proposed), ProposalDropped when it stops leading
-        before the entry commits (it may commit all the same).
+        which of them took effect. Calls made while an entry is being committed share the
+        next one (one at a time: on a busy machine fewer, bigger entries cost less CPU than
+        more entries in flight). Raises NotLeading when this node does not lead in ``term``
+        by the time the entry is appended (nothing was proposed), ProposalDropped when it
+        stops leading before the entry commits (it may commit all the same).
 
         Only the leader of a version's term may commit it, and only in that term: a later
         term's leader takes pending copies of earlier terms for abandoned."""
@@ -465,10 +560,8 @@ class MetadataGroup:
             raise self._not_leading()
         future: asyncio.Future[tuple[bool, ...]] = asyncio.get_running_loop().create_future()
         self._placing.append((tuple(items), term, future))
-        if len(self._placers) < self.options.placed_in_flight:
-            placer = asyncio.get_running_loop().create_task(self._place(), name="placed")
-            self._placers.add(placer)
-            placer.add_done_callback(self._placers.discard)
+        if self._placer is None or self._placer.done():
+            self._placer = asyncio.get_running_loop().create_task(self._place(), name="placed")
         return await future
 
     # ---- internals ---------------------------------------------------------------------------

@@ -17,14 +17,14 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
 from kayit.consensus.membership import ConfigChange, ConfigChangeError
 from kayit.consensus.messages import AppendRequest, Entry, EntryKind, Message, Snapshot
-from kayit.consensus.node import NotLeaderError, RaftNode, Ready, Role
+from kayit.consensus.node import AlreadyLeading, NotLeaderError, RaftNode, Ready, Role
 from kayit.consensus.storage import RaftStorage
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,10 @@ class RaftTransport(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+# What RaftNode.force_new_cluster takes: learners, commands, and the term to go above.
+_NewCluster = tuple[frozenset[str], tuple[bytes, ...], int]
 
 
 class ProposalDropped(Exception):
@@ -132,6 +136,7 @@ class RaftDriver:
         self._to_read: list[tuple[bytes, asyncio.Future[object]]] = []
         self._to_change: list[tuple[ConfigChange, asyncio.Future[object]]] = []
         self._to_transfer: list[str] = []
+        self._to_force: list[tuple[_NewCluster, asyncio.Future[object]]] = []
         self._proposals: dict[int, _Waiter] = {}
         self._reads: dict[bytes, _Waiter] = {}
         self._read_contexts = itertools.count()
@@ -278,6 +283,20 @@ class RaftDriver:
         self._to_transfer.append(target)
         self._wakeup.set()
 
+    async def force_new_cluster(
+        self, learners: Iterable[str], commands: Sequence[bytes], above_term: int
+    ) -> int:
+        """Take ``RaftNode.force_new_cluster``'s step in the loop (see there, and what the
+        caller must check first); returns the index of the new leader's no-op, which commits
+        once persisted. Raises AlreadyLeading when this node leads."""
+        self._check_running()
+        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        self._to_force.append(((frozenset(learners), tuple(commands), above_term), future))
+        self._wakeup.set()
+        index = await future
+        assert isinstance(index, int)
+        return index
+
     # ---- the loop ----------------------------------------------------------------------------
 
     async def _ticker(self) -> None:
@@ -357,6 +376,14 @@ class RaftDriver:
                 continue
             self._reads[context] = _Waiter(node.term, future)
         self._to_read.clear()
+        for (learners, commands, above_term), future in self._to_force:
+            if future.done():
+                continue
+            try:
+                future.set_result(node.force_new_cluster(learners, commands, above_term))
+            except AlreadyLeading as error:
+                future.set_exception(error)
+        self._to_force.clear()
 
     async def _process(self, ready: Ready) -> None:
         if ready.snapshot is not None or ready.hard_state is not None or ready.entries:
@@ -500,12 +527,14 @@ class RaftDriver:
             *(future for *_, future in self._to_propose),
             *(future for _, future in self._to_read),
             *(future for _, future in self._to_change),
+            *(future for _, future in self._to_force),
         ]
         for future in waiting:
             _fail(future, stopped)
         self._to_propose.clear()
         self._to_read.clear()
         self._to_change.clear()
+        self._to_force.clear()
         self._changed.set()
 
 

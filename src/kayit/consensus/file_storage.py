@@ -34,6 +34,8 @@ ConfigError, like a damaged term or snapshot file: the entries it held may have 
 acknowledged, and a node that lost them must not vote as if it never had them.
 A damaged or missing term or snapshot file is a ConfigError at load: going on without the vote
 or the applied state could break Raft's safety, so the node must rejoin the cluster afresh.
+All of these are ``RaftStateDamaged``, so that a node can set the directory aside and rejoin
+by itself; a directory of another format version is not damage, and stays a plain ConfigError.
 """
 
 from __future__ import annotations
@@ -80,6 +82,16 @@ _REJOIN = (
     "move the raft directory aside and restart the node with --join HOST:PORT (any other node) "
     "so that it rejoins the cluster as a new node"
 )
+
+
+class RaftStateDamaged(ConfigError):
+    """The Raft state in a directory is damaged or incomplete: the node may not go on with it
+    (it could vote as if it never held what it acknowledged), only rejoin under a new id.
+    ``problem`` says what is wrong; the message adds what an operator can do about it."""
+
+    def __init__(self, problem: str, advice: str) -> None:
+        super().__init__(f"{problem}; {advice}")
+        self.problem = problem
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,9 +234,10 @@ class FileStorage:
     def _initialise(self) -> None:
         """Create the directory whole or not at all, so that a file missing later is damage."""
         if self.directory.exists() and any(self.directory.iterdir()):
-            raise ConfigError(
+            raise RaftStateDamaged(
                 f"{self.directory} holds files but no {FORMAT_FILE} file: not a raft directory "
-                f"as kayit writes it; {_REJOIN}"
+                "as kayit writes it",
+                _REJOIN,
             )
         fresh = self.directory.with_name(self.directory.name + ".new")
         shutil.rmtree(fresh, ignore_errors=True)
@@ -250,8 +263,8 @@ class FileStorage:
         except FileNotFoundError:
             raise self._damaged(name, "it is missing") from None
 
-    def _damaged(self, name: str, what: str) -> ConfigError:
-        return ConfigError(f"{self.directory / name} is damaged ({what}); {_REJOIN}")
+    def _damaged(self, name: str, what: str) -> RaftStateDamaged:
+        return RaftStateDamaged(f"{self.directory / name} is damaged ({what})", _REJOIN)
 
     def _read_term(self) -> HardState:
         data = self._read(TERM_FILE)

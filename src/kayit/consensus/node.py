@@ -27,7 +27,8 @@ CheckQuorum and ignoring votes while a leader is live (thesis §6.2, §4.2.3); l
 with TimeoutNow (thesis §3.10); ReadIndex reads and the rounds a lease is founded on (thesis
 §6.4, §6.4.1; ``lease_round``); log compaction with snapshots
 (Raft §7); membership changes one node at a time through the log, with learners (thesis §4.1-4.3,
-see ``kayit.consensus.membership``).
+see ``kayit.consensus.membership``). Outside Raft's rules, and only for a cluster that lost a
+majority of its voters for good: ``force_new_cluster``.
 
 Membership. A node's configuration is that of the latest CONFIG entry in its log, else its
 snapshot's, else the ``voters`` it was constructed with (used only while nothing is persisted):
@@ -49,7 +50,7 @@ from __future__ import annotations
 
 import enum
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from kayit.consensus.log import RaftLog
@@ -127,6 +128,10 @@ class _PendingRead:
     context: bytes
     read_round: int
     confirmed_by: set[str]
+
+
+class AlreadyLeading(Exception):
+    """``force_new_cluster`` was asked of a leader: its cluster can elect leaders still."""
 
 
 class NotLeaderError(Exception):
@@ -309,6 +314,47 @@ class RaftNode:
         self._transferee = target
         self._transfer_elapsed = 0
         self._send_timeout_now_if_caught_up(target)
+
+    def force_new_cluster(
+        self, learners: Iterable[str], commands: Sequence[bytes], above_term: int = 0
+    ) -> int:
+        """Make this node the only voter of its cluster, and its leader, for a cluster that
+        lost a majority of its voters for good (``kayit recover``). Returns the index of the
+        new leader's no-op: once it commits, everything before it has.
+
+        In one step: take term T = max(term, ``above_term``) + 1; append in T one COMMAND
+        entry per ``commands``, then a CONFIG entry with this node as the only voter and
+        ``learners`` (the other survivors) as learners; then campaign, which the only voter
+        wins at once, in T + 1, appending its no-op. Nothing is sent, and nothing commits,
+        before the Ready that persists it all. The commands are the first entries of term T:
+        a node drops its pending copies of terms older than the last entry it applied, and
+        must not drop one that a command adopts before it applies that command.
+
+        Raft cannot make this safe in general: the entries only the lost voters held are
+        overruled, and one of them that came back under its id could be elected with a log
+        that contradicts this one. The caller removes them for good (``NodeRemoved`` among
+        the commands). Among the survivors it is safe once the caller has checked that
+        - ``above_term`` is the highest term any survivor has taken: none holds an entry of
+          term T, so none takes an entry of ours for one of its own (log matching, Raft
+          §5.3), and the entries of theirs that conflict with this log are truncated when
+          ours arrive;
+        - this log holds every survivor's commit point (its index, with its term): no
+          survivor is asked to drop an entry it committed, or applied;
+        - the survivors are no majority of the voters: no other survivor can be elected, in
+          T + 1 or later, while this node leads.
+        Raises AlreadyLeading when this node leads."""
+        if self.role is Role.LEADER:
+            raise AlreadyLeading(f"node {self.id} leads in term {self.term}")
+        self._become_follower(max(self.term, above_term) + 1, None)
+        for data in commands:
+            self.log.append(Entry(self.log.last_index + 1, self.term, data))
+        config = ClusterConfig(frozenset({self.id}), frozenset(learners) - {self.id})
+        self.log.append(
+            Entry(self.log.last_index + 1, self.term, config.encode(), EntryKind.CONFIG)
+        )
+        self._become_candidate(transfer=False)
+        assert self.leader_id == self.id, "the only voter wins its election at once"
+        return self.log.last_index
 
     @property
     def hard_state(self) -> HardState:

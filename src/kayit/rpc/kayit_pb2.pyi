@@ -181,7 +181,7 @@ class MemberStatus(_message.Message):
     def __init__(self, address: _Optional[str] = ..., alive: _Optional[bool] = ..., assigned: _Optional[int] = ..., node_id: _Optional[str] = ..., voter: _Optional[bool] = ...) -> None: ...
 
 class StatusReply(_message.Message):
-    __slots__ = ("role", "address", "message_count", "tolerance", "members", "term", "leader_address", "node_id", "removed")
+    __slots__ = ("role", "address", "message_count", "tolerance", "members", "term", "leader_address", "node_id", "removed", "last_log_index", "last_log_term")
     ROLE_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -191,6 +191,8 @@ class StatusReply(_message.Message):
     LEADER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     REMOVED_FIELD_NUMBER: _ClassVar[int]
+    LAST_LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
+    LAST_LOG_TERM_FIELD_NUMBER: _ClassVar[int]
     role: str
     address: str
     message_count: int
@@ -200,7 +202,74 @@ class StatusReply(_message.Message):
     leader_address: str
     node_id: str
     removed: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, role: _Optional[str] = ..., address: _Optional[str] = ..., message_count: _Optional[int] = ..., tolerance: _Optional[int] = ..., members: _Optional[_Iterable[_Union[MemberStatus, _Mapping]]] = ..., term: _Optional[int] = ..., leader_address: _Optional[str] = ..., node_id: _Optional[str] = ..., removed: _Optional[_Iterable[str]] = ...) -> None: ...
+    last_log_index: int
+    last_log_term: int
+    def __init__(self, role: _Optional[str] = ..., address: _Optional[str] = ..., message_count: _Optional[int] = ..., tolerance: _Optional[int] = ..., members: _Optional[_Iterable[_Union[MemberStatus, _Mapping]]] = ..., term: _Optional[int] = ..., leader_address: _Optional[str] = ..., node_id: _Optional[str] = ..., removed: _Optional[_Iterable[str]] = ..., last_log_index: _Optional[int] = ..., last_log_term: _Optional[int] = ...) -> None: ...
+
+class RecoveryStateRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class PendingCopy(_message.Message):
+    __slots__ = ("id", "version", "checksum")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    CHECKSUM_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    version: Version
+    checksum: int
+    def __init__(self, id: _Optional[str] = ..., version: _Optional[_Union[Version, _Mapping]] = ..., checksum: _Optional[int] = ...) -> None: ...
+
+class RecoveryStateReply(_message.Message):
+    __slots__ = ("node_id", "term", "leader_id", "commit_index", "commit_term", "pending")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    LEADER_ID_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_TERM_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    term: int
+    leader_id: str
+    commit_index: int
+    commit_term: int
+    pending: _containers.RepeatedCompositeFieldContainer[PendingCopy]
+    def __init__(self, node_id: _Optional[str] = ..., term: _Optional[int] = ..., leader_id: _Optional[str] = ..., commit_index: _Optional[int] = ..., commit_term: _Optional[int] = ..., pending: _Optional[_Iterable[_Union[PendingCopy, _Mapping]]] = ...) -> None: ...
+
+class RecoverRequest(_message.Message):
+    __slots__ = ("survivors",)
+    class SurvivorsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    SURVIVORS_FIELD_NUMBER: _ClassVar[int]
+    survivors: _containers.ScalarMap[str, str]
+    def __init__(self, survivors: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class RecoverReply(_message.Message):
+    __slots__ = ("recovered", "error", "log_incomplete", "leader_id", "leader_address", "term", "adopted", "removed", "message_count")
+    RECOVERED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    LOG_INCOMPLETE_FIELD_NUMBER: _ClassVar[int]
+    LEADER_ID_FIELD_NUMBER: _ClassVar[int]
+    LEADER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    ADOPTED_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    recovered: bool
+    error: str
+    log_incomplete: bool
+    leader_id: str
+    leader_address: str
+    term: int
+    adopted: int
+    removed: _containers.RepeatedScalarFieldContainer[str]
+    message_count: int
+    def __init__(self, recovered: _Optional[bool] = ..., error: _Optional[str] = ..., log_incomplete: _Optional[bool] = ..., leader_id: _Optional[str] = ..., leader_address: _Optional[str] = ..., term: _Optional[int] = ..., adopted: _Optional[int] = ..., removed: _Optional[_Iterable[str]] = ..., message_count: _Optional[int] = ...) -> None: ...
 
 class ClientCommand(_message.Message):
     __slots__ = ("kind", "id", "message")

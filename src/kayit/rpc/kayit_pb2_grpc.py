@@ -84,6 +84,16 @@ class NodeStub:
                 request_serializer=kayit_dot_rpc_dot_kayit__pb2.ClientBatch.SerializeToString,
                 response_deserializer=kayit_dot_rpc_dot_kayit__pb2.ClientResults.FromString,
                 _registered_method=True)
+        self.RecoveryState = channel.unary_unary(
+                '/kayit.Node/RecoveryState',
+                request_serializer=kayit_dot_rpc_dot_kayit__pb2.RecoveryStateRequest.SerializeToString,
+                response_deserializer=kayit_dot_rpc_dot_kayit__pb2.RecoveryStateReply.FromString,
+                _registered_method=True)
+        self.Recover = channel.unary_unary(
+                '/kayit.Node/Recover',
+                request_serializer=kayit_dot_rpc_dot_kayit__pb2.RecoverRequest.SerializeToString,
+                response_deserializer=kayit_dot_rpc_dot_kayit__pb2.RecoverReply.FromString,
+                _registered_method=True)
 
 
 class NodeServicer:
@@ -154,6 +164,20 @@ class NodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecoveryState(self, request, context):
+        """kayit recover: a survivor's Raft state and pending copies, asked by the recovering node.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Recover(self, request, context):
+        """kayit recover: make the node asked the only voter and leader of the survivors.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -206,6 +230,16 @@ def add_NodeServicer_to_server(servicer, server):
                     servicer.Execute,
                     request_deserializer=kayit_dot_rpc_dot_kayit__pb2.ClientBatch.FromString,
                     response_serializer=kayit_dot_rpc_dot_kayit__pb2.ClientResults.SerializeToString,
+            ),
+            'RecoveryState': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecoveryState,
+                    request_deserializer=kayit_dot_rpc_dot_kayit__pb2.RecoveryStateRequest.FromString,
+                    response_serializer=kayit_dot_rpc_dot_kayit__pb2.RecoveryStateReply.SerializeToString,
+            ),
+            'Recover': grpc.unary_unary_rpc_method_handler(
+                    servicer.Recover,
+                    request_deserializer=kayit_dot_rpc_dot_kayit__pb2.RecoverRequest.FromString,
+                    response_serializer=kayit_dot_rpc_dot_kayit__pb2.RecoverReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -478,6 +512,60 @@ class Node:
             '/kayit.Node/Execute',
             kayit_dot_rpc_dot_kayit__pb2.ClientBatch.SerializeToString,
             kayit_dot_rpc_dot_kayit__pb2.ClientResults.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecoveryState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kayit.Node/RecoveryState',
+            kayit_dot_rpc_dot_kayit__pb2.RecoveryStateRequest.SerializeToString,
+            kayit_dot_rpc_dot_kayit__pb2.RecoveryStateReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Recover(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kayit.Node/Recover',
+            kayit_dot_rpc_dot_kayit__pb2.RecoverRequest.SerializeToString,
+            kayit_dot_rpc_dot_kayit__pb2.RecoverReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,5 +1,6 @@
 """The gRPC service every node runs: copies in and out of its store for the leader, the
-admission and removal of nodes, status, and clients' commands forwarded to it while it leads."""
+admission and removal of nodes, status, clients' commands forwarded to it while it leads, and
+``kayit recover``."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import grpc
 
 from kayit.cluster.holders import held_here, store_copy
 from kayit.cluster.metadata_group import Admission, AdmissionRefused, NotLeading
+from kayit.cluster.recovery import LogIncomplete, Recovery, RecoveryRefused
 from kayit.cluster.removal import RemovalRefused, RemovedMember
 from kayit.cluster.transport import Copy
 from kayit.protocol.commands import validate_id
@@ -18,6 +20,7 @@ from kayit.rpc import kayit_pb2 as pb
 from kayit.rpc.convert import copy_to_pb, version_from_pb, version_to_pb
 from kayit.rpc.kayit_pb2_grpc import NodeServicer
 from kayit.rpc.peers import TERM_METADATA
+from kayit.rpc.recover import state_to_pb
 from kayit.storage.store import MessageStore
 
 log = logging.getLogger(__name__)
@@ -35,18 +38,21 @@ class NodeService(NodeServicer):  # type: ignore[misc]  # generated base class i
         remove_member: Callable[[str], Awaitable[RemovedMember]],
         status: Callable[[], pb.StatusReply],
         execute: Callable[[pb.ClientBatch], Awaitable[pb.ClientResults]],
+        recovery: Recovery | None = None,
     ) -> None:
         """``term``: this node's Raft term now. ``admit(node_id, address)``: admits a node
         while this one leads (raises NotLeading, AdmissionRefused). ``remove_member(member)``:
         removes the member a node id or address names while this one leads (raises
         NotLeading, RemovalRefused). ``execute``: carries out clients' commands that another
-        node forwarded."""
+        node forwarded. ``recovery``: this node's side of ``kayit recover``; without it the
+        node answers its calls UNIMPLEMENTED."""
         self.store = store
         self._term = term
         self._admit = admit
         self._remove_member = remove_member
         self._status = status
         self.execute = execute
+        self._recovery = recovery
         self._fence = 0  # the highest term a call that changes copies came with
 
     # Method names come from kayit.proto.
@@ -156,6 +162,38 @@ class NodeService(NodeServicer):  # type: ignore[misc]  # generated base class i
         self, request: pb.ClientBatch, context: grpc.aio.ServicerContext
     ) -> pb.ClientResults:
         return await self.execute(request)
+
+    async def RecoveryState(
+        self, request: pb.RecoveryStateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RecoveryStateReply:
+        recovery = await self._recovery_or_abort(context)
+        return state_to_pb(await recovery.state())
+
+    async def Recover(
+        self, request: pb.RecoverRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RecoverReply:
+        recovery = await self._recovery_or_abort(context)
+        try:
+            recovered = await recovery.recover(dict(request.survivors))
+        except LogIncomplete as incomplete:
+            return pb.RecoverReply(error=str(incomplete), log_incomplete=True)
+        except RecoveryRefused as refused:
+            return pb.RecoverReply(error=str(refused))
+        return pb.RecoverReply(
+            recovered=True,
+            leader_id=recovered.leader_id,
+            leader_address=recovered.leader_address,
+            term=recovered.term,
+            adopted=recovered.adopted,
+            removed=recovered.removed,
+            message_count=recovered.message_count,
+        )
+
+    async def _recovery_or_abort(self, context: grpc.aio.ServicerContext) -> Recovery:
+        if self._recovery is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this node cannot recover")
+        assert self._recovery is not None
+        return self._recovery
 
     async def _store(self, message: pb.StoredMessage) -> pb.StoreResult:
         copy = Copy(

@@ -176,6 +176,18 @@ class MessageStore:
             log.warning("%d pending copies failed their checksum or are gone; dropped", dropped)
         return held
 
+    async def pending_copies(self) -> list[tuple[str, Version, int]]:
+        """Every pending copy whose bytes match its checksum (read from its file, as
+        ``pending_inventory(verify=True)`` does), with that checksum; the others are
+        dropped."""
+        held = await self.pending_inventory(verify=True)
+        copies = []
+        for message_id, version in held:
+            expected = self._pending.get(message_id, {}).get(version)
+            if expected is not None:  # else promoted or dropped since
+                copies.append((message_id, version, expected))
+        return copies
+
     async def get(self, message_id: str) -> bytes | None:
         """The bytes of the committed copy's file, unchecked (``get_verified`` checks)."""
         known = self._copies.get(message_id)

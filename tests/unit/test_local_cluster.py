@@ -1,0 +1,62 @@
+"""``kayit cluster``'s plan: the command line of each node."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kayit.local_cluster import ClusterPlan
+
+
+def _plan(members: int, hosts: tuple[str, ...] = ()) -> ClusterPlan:
+    return ClusterPlan(
+        members=members,
+        tolerance=1,
+        client_port=7000,
+        grpc_port=8000,
+        data_dir=Path("d"),
+        fsync="always",
+        report_every=10.0,
+        hosts=hosts,
+    )
+
+
+def _flag(argv: list[str], name: str) -> str | None:
+    return argv[argv.index(name) + 1] if name in argv else None
+
+
+def test_every_node_is_given_every_other_node_as_peers() -> None:
+    commands = _plan(members=3).node_commands()
+    assert [name for name, _ in commands] == [
+        "leader:8000",
+        "member:8001",
+        "member:8002",
+        "member:8003",
+    ]
+    everyone = {f"127.0.0.1:{8000 + n}" for n in range(4)}
+    for n, (_, argv) in enumerate(commands):
+        peers = _flag(argv, "--peers")
+        assert peers is not None
+        own = f"127.0.0.1:{8000 + n}"
+        assert set(peers.split(",")) == everyone - {own}
+        assert _flag(argv, "--grpc-port") == str(8000 + n)
+        assert _flag(argv, "--client-port") == str(7000 + n)
+        assert _flag(argv, "--shared-client-port") == "7000"
+        assert _flag(argv, "--data-dir") == "d"
+        # Only node 0 may form the cluster; the members only ever join it.
+        assert ("--leader" in argv) == (n == 0)
+        assert "--join" not in argv
+    assert _flag(commands[0][1], "--tolerance") == "1"
+
+
+def test_peers_carry_each_nodes_own_host() -> None:
+    hosts = ("10.0.0.1", "10.0.0.2", "10.0.0.3")
+    commands = _plan(members=2, hosts=hosts).node_commands()
+    assert _flag(commands[1][1], "--peers") == "10.0.0.1:8000,10.0.0.3:8002"
+    assert _flag(commands[1][1], "--host") == "10.0.0.2"
+
+
+def test_a_lone_leader_has_no_peers() -> None:
+    ((name, argv),) = _plan(members=0).node_commands()
+    assert name == "leader:8000"
+    assert "--leader" in argv
+    assert "--peers" not in argv
