@@ -244,6 +244,33 @@ def test_a_leader_that_hands_over_gives_up_its_lease() -> None:
     assert leader.role is Role.LEADER and leader.lease_round == 0
 
 
+def test_a_follower_that_lost_acknowledged_entries_is_sent_them_again() -> None:
+    """With fsync everysec a machine crash may take entries a follower acknowledged: its
+    refusals then come from below what the leader knew to match, and must not be ignored."""
+    leader = node()
+    elect(leader)
+    leader.advance(leader.ready())
+    for command in (b"a", b"b"):
+        leader.propose(command)
+    leader.advance(leader.ready())
+    answer_round(leader, "n1", leader.read_round)  # n1 holds all 3 entries
+    assert leader.follower_progress()["n1"] == 3
+    leader.step(
+        AppendResponse(
+            sender="n1",
+            recipient="n0",
+            term=leader.term,
+            success=False,
+            rejected_index=3,
+            last_index=1,
+            read_round=leader.read_round,
+        )
+    )
+    assert leader.follower_progress()["n1"] == 1
+    resent = [m for m in leader.ready().messages if isinstance(m, AppendRequest)]
+    assert [(m.prev_log_index, [e.index for e in m.entries]) for m in resent] == [(1, [2, 3])]
+
+
 def test_a_started_node_ignores_votes_until_its_first_election_timeout() -> None:
     """It may have answered a leader's round just before it went down: that leader's lease
     counts on it not voting for another."""

@@ -798,7 +798,12 @@ class RaftNode:
         progress.read_round = max(progress.read_round, response.read_round)
         self._confirm_reads(response.sender, response.read_round)
         if not response.success:
-            if response.rejected_index <= progress.match:
+            if response.last_index < progress.match:
+                # It lost entries it had acknowledged: its disk dropped writes not yet synced
+                # (fsync everysec and a machine crash). Without this its refusals would all be
+                # taken for stale ones, and it would never catch up.
+                progress.match = response.last_index
+            elif response.rejected_index <= progress.match:
                 return  # refusal of an append older than what we know matches
             progress.next = max(
                 progress.match + 1, min(response.rejected_index, response.last_index + 1)
