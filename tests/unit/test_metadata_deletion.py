@@ -72,15 +72,11 @@ def test_an_unknown_copy_goes_once_a_leader_of_a_later_term_has_committed() -> N
     assert log.metadata.copies_to_delete("n1", copies) == copies
 
 
-def test_a_copy_of_unrecorded_version_and_an_unsettled_id_are_kept() -> None:
+def test_a_copy_of_unrecorded_version_is_kept() -> None:
     log = Log()
     log(place("m", Version(1, 2), "n2"))
     log(None, term=9)
     assert log.metadata.copies_to_delete("n1", [("m", UNKNOWN), ("x", UNKNOWN)]) == []
-    doomed = [("m", Version(1, 1)), ("x", Version(1, 1))]
-    assert log.metadata.copies_to_delete("n1", doomed, settled=lambda key: key != "m") == [
-        ("x", Version(1, 1))
-    ]
 
 
 inventories = st.lists(

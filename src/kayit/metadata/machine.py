@@ -46,7 +46,6 @@ class MetadataView(Protocol):
         self,
         node_id: str,
         inventory: Iterable[tuple[str, Version]],
-        settled: Callable[[str], bool] = ...,
     ) -> list[tuple[str, Version]]: ...
 
 

@@ -8,7 +8,7 @@ vote) are the same on whichever node takes them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from types import MappingProxyType
 from typing import NamedTuple, assert_never
 
@@ -33,10 +33,6 @@ _CANONICAL_CACHE = 4096
 class Applied(NamedTuple):
     command: Command | None  # as decoded from the entry
     flags: tuple[bool, ...]  # which parts took effect (``ClusterMetadata.apply``)
-
-
-def _always_settled(message_id: str) -> bool:
-    return True
 
 
 class ClusterMetadata:
@@ -261,7 +257,6 @@ class ClusterMetadata:
         self,
         node_id: str,
         inventory: Iterable[tuple[str, Version]],
-        settled: Callable[[str], bool] = _always_settled,
     ) -> list[tuple[str, Version]]:
         """The copies in ``node_id``'s inventory that committed metadata allows to delete.
 
@@ -282,16 +277,15 @@ class ClusterMetadata:
         term alone: a leader may re-place a version the index already has (a repair or a
         move), never adopt a newer copy that an earlier leader left.
 
-        ``settled(id)`` is False while the caller has a SET, repair or move of that id under
-        way; such ids are skipped, since a repair stores the copy before its Placed commits.
-        Take ``inventory`` after this state applied every entry committed before those copies
+        The leader holds back more while a SET or repair of an id is under way
+        (``Leader._may_delete``): a repair stores the copy before its Placed commits. Take
+        ``inventory`` after this state applied every entry committed before those copies
         were stored (on the leader: after a read index), or a repair's new holder, not yet
         applied here, would look moved."""
         return [
             (message_id, version)
             for message_id, version in inventory
             if version != UNKNOWN
-            and settled(message_id)
             and _deletable(self._index.get(message_id), version, node_id, self.last_leader_term)
         ]
 
