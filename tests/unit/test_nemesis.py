@@ -9,13 +9,16 @@ import asyncio
 import random
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, cast
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from kayit.chaos.nemesis import LEADER_KINDS, Draws, FaultKind, Nemesis, Schedule, Shape, aim
+from kayit.chaos.network import Loopback
 from kayit.chaos.nodes import ChaosCluster, Leading, leader_of
+from kayit.local_cluster import ClusterPlan
 from kayit.rpc import kayit_pb2 as pb
 
 SCHEDULE = Schedule(
@@ -290,3 +293,47 @@ def test_no_leader_while_the_newest_term_has_none() -> None:
     split = {1: status(4, leader=ADDRESSES[2]), 3: status(4, leader=ADDRESSES[4])}
     assert leader_of(split, ADDRESSES) is None
     assert leader_of({1: status(4, leader="10.9.9.9:5555")}, ADDRESSES) is None
+
+
+def test_tracebacks_and_fatal_errors_of_grpc_in_node_logs_are_problems(tmp_path: Path) -> None:
+    plan = ClusterPlan(1, 0, 6666, 5555, tmp_path / "data", "everysec", 10.0)
+    cluster = ChaosCluster(plan, Loopback(), tmp_path / "logs")
+    first, second = cluster.nodes
+    first.log_path.write_text(
+        "2026-11-27 11:09:20,473 INFO deleted 20 copies\n"
+        "F1127 11:09:27.122947   23225 ev_epoll1_linux.cc:456] Check failed: wakeup\n"
+        "*** Check failure stack trace: ***\n"
+        "I1127 11:15:42.164405   19166 fork_posix.cc:71] Other threads are calling into gRPC\n"
+    )
+    second.log_path.write_text(
+        'Traceback (most recent call last):\n  File "x.py", line 1\nValueError: boom\n'
+        "FAILED is not a gRPC line\n"
+    )
+    assert cluster.tracebacks() == [
+        f"{first.name}: fatal error in its log: F1127 11:09:27.122947   23225 "
+        "ev_epoll1_linux.cc:456] Check failed: wakeup",
+        f"{second.name}: traceback in its log: ValueError: boom",
+    ]
+
+
+class FirstRestartFails(Cluster):
+    """A node that dies as it starts, the first time only: the harness's wait times out."""
+
+    def __init__(self, nodes: int) -> None:
+        super().__init__(nodes)
+        self.failed_restarts = 0
+
+    async def restart(self, node: Node) -> None:
+        if not self.failed_restarts:
+            self.failed_restarts += 1
+            raise TimeoutError(f"{node.name}'s client port did not open")
+        await super().restart(node)
+
+
+def test_a_node_that_does_not_come_back_is_a_problem_and_is_started_again() -> None:
+    cluster = FirstRestartFails(5)
+    nemesis = _run(cluster, 0.5)
+    assert cluster.failed_restarts == 1
+    (problem,) = nemesis.problems
+    assert problem.startswith("restart 1 of node") and "did not open" in problem
+    assert all(node.running for node in cluster.nodes)  # started again, the run went on

@@ -135,6 +135,8 @@ class Nemesis:
         self._faulty: set[int] = set()
         self._running: set[asyncio.Task[None]] = set()
         self.faults: list[Fault] = []
+        # What went wrong with the nodes themselves: a node that did not come back.
+        self.problems: list[str] = []
 
     async def run(self, until: float) -> None:
         """Start faults until ``until`` (monotonic); then wait for every fault to be healed."""
@@ -180,7 +182,15 @@ class Nemesis:
     async def _kill(self, node: ChaosNode, length: float) -> None:
         await node.kill()
         await asyncio.sleep(length)
-        await self._cluster.restart(node)
+        for attempt in (1, 2):
+            try:
+                await self._cluster.restart(node)
+                return
+            except TimeoutError as error:
+                # A node that dies while it starts is a crash to report; started once more,
+                # it keeps the rest of the run at full strength.
+                self.problems.append(f"restart {attempt} of {node.name} failed: {error}")
+                await node.kill()
 
     async def _partition(self, fault: Fault, target: Target) -> None:
         network = self._cluster.network

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import os
+import re
 import signal
 import sys
 import time
@@ -22,6 +23,8 @@ from kayit.rpc.status import fetch_status
 
 _LIBC = ctypes.CDLL(None, use_errno=True)
 _PR_SET_PDEATHSIG = 1
+# A fatal line of gRPC's core logging (glog style): F, month and day, time, thread, source.
+_GRPC_FATAL = re.compile(r"F\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\]")
 _STATUS_TIMEOUT = 1.0  # a paused node never answers: asking it must not hold the nemesis up
 
 
@@ -205,7 +208,8 @@ class ChaosCluster:
         return [n for n in self.nodes if n.process is not None and not n.running and not n.killed]
 
     def tracebacks(self) -> list[str]:
-        """The first line after each traceback in the nodes' logs: errors nobody handled."""
+        """The first line after each traceback in the nodes' logs, and each fatal error of
+        gRPC's core (``F<date> ... Check failed``, then abort): errors nobody handled."""
         found = []
         for node in self.nodes:
             lines = node.log_path.read_text(errors="replace").splitlines()
@@ -213,6 +217,8 @@ class ChaosCluster:
                 if line.startswith("Traceback"):
                     after = next((x for x in lines[number + 1 :] if not x.startswith(" ")), "")
                     found.append(f"{node.name}: traceback in its log: {after[:160]}")
+                elif _GRPC_FATAL.match(line):
+                    found.append(f"{node.name}: fatal error in its log: {line[:160]}")
         return found
 
     async def close(self) -> None:

@@ -67,6 +67,7 @@ async def run_chaos(settings: ChaosSettings) -> int:
     faults: list[Fault] = []
     history_path = run_dir / "history.jsonl"
     origin = time.monotonic()
+    nemesis: Nemesis | None = None
     try:
         cluster = ChaosCluster(_plan(settings, network, data_dir), network, run_dir / "logs")
         print(f"chaos: starting {nodes} nodes, logs in {run_dir / 'logs'}", flush=True)
@@ -90,6 +91,7 @@ async def run_chaos(settings: ChaosSettings) -> int:
         except TimeoutError as error:
             problems.append(f"the cluster did not heal: {error}")
         finally:
+            problems += nemesis.problems if nemesis is not None else []
             problems += [f"{node.name} exited by itself" for node in cluster.crashed()]
             await cluster.close()
             problems += cluster.tracebacks()
