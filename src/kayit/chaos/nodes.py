@@ -5,9 +5,9 @@ elects whichever node leads, so who leads is asked of the nodes, never assumed."
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
 import re
+import shutil
 import signal
 import sys
 import time
@@ -21,17 +21,17 @@ from kayit.local_cluster import ClusterPlan
 from kayit.rpc import kayit_pb2 as pb
 from kayit.rpc.status import fetch_status
 
-_LIBC = ctypes.CDLL(None, use_errno=True)
-_PR_SET_PDEATHSIG = 1
 # A fatal line of gRPC's core logging (glog style): F, month and day, time, thread, source.
 _GRPC_FATAL = re.compile(r"F\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\]")
 _STATUS_TIMEOUT = 1.0  # a paused node never answers: asking it must not hold the nemesis up
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: if the harness dies (even by SIGKILL), so does the node, so no
-    run leaves orphans behind. Loaded before fork: the child only makes the call."""
-    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+# If the harness dies (even by SIGKILL), so does each node, so no run leaves orphans behind.
+# setpriv (util-linux) sets that and execs the node, keeping its PID. Not a preexec_fn: the
+# harness's own gRPC calls run meanwhile, and a child that runs Python code between fork and
+# exec runs gRPC's fork handlers too, which start a poller that dies on the fds closed before
+# exec and abort the child (grpc/grpc#43055); without one, the child is spawned by vfork.
+_DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "KILL"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +75,8 @@ class ChaosNode:
             self._log = self.log_path.open("ab")
         self.killed = False
         self.process = await asyncio.create_subprocess_exec(
-            *self.argv, stdout=self._log, stderr=asyncio.subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
-        )  # fmt: skip
+            *_DIE_WITH_PARENT, *self.argv, stdout=self._log, stderr=asyncio.subprocess.STDOUT
+        )
 
     @property
     def running(self) -> bool:
@@ -113,6 +112,8 @@ class ChaosCluster:
     """The nodes of one ClusterPlan on a Network: node 0 forms the cluster, the others join it."""
 
     def __init__(self, plan: ClusterPlan, network: Network, log_dir: Path) -> None:
+        if shutil.which(_DIE_WITH_PARENT[0]) is None:
+            raise RuntimeError("`setpriv` is not installed: apt-get install util-linux")
         self.plan = plan
         self.network = network
         log_dir.mkdir(parents=True, exist_ok=True)
