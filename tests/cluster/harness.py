@@ -55,6 +55,11 @@ class NodeProcess:
         self.log_path = workdir / f"{name}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
+    @property
+    def address(self) -> str:
+        """Its gRPC address, as ``kayit status`` lists it."""
+        return f"127.0.0.1:{self.grpc_port}"
+
     def start(self) -> None:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
@@ -206,6 +211,11 @@ class Cluster:
     def client(self, port: int | None = None) -> KayitClient:
         """A client of the leader's client port, or of ``port``."""
         return KayitClient("127.0.0.1", self.client_port if port is None else port)
+
+    def followers(self) -> list[NodeProcess]:
+        """The nodes that do not lead now."""
+        leading = self.status().address
+        return [node for node in self.nodes if node.address != leading]
 
     def status(self) -> pb.StatusReply:
         """The status of the node that leads now, whichever it is; ConnectionError if no

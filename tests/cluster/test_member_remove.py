@@ -29,17 +29,8 @@ def _member_remove(workdir: Path, *args: str) -> subprocess.CompletedProcess[str
     )
 
 
-def _address(node: NodeProcess) -> str:
-    return f"127.0.0.1:{node.grpc_port}"
-
-
 def _node_id(node: NodeProcess) -> str:
-    return fetch_status(_address(node), timeout=1).node_id
-
-
-def _followers(cluster: Cluster) -> list[NodeProcess]:
-    leading = cluster.status().address
-    return [node for node in cluster.nodes if _address(node) != leading]
+    return fetch_status(node.address, timeout=1).node_id
 
 
 def _exit_code(node: NodeProcess, timeout: float = 30) -> int:
@@ -63,19 +54,19 @@ def test_a_dead_member_removed_through_a_follower_leaves_and_its_copies_are_made
     cluster = start_cluster(tolerance=1, members=3)
     expected = {f"k{n}": f"value {n}" for n in range(200)}
     assert cluster.set_many(expected) == [b"OK"] * len(expected)
-    dead, via, _ = _followers(cluster)
+    dead, via, _ = cluster.followers()
     dead_id = _node_id(dead)
     assert cluster.assigned()[dead.grpc_port] > 0
     dead.kill()
 
     # Asked of a follower: it redirects the command to the leader.
-    done = _member_remove(cluster.workdir, _address(dead), "--via", _address(via))
+    done = _member_remove(cluster.workdir, dead.address, "--via", via.address)
     assert done.returncode == 0, done.stderr
-    assert done.stdout == f"removed node {dead_id} ({_address(dead)})\n"
+    assert done.stdout == f"removed node {dead_id} ({dead.address})\n"
 
     members = cluster.status().members
     assert dead_id not in {m.node_id for m in members}
-    assert _address(dead) not in {m.address for m in members}
+    assert dead.address not in {m.address for m in members}
 
     # Removal, not --repair-after (30 s here), makes the copies again: T+1 on live nodes.
     def placed_again() -> bool:
@@ -103,13 +94,13 @@ def test_a_removed_live_member_stops_with_exit_2_and_again_when_restarted(
     cluster = start_cluster(tolerance=1, members=2)
     before = {f"b{n}": f"before {n}" for n in range(50)}
     assert cluster.set_many(before) == [b"OK"] * len(before)
-    removed, _ = _followers(cluster)
+    removed, _ = cluster.followers()
     removed_id = _node_id(removed)
     offset = len(removed.log())
 
-    done = _member_remove(cluster.workdir, removed_id, "--via", _address(cluster.leader))
+    done = _member_remove(cluster.workdir, removed_id, "--via", cluster.leader.address)
     assert done.returncode == 0, done.stderr
-    assert done.stdout == f"removed node {removed_id} ({_address(removed)})\n"
+    assert done.stdout == f"removed node {removed_id} ({removed.address})\n"
     _assert_stopped_as_removed(removed, offset)
 
     # The other two go on: every write lands on both, and every id reads back.
@@ -131,13 +122,13 @@ def test_the_leader_removed_leaves_to_another_and_stops(start_cluster: ClusterFa
     expected = {f"l{n}": f"led {n}" for n in range(50)}
     assert cluster.set_many(expected) == [b"OK"] * len(expected)
     leader = cluster.leader  # the node that formed the cluster leads it at first
-    assert cluster.status().address == _address(leader)
+    assert cluster.status().address == leader.address
     leader_id = _node_id(leader)
     offset = len(leader.log())
 
-    done = _member_remove(cluster.workdir, _address(leader), "--via", _address(leader))
+    done = _member_remove(cluster.workdir, leader.address, "--via", leader.address)
     assert done.returncode == 0, done.stderr
-    assert done.stdout == f"removed node {leader_id} ({_address(leader)})\n"
+    assert done.stdout == f"removed node {leader_id} ({leader.address})\n"
     _assert_stopped_as_removed(leader, offset)
 
     # The two left elect a leader of their own and serve what the old one acknowledged.
@@ -161,7 +152,7 @@ def _leads_without(cluster: Cluster, removed_id: str) -> bool:
 @pytest.mark.cluster
 def test_what_cannot_be_removed_is_refused_with_exit_1(start_cluster: ClusterFactory) -> None:
     cluster = start_cluster(tolerance=0, members=0)
-    leader = _address(cluster.leader)
+    leader = cluster.leader.address
     leader_id = _node_id(cluster.leader)
 
     unknown = _member_remove(cluster.workdir, "127.0.0.1:1", "--via", leader)

@@ -30,15 +30,6 @@ def _recover(workdir: Path, *addresses: str) -> subprocess.CompletedProcess[str]
     )
 
 
-def _address(node: NodeProcess) -> str:
-    return f"127.0.0.1:{node.grpc_port}"
-
-
-def _followers(cluster: Cluster) -> list[NodeProcess]:
-    leading = cluster.status().address
-    return [node for node in cluster.nodes if _address(node) != leading]
-
-
 def _ask(node: NodeProcess, lines: list[str]) -> list[bytes]:
     assert node.client_port is not None
     with KayitClient("127.0.0.1", node.client_port) as client:
@@ -56,7 +47,7 @@ def _misread(node: NodeProcess, expected: dict[str, str]) -> list[str]:
 
 
 def _knows_no_leader(node: NodeProcess) -> bool:
-    return fetch_status(_address(node), timeout=1).leader_address == ""
+    return fetch_status(node.address, timeout=1).leader_address == ""
 
 
 def _new_node(cluster: Cluster, name: str, join: str) -> NodeProcess:
@@ -98,15 +89,15 @@ def test_the_survivor_of_three_is_recovered_and_new_nodes_bring_back_every_copy(
     expected |= overwritten
 
     # A cluster with a leader, and an address where nothing answers, are refused.
-    healthy = _recover(cluster.workdir, _address(cluster.leader))
+    healthy = _recover(cluster.workdir, cluster.leader.address)
     assert healthy.returncode == 1 and "knows of a leader" in healthy.stderr, healthy.stderr
     (nobody,) = free_ports(1)
     unreachable = _recover(cluster.workdir, f"127.0.0.1:{nobody}")
     assert unreachable.returncode == 1 and "no answer" in unreachable.stderr
-    assert cluster.status().address == _address(cluster.leader)  # nothing changed
+    assert cluster.status().address == cluster.leader.address  # nothing changed
 
-    survivor, lost = _followers(cluster)[0], [cluster.leader, _followers(cluster)[1]]
-    lost_ids = {fetch_status(_address(node), timeout=1).node_id for node in lost}
+    survivor, lost = cluster.followers()[0], [cluster.leader, cluster.followers()[1]]
+    lost_ids = {fetch_status(node.address, timeout=1).node_id for node in lost}
     for node in lost:
         node.kill()
     # Two of three voters gone: no leader, ever.
@@ -114,22 +105,22 @@ def test_the_survivor_of_three_is_recovered_and_new_nodes_bring_back_every_copy(
     assert all(reply.startswith(b"ERROR NOLEADER") for reply in replies), replies
     wait_for(lambda: _knows_no_leader(survivor), 10, "the survivor to know of no leader")
 
-    done = _recover(cluster.workdir, _address(survivor))
+    done = _recover(cluster.workdir, survivor.address)
     assert done.returncode == 0, done.stderr
-    survivor_id = fetch_status(_address(survivor), timeout=1).node_id
-    assert f"node {survivor_id} ({_address(survivor)}) leads in term" in done.stdout
+    survivor_id = fetch_status(survivor.address, timeout=1).node_id
+    assert f"node {survivor_id} ({survivor.address}) leads in term" in done.stdout
     assert f"removed for good: {', '.join(sorted(lost_ids))}" in done.stdout
 
-    status = fetch_status(_address(survivor), timeout=1)
+    status = fetch_status(survivor.address, timeout=1)
     assert status.role == "leader" and set(status.removed) == lost_ids
     assert list(status.members) == []
     report = subprocess.run(
-        [sys.executable, "-m", "kayit", "status", _address(survivor)],
+        [sys.executable, "-m", "kayit", "status", survivor.address],
         capture_output=True,
         text=True,
         timeout=30,
     )
-    assert report.stdout.startswith(f"leader {_address(survivor)}"), report.stdout
+    assert report.stdout.startswith(f"leader {survivor.address}"), report.stdout
     assert "0 of 0 other nodes alive" in report.stdout
     assert _misread(survivor, expected) == []
     # Alone, it cannot store TOLERANCE + 1 copies of a new write.
@@ -138,10 +129,10 @@ def test_the_survivor_of_three_is_recovered_and_new_nodes_bring_back_every_copy(
 
     # Two new nodes join: writes find TOLERANCE + 1 holders again, and repair copies every
     # id onto both.
-    newcomers = [_new_node(cluster, f"new-{n}", _address(survivor)) for n in (1, 2)]
+    newcomers = [_new_node(cluster, f"new-{n}", survivor.address) for n in (1, 2)]
     try:
         wait_for(
-            lambda: sum(m.alive and m.voter for m in fetch_status(_address(survivor)).members) == 2,
+            lambda: sum(m.alive and m.voter for m in fetch_status(survivor.address).members) == 2,
             30,
             "both new nodes to vote",
         )
@@ -170,9 +161,9 @@ def test_two_survivors_of_five_are_recovered_together_and_both_vote(
     cluster = start_cluster(tolerance=2, members=4)
     expected = {f"k{n}": f"value {n}" for n in range(300)}
     assert cluster.set_many(expected) == [b"OK"] * len(expected)
-    survivors = _followers(cluster)[:2]
+    survivors = cluster.followers()[:2]
     lost = [node for node in cluster.nodes if node not in survivors]
-    lost_ids = {fetch_status(_address(node), timeout=1).node_id for node in lost}
+    lost_ids = {fetch_status(node.address, timeout=1).node_id for node in lost}
     for node in lost:
         node.kill()
     # Each id is on three of the five nodes: those whose copies were all on the lost three
@@ -185,15 +176,15 @@ def test_two_survivors_of_five_are_recovered_together_and_both_vote(
         "the survivors to know of no leader",
     )
 
-    done = _recover(cluster.workdir, *(_address(node) for node in survivors))
+    done = _recover(cluster.workdir, *(node.address for node in survivors))
     assert done.returncode == 0, done.stderr
     assert f"removed for good: {', '.join(sorted(lost_ids))}" in done.stdout
 
     status = cluster.status()
-    assert status.address in {_address(node) for node in survivors}
+    assert status.address in {node.address for node in survivors}
     assert set(status.removed) == lost_ids
     (other,) = status.members
-    assert other.address in {_address(node) for node in survivors}
+    assert other.address in {node.address for node in survivors}
 
     # The other survivor ran on: it follows the new leader, catches up and votes again.
     def other_votes() -> bool:
