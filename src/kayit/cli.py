@@ -26,6 +26,8 @@ from kayit.config import (
 from kayit.protocol.framing import DEFAULT_MAX_LINE
 from kayit.rpc.channels import MAX_RPC_BYTES
 from kayit.storage.disk import FsyncPolicy, IoMode
+from kayit.tls.command import add_certs_command, add_tool_tls_flags, tool_identity
+from kayit.tls.identity import TlsIdentity
 
 T = TypeVar("T")
 
@@ -58,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_member(commands)
     _add_recover(commands)
     _add_bench(commands)
+    add_certs_command(commands)
     add_chaos_command(commands)
     return parser
 
@@ -181,6 +184,17 @@ def _add_node(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="memory for recently written messages, which GETs then read without the disk "
         "(0 turns it off) (%(default)s)",
     )  # fmt: skip
+    node.add_argument(
+        "--tls-dir", type=Path, metavar="DIR",
+        help="mutual TLS on the gRPC port and to every peer, with the CA and certificates of "
+        "DIR (made by kayit certs): peers without a certificate of DIR's CA are refused. "
+        "Without it, gRPC is plain and served on loopback only",
+    )  # fmt: skip
+    node.add_argument(
+        "--tls-name", metavar="NAME",
+        help="this node's certificate in DIR: DIR/NAME/node.crt (default: node-<grpc-port>, "
+        "as kayit cluster names them)",
+    )  # fmt: skip
     node.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     node.set_defaults(run=_run_node)
 
@@ -221,8 +235,19 @@ def _run_node(args: argparse.Namespace) -> int:
         repair_rate=args.repair_rate,
         scrub_every=args.scrub_every,
         cache_bytes=args.cache_mb * 1024 * 1024,
+        tls=_node_identity(args),
     )
     return asyncio.run(run_node(config))
+
+
+def _node_identity(args: argparse.Namespace) -> TlsIdentity | None:
+    if args.tls_dir is None:
+        if args.tls_name is not None:
+            raise ConfigError("--tls-name needs --tls-dir")
+        return None
+    if args.tls_name is None and args.grpc_port is None:
+        raise ConfigError("--tls-dir needs --tls-name, or --grpc-port to name node-<grpc-port>")
+    return TlsIdentity.load(args.tls_dir, args.tls_name or f"node-{args.grpc_port}")
 
 
 def _add_cluster(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -233,7 +258,9 @@ def _add_cluster(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "reports, and stop them all on Ctrl-C or SIGTERM. Every node takes clients and "
         "forwards their commands to the leader. Each node is given the others as --peers, so "
         "that any of them restarted with its command line finds the cluster; node 0 forms the "
-        "cluster (--leader) when DATA_DIR holds none yet.",
+        "cluster (--leader) when DATA_DIR holds none yet. The nodes speak mutual TLS to each "
+        "other: a CA and a certificate per node are made in DATA_DIR/tls the first time, and "
+        "kayit status --data-dir DATA_DIR uses them.",
     )
     cluster.add_argument("--members", type=int, default=4, help="member nodes (%(default)s)")
     cluster.add_argument("--tolerance", type=int, default=2, help="copies on members (%(default)s)")
@@ -252,6 +279,11 @@ def _add_cluster(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="(%(default)s)",
     )  # fmt: skip
     cluster.add_argument("--report-every", type=_seconds, default=10.0, help="(%(default)s)")
+    cluster.add_argument(
+        "--no-tls", action="store_true",
+        help="plain gRPC between the nodes instead of mutual TLS with certificates made in "
+        "DATA_DIR/tls",
+    )  # fmt: skip
     cluster.set_defaults(run=_run_cluster)
 
 
@@ -269,6 +301,7 @@ def _run_cluster(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         fsync=args.fsync,
         report_every=args.report_every,
+        tls=not args.no_tls,
     )
     return asyncio.run(run_cluster(plan))
 
@@ -340,6 +373,7 @@ def _add_status(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "address", nargs="?", default=f"127.0.0.1:{DEFAULT_GRPC_PORT}",
         help="a node's gRPC address (%(default)s)",
     )  # fmt: skip
+    add_tool_tls_flags(status)
     status.set_defaults(run=_run_status)
 
 
@@ -347,7 +381,7 @@ def _run_status(args: argparse.Namespace) -> int:
     from kayit.rpc.status import fetch_status, format_status
 
     try:
-        status = fetch_status(args.address)
+        status = fetch_status(args.address, tls=tool_identity(args))
     except ConnectionError as error:
         print(f"kayit status: {error}", file=sys.stderr)
         return 1
@@ -386,6 +420,7 @@ def _add_member(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="gRPC addresses of nodes of the cluster, asked in turn until one answers; one "
         f"that does not lead redirects to the leader (127.0.0.1:{DEFAULT_GRPC_PORT})",
     )  # fmt: skip
+    add_tool_tls_flags(remove)
     remove.set_defaults(run=_run_member_remove)
 
 
@@ -393,7 +428,7 @@ def _run_member_remove(args: argparse.Namespace) -> int:
     from kayit.rpc.members import RemovalFailed, remove_member
 
     try:
-        removed = remove_member(args.member, args.via)
+        removed = remove_member(args.member, args.via, tls=tool_identity(args))
     except RemovalFailed as error:
         print(f"kayit member remove: {error}", file=sys.stderr)
         return 1
@@ -420,6 +455,7 @@ def _add_recover(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "survivors", type=_list(_grpc_address), metavar="HOST:PORT[,HOST:PORT...]",
         help="the gRPC addresses of every surviving node",
     )  # fmt: skip
+    add_tool_tls_flags(recover)
     recover.set_defaults(run=_run_recover)
 
 
@@ -427,7 +463,7 @@ def _run_recover(args: argparse.Namespace) -> int:
     from kayit.rpc.recover import RecoveryFailed, recover_cluster
 
     try:
-        report = recover_cluster(args.survivors)
+        report = recover_cluster(args.survivors, tls=tool_identity(args))
     except RecoveryFailed as error:
         print(f"kayit recover: {error}", file=sys.stderr)
         return 1

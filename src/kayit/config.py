@@ -6,9 +6,13 @@ import enum
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kayit.protocol.framing import DEFAULT_MAX_LINE
 from kayit.storage.disk import FsyncPolicy, IoMode
+
+if TYPE_CHECKING:
+    from kayit.tls.identity import TlsIdentity
 
 DEFAULT_GRPC_PORT = 5555
 DEFAULT_CLIENT_PORT = 6666
@@ -61,6 +65,8 @@ class NodeConfig:
     repair_rate: float = 1000.0
     scrub_every: float = 3600.0
     cache_bytes: int = 16 * 1024 * 1024
+    # Mutual TLS on the gRPC port and to every peer; None: plain, and loopback only.
+    tls: TlsIdentity | None = None
 
     def node_dir(self, grpc_port: int) -> Path:
         return self.data_dir / f"node-{grpc_port}"

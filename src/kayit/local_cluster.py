@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kayit.rpc.status import fetch_status
+from kayit.tls.command import TLS_SUBDIR
+from kayit.tls.identity import TlsIdentity
+from kayit.tls.layout import ADMIN, CA_CERT, NODE_CERT
 
 _STOP_GRACE = 5.0
 _LEADER_START = 10.0
@@ -27,6 +30,35 @@ class ClusterPlan:
     report_every: float
     hosts: tuple[str, ...] = ()  # the address of each node, leader first; () is all loopback
     extra: tuple[str, ...] = ()  # more `kayit node` flags, for every node
+    # Mutual TLS between the nodes, with a CA and certificates kept in DATA_DIR/tls (outside
+    # every node-* dir: a node that lost its node dir still has its certificate).
+    tls: bool = True
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.data_dir / TLS_SUBDIR
+
+    def tool_identity(self) -> TlsIdentity | None:
+        """What a tool shows the nodes: the admin certificate, with TLS on."""
+        return TlsIdentity.load(self.tls_dir, ADMIN) if self.tls else None
+
+    def make_certificates(self) -> None:
+        """The CA, if DATA_DIR has none yet, and a certificate for each node that lacks one,
+        valid for the address it listens on."""
+        if not self.tls:
+            return
+        from kayit.tls.authority import init_authority, issue
+
+        if not (self.tls_dir / CA_CERT).exists():
+            init_authority(self.tls_dir)
+        for n in range(self.members + 1):
+            name = self.node_name(n)
+            if not (self.tls_dir / name / NODE_CERT).exists():
+                issue(self.tls_dir, name, [self.host(n), "localhost"])
+
+    def node_name(self, node: int) -> str:
+        """Its node dir's name, and its certificate's."""
+        return f"node-{self.grpc_port + node}"
 
     def host(self, node: int) -> str:
         """The address node ``node`` (0 is the leader) listens on."""
@@ -59,6 +91,8 @@ class ClusterPlan:
             others = ",".join(self.address(m) for m in range(self.members + 1) if m != n)
             argv = ["--host", self.host(n), "--grpc-port", str(port),
                     "--client-port", str(self.node_client_port(n))]  # fmt: skip
+            if self.tls:
+                argv += ["--tls-dir", str(self.tls_dir), "--tls-name", self.node_name(n)]
             if others:
                 argv += ["--peers", others]
             if n == 0:
@@ -70,6 +104,7 @@ class ClusterPlan:
 
 
 async def run_cluster(plan: ClusterPlan) -> int:
+    plan.make_certificates()
     processes: list[tuple[str, asyncio.subprocess.Process]] = []
     for position, (name, arguments) in enumerate(plan.node_commands()):
         process = await asyncio.create_subprocess_exec(
@@ -108,28 +143,34 @@ def _banner(plan: ClusterPlan) -> None:
     own = ", ".join(
         f"{name} -> {plan.node_client_port(n)}" for n, (name, _) in enumerate(plan.node_commands())
     )
-    print(
-        f"kayit cluster: 1 leader + {plan.members} members, TOLERANCE={plan.tolerance}\n"
-        f"  clients connect to 127.0.0.1:{plan.client_port}   (try: nc 127.0.0.1 "
-        f"{plan.client_port}, then SET 1 hello / GET 1)\n"
-        f"  every node serves clients and forwards to the leader; {plan.client_port} is shared "
-        "by all of them, so a client that reconnects is served while any node lives\n"
-        f"  each node's own client port: {own}\n"
-        f"  gRPC ports {plan.grpc_port}..{last} (leader on {plan.grpc_port})\n"
-        f"  data in {plan.data_dir.resolve()}/node-<grpc-port>/messages/\n"
-        "  Ctrl-C stops every node",
-        flush=True,
+    grpc_security = (
+        f"mutual TLS, certificates in {plan.tls_dir}/ (kayit status finds them)"
+        if plan.tls
+        else "plain, loopback only"
     )
+    lines = [
+        f"kayit cluster: 1 leader + {plan.members} members, TOLERANCE={plan.tolerance}",
+        f"  clients connect to 127.0.0.1:{plan.client_port}   (try: nc 127.0.0.1 "
+        f"{plan.client_port}, then SET 1 hello / GET 1)",
+        f"  every node serves clients and forwards to the leader; {plan.client_port} is shared "
+        "by all of them, so a client that reconnects is served while any node lives",
+        f"  each node's own client port: {own}",
+        f"  gRPC ports {plan.grpc_port}..{last} (leader on {plan.grpc_port}): {grpc_security}",
+        f"  data in {plan.data_dir.resolve()}/node-<grpc-port>/messages/",
+        "  Ctrl-C stops every node",
+    ]
+    print("\n".join(lines), flush=True)
 
 
 async def _announce_ready(plan: ClusterPlan) -> None:
     """Say when every member has joined, so a user knows SETs will be answered OK."""
     address = f"127.0.0.1:{plan.grpc_port}"
+    tls = plan.tool_identity()
     deadline = asyncio.get_running_loop().time() + _MEMBERS_JOIN
     alive = 0
     while asyncio.get_running_loop().time() < deadline:
         try:
-            status = await asyncio.to_thread(fetch_status, address, 1.0)
+            status = await asyncio.to_thread(fetch_status, address, 1.0, tls)
         except ConnectionError:
             status = None
         alive = sum(1 for m in status.members if m.alive) if status else 0

@@ -21,6 +21,7 @@ def start_cluster(tmp_path: Path) -> Iterator[ClusterFactory]:
         members: int,
         extra: tuple[str, ...] = (),
         shared_client_port: bool = False,
+        tls: bool = False,
     ) -> Cluster:
         cluster = Cluster(
             tmp_path,
@@ -28,6 +29,7 @@ def start_cluster(tmp_path: Path) -> Iterator[ClusterFactory]:
             members=members,
             extra=extra,
             shared_client_port=shared_client_port,
+            tls=tls,
         )
         started.append(cluster)
         return cluster.start()

@@ -17,6 +17,9 @@ from kayit.rpc import kayit_pb2 as pb
 from kayit.rpc.status import fetch_status
 from kayit.server.ports import free_ports
 from kayit.storage.naming import file_name
+from kayit.tls.authority import init_authority, issue
+from kayit.tls.identity import TlsIdentity
+from kayit.tls.layout import ADMIN
 
 HEARTBEAT = 0.2
 DEAD_AFTER = 1.0
@@ -46,8 +49,10 @@ class NodeProcess:
         args: list[str],
         workdir: Path,
         client_port: int | None = None,
+        tls: TlsIdentity | None = None,
     ) -> None:
         self.name = name
+        self.tls = tls  # the tools' identity, when the node speaks TLS
         self.grpc_port = grpc_port
         self.client_port = client_port  # its own
         self.args = args
@@ -74,7 +79,7 @@ class NodeProcess:
 
         def answers() -> bool:
             try:
-                fetch_status(f"127.0.0.1:{self.grpc_port}", timeout=1)
+                fetch_status(f"127.0.0.1:{self.grpc_port}", timeout=1, tls=self.tls)
             except ConnectionError:
                 return False
             return True
@@ -117,7 +122,7 @@ class NodeProcess:
     def own_status(self) -> pb.StatusReply | None:
         """What this node itself says (not whoever leads); None if it does not answer."""
         try:
-            return fetch_status(f"127.0.0.1:{self.grpc_port}", timeout=1)
+            return fetch_status(f"127.0.0.1:{self.grpc_port}", timeout=1, tls=self.tls)
         except ConnectionError:
             return None
 
@@ -125,7 +130,8 @@ class NodeProcess:
 class Cluster:
     """A leader and members started as separate ``kayit node`` processes, each with a client
     port of its own; ``client_port`` is the leader's. With ``shared_client_port`` every node
-    also listens on the leader's client port (SO_REUSEPORT), as ``kayit cluster`` does."""
+    also listens on the leader's client port (SO_REUSEPORT), as ``kayit cluster`` does. With
+    ``tls``, a CA in ``workdir/tls`` and mutual TLS between all nodes and the harness."""
 
     def __init__(
         self,
@@ -135,6 +141,7 @@ class Cluster:
         members: int,
         extra: Iterable[str] = (),
         shared_client_port: bool = False,
+        tls: bool = False,
     ) -> None:
         self.workdir = workdir
         self.data_dir = workdir / "data"
@@ -144,6 +151,14 @@ class Cluster:
         self.leader_port, *self.member_ports = ports[members + 1 :]
         if shared_client_port:
             extra = [*extra, "--shared-client-port", str(self.client_port)]
+        self.tls: TlsIdentity | None = None
+        if tls:
+            self.tls_dir = workdir / "tls"
+            init_authority(self.tls_dir)
+            for port in [self.leader_port, *self.member_ports]:
+                issue(self.tls_dir, f"node-{port}", ["127.0.0.1"])
+            self.tls = TlsIdentity.load(self.tls_dir, ADMIN)
+            extra = [*extra, "--tls-dir", str(self.tls_dir)]
         common = [
             "--data-dir", str(self.data_dir),
             "--heartbeat", str(HEARTBEAT),
@@ -161,6 +176,7 @@ class Cluster:
              "--client-port", str(self.client_port), "--tolerance", str(tolerance), *common],
             workdir,
             self.client_port,
+            self.tls,
         )  # fmt: skip
         self.members = {
             port: NodeProcess(
@@ -170,6 +186,7 @@ class Cluster:
                  "--client-port", str(client_port), *common],
                 workdir,
                 client_port,
+                self.tls,
             )
             for port, client_port in zip(self.member_ports, member_client_ports, strict=True)
         }  # fmt: skip
@@ -224,9 +241,9 @@ class Cluster:
             if not node.running:
                 continue
             try:
-                status = fetch_status(f"127.0.0.1:{node.grpc_port}", timeout=1)
+                status = fetch_status(f"127.0.0.1:{node.grpc_port}", timeout=1, tls=self.tls)
                 if status.role != "leader" and status.leader_address:
-                    status = fetch_status(status.leader_address, timeout=1)
+                    status = fetch_status(status.leader_address, timeout=1, tls=self.tls)
             except ConnectionError:
                 continue
             if status.role == "leader":

@@ -8,6 +8,7 @@ import pytest
 from kayit.protocol.errors import ErrorCode, error_code
 from kayit.rpc import kayit_pb2 as pb
 from kayit.rpc.kayit_pb2_grpc import NodeStub
+from kayit.rpc.security import CLUSTER_METADATA
 from tests.cluster.conftest import ClusterFactory
 from tests.cluster.harness import wait_for
 
@@ -133,11 +134,13 @@ def test_a_member_refuses_invalid_ids_over_grpc(start_cluster: ClusterFactory, b
     cluster = start_cluster(tolerance=1, members=1)
     member = cluster.member_ports[0]
     request = pb.StoredMessage(id=bad_id, payload=b"p", version=pb.Version(term=1, seq=1))
+    # Sent as a node of the cluster would: with its id, else the call is refused before.
+    metadata = ((CLUSTER_METADATA, cluster.cluster_id(member)),)
     with (
         grpc.insecure_channel(f"127.0.0.1:{member}") as channel,
         pytest.raises(grpc.RpcError) as refused,
     ):
-        NodeStub(channel).Store(request, timeout=5)
+        NodeStub(channel).Store(request, timeout=5, metadata=metadata)
     assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert list(cluster.messages_dir(member).iterdir()) == []
     assert cluster.members[member].running

@@ -17,6 +17,8 @@ from kayit.client import KayitClient
 from kayit.protocol import ErrorCode, error_code
 from kayit.rpc.status import fetch_status
 from kayit.server.ports import free_ports, port_is_free
+from kayit.tls.identity import TlsIdentity
+from kayit.tls.layout import ADMIN, NODE_KEY
 from tests.cluster.conftest import ClusterFactory
 from tests.cluster.harness import NodeProcess, wait_for
 
@@ -168,7 +170,17 @@ def test_kayit_cluster_starts_every_node_and_stops_them_on_sigterm(tmp_path: Pat
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
-        wait_for(lambda: _alive_members(base) == 3, 30, "three live members")
+        # Its nodes speak mutual TLS, with certificates it made in DATA_DIR/tls.
+        tls_dir = tmp_path / "d" / "tls"
+        wait_for(lambda: (tls_dir / ADMIN / NODE_KEY).exists(), 10, "the certificates")
+        admin = TlsIdentity.load(tls_dir, ADMIN)
+        wait_for(lambda: _alive_members(base, admin) == 3, 30, "three live members")
+        assert _alive_members(base) == -1, "plain gRPC must be refused"
+        status = subprocess.run(
+            [*KAYIT, "status", f"127.0.0.1:{base}", "--data-dir", str(tmp_path / "d")],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert status.returncode == 0 and "3 of 3 other nodes alive" in status.stdout, status
         with KayitClient("127.0.0.1", client_port) as client:
             assert client.set("hello", "world") == b"OK"
             assert client.get("hello") == b"world"
@@ -247,9 +259,9 @@ def _answers(grpc_port: int) -> bool:
     return True
 
 
-def _alive_members(grpc_port: int) -> int:
+def _alive_members(grpc_port: int, tls: TlsIdentity | None = None) -> int:
     try:
-        status = fetch_status(f"127.0.0.1:{grpc_port}", timeout=1)
+        status = fetch_status(f"127.0.0.1:{grpc_port}", timeout=1, tls=tls)
     except ConnectionError:
         return -1
     return sum(1 for m in status.members if m.alive)

@@ -116,6 +116,8 @@ class ChaosCluster:
             raise RuntimeError("`setpriv` is not installed: apt-get install util-linux")
         self.plan = plan
         self.network = network
+        plan.make_certificates()
+        self._tls = plan.tool_identity()
         log_dir.mkdir(parents=True, exist_ok=True)
         python = [sys.executable, "-u", "-m", "kayit", "node"]
         # Named by number and gRPC port: the plan's "leader"/"member" names only say how each
@@ -180,7 +182,9 @@ class ChaosCluster:
         """How many other nodes the node that leads now counts alive; 0 if none leads."""
         for node in range(len(self.nodes)):
             try:
-                status = await asyncio.to_thread(fetch_status, self.grpc_address(node), 1.0)
+                status = await asyncio.to_thread(
+                    fetch_status, self.grpc_address(node), 1.0, self._tls
+                )
             except ConnectionError:
                 continue
             if status.role == "leader":
@@ -193,7 +197,7 @@ class ChaosCluster:
         async def ask(node: int) -> pb.StatusReply | None:
             address = self.grpc_address(node)
             try:
-                return await asyncio.to_thread(fetch_status, address, _STATUS_TIMEOUT)
+                return await asyncio.to_thread(fetch_status, address, _STATUS_TIMEOUT, self._tls)
             except ConnectionError:
                 return None  # killed, paused or restarting
 

@@ -9,7 +9,9 @@ import grpc
 
 from kayit.cluster.removal import REMOVAL_TIMEOUT, RemovedMember
 from kayit.rpc import kayit_pb2 as pb
+from kayit.rpc.channels import open_tool_channel
 from kayit.rpc.kayit_pb2_grpc import NodeStub
+from kayit.tls.identity import TlsIdentity
 
 # The leader answers within REMOVAL_TIMEOUT; the rest is for reaching it.
 _CALL_TIMEOUT = REMOVAL_TIMEOUT + 5.0
@@ -20,7 +22,10 @@ class RemovalFailed(Exception):
 
 
 def remove_member(
-    member: str, vias: Sequence[str], timeout: float = _CALL_TIMEOUT
+    member: str,
+    vias: Sequence[str],
+    timeout: float = _CALL_TIMEOUT,
+    tls: TlsIdentity | None = None,
 ) -> RemovedMember:
     """Remove ``member`` (a node's gRPC address, or its node id) from the cluster of the
     nodes at ``vias``: asks each in turn, following its redirect to the leader, until the
@@ -36,7 +41,7 @@ def remove_member(
                 break
             asked.add(target)
             try:
-                reply = _ask(target, member, timeout)
+                reply = _ask(target, member, timeout, tls)
             except ConnectionError as error:
                 problems.append(str(error))
                 break
@@ -51,8 +56,10 @@ def remove_member(
     raise RemovalFailed("; ".join(problems) or "no node to ask")
 
 
-def _ask(address: str, member: str, timeout: float) -> pb.RemoveMemberReply:
-    with grpc.insecure_channel(address) as channel:
+def _ask(
+    address: str, member: str, timeout: float, tls: TlsIdentity | None
+) -> pb.RemoveMemberReply:
+    with open_tool_channel(address, tls) as channel:
         try:
             reply: pb.RemoveMemberReply = NodeStub(channel).RemoveMember(
                 pb.RemoveMemberRequest(member=member), timeout=timeout

@@ -11,16 +11,26 @@ from kayit.rpc import kayit_pb2 as pb
 from kayit.rpc.channels import open_channel
 from kayit.rpc.convert import copy_to_pb, version_from_pb, version_to_pb
 from kayit.rpc.kayit_pb2_grpc import NodeStub
+from kayit.rpc.security import ClusterId, cluster_metadata
+from kayit.tls.identity import TlsIdentity
 from kayit.version import Version
 
 
 class Peers:
-    """One channel per peer address, opened on first use and kept."""
+    """One channel per peer address, opened on first use and kept; mutual TLS with ``tls``.
+    Calls on the data path carry ``metadata()``: the cluster this node belongs to."""
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(
+        self, timeout: float, tls: TlsIdentity | None = None, cluster_id: ClusterId = lambda: None
+    ) -> None:
         self.timeout = timeout
+        self.tls = tls
+        self._cluster_id = cluster_id
         self._stubs: dict[str, tuple[grpc.aio.Channel, NodeStub]] = {}
         self._closing: set[asyncio.Task[None]] = set()
+
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return cluster_metadata(self._cluster_id())
 
     def stub(self, address: str) -> NodeStub:
         return self._open(address)[1]
@@ -32,7 +42,7 @@ class Peers:
     def _open(self, address: str) -> tuple[grpc.aio.Channel, NodeStub]:
         known = self._stubs.get(address)
         if known is None:
-            channel = open_channel(address)
+            channel = open_channel(address, self.tls)
             known = self._stubs[address] = (channel, NodeStub(channel))
         return known
 
@@ -61,13 +71,13 @@ class GrpcMemberTransport:
 
     def __init__(self, peers: Peers, term: int) -> None:
         self._peers = peers
-        self._metadata = ((TERM_METADATA, str(term)),)
+        self._term = ((TERM_METADATA, str(term)),)
 
     async def store_many(self, address: str, copies: list[Copy], timeout: float) -> None:
         request = pb.StoreBatch(messages=[copy_to_pb(copy) for copy in copies])
         try:
             reply = await self._peers.stub(address).StoreMany(
-                request, timeout=timeout, metadata=self._metadata
+                request, timeout=timeout, metadata=self._term + self._peers.metadata()
             )
         except grpc.aio.AioRpcError as error:
             raise _failure(error) from error
@@ -83,7 +93,9 @@ class GrpcMemberTransport:
     async def retrieve(self, address: str, message_id: str, version: Version) -> bytes | None:
         request = pb.MessageId(id=message_id, version=version_to_pb(version))
         try:
-            reply = await self._peers.stub(address).Retrieve(request, timeout=self._peers.timeout)
+            reply = await self._peers.stub(address).Retrieve(
+                request, timeout=self._peers.timeout, metadata=self._peers.metadata()
+            )
         except grpc.aio.AioRpcError as error:
             raise _failure(error) from error
         if not reply.found or version_from_pb(reply.message.version) != version:
@@ -94,7 +106,9 @@ class GrpcMemberTransport:
         held = Held()
         try:
             # Reading every copy with verify=True takes time: no deadline beyond the channel's.
-            call = self._peers.stub(address).Inventory(pb.InventoryRequest(verify=verify))
+            call = self._peers.stub(address).Inventory(
+                pb.InventoryRequest(verify=verify), metadata=self._peers.metadata()
+            )
             async for chunk in call:
                 for entry in chunk.entries:
                     copies = held.pending if entry.pending else held.committed
@@ -109,7 +123,7 @@ class GrpcMemberTransport:
             await self._peers.stub(address).Delete(
                 pb.DeleteRequest(entries=entries),
                 timeout=self._peers.timeout,
-                metadata=self._metadata,
+                metadata=self._term + self._peers.metadata(),
             )
         except grpc.aio.AioRpcError as error:
             raise _failure(error) from error

@@ -26,6 +26,7 @@ from kayit.consensus.wire import CHUNK_BYTES, encode
 from kayit.rpc import kayit_pb2 as pb
 from kayit.rpc.channels import open_channel
 from kayit.rpc.kayit_pb2_grpc import RaftStub
+from kayit.tls.identity import TlsIdentity
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class TransportOptions:
     # The leader repeats InstallSnapshot on each heartbeat until the peer answers: the same
     # snapshot, sent whole this recently on a stream that is still up, is not sent again.
     snapshot_resend_seconds: float = 5.0
+    tls: TlsIdentity | None = None  # mutual TLS to every peer
 
 
 class GrpcRaftTransport:
@@ -155,7 +157,8 @@ class _PeerSender:
         if self._channel is None or address != self._address:
             if self._channel is not None:
                 await self._channel.close()
-            self._channel, self._address = open_channel(address), address
+            self._channel = open_channel(address, self._options.tls)
+            self._address = address
         return self._channel
 
     async def _has_work(self) -> None:

@@ -11,10 +11,12 @@ import grpc
 
 from kayit.cluster.recovery import PendingCopy, SurvivorState
 from kayit.rpc import kayit_pb2 as pb
+from kayit.rpc.channels import open_tool_channel
 from kayit.rpc.convert import version_from_pb, version_to_pb
 from kayit.rpc.kayit_pb2_grpc import NodeStub
 from kayit.rpc.peers import Peers
 from kayit.rpc.status import fetch_status
+from kayit.tls.identity import TlsIdentity
 
 # A survivor reads every pending copy to checksum it; the recovering node asks them all, then
 # commits, and waits until it has applied what it committed.
@@ -36,7 +38,7 @@ class RecoveryReport:
     message_count: int
 
 
-def recover_cluster(addresses: Sequence[str]) -> RecoveryReport:
+def recover_cluster(addresses: Sequence[str], tls: TlsIdentity | None = None) -> RecoveryReport:
     """Rebuild the cluster around the surviving nodes at ``addresses`` (gRPC host:port).
     Every one of them must answer, and none may know of a leader. Asks the survivor whose
     Raft log is the most up to date to recover; should it lack entries another one committed,
@@ -44,7 +46,7 @@ def recover_cluster(addresses: Sequence[str]) -> RecoveryReport:
     statuses: list[tuple[str, pb.StatusReply]] = []
     for address in dict.fromkeys(addresses):
         try:
-            status = fetch_status(address)
+            status = fetch_status(address, tls=tls)
         except ConnectionError as error:
             raise RecoveryFailed(
                 f"{error}: name only nodes that run (every one that survived)"
@@ -67,7 +69,7 @@ def recover_cluster(addresses: Sequence[str]) -> RecoveryReport:
     )
     problems = []
     for address, _ in ranked:
-        reply = _ask_to_recover(address, survivors)
+        reply = _ask_to_recover(address, survivors, tls)
         if reply.recovered:
             return RecoveryReport(
                 reply.leader_id,
@@ -83,8 +85,10 @@ def recover_cluster(addresses: Sequence[str]) -> RecoveryReport:
     raise RecoveryFailed("; ".join(problems))
 
 
-def _ask_to_recover(address: str, survivors: dict[str, str]) -> pb.RecoverReply:
-    with grpc.insecure_channel(address) as channel:
+def _ask_to_recover(
+    address: str, survivors: dict[str, str], tls: TlsIdentity | None
+) -> pb.RecoverReply:
+    with open_tool_channel(address, tls) as channel:
         try:
             reply: pb.RecoverReply = NodeStub(channel).Recover(
                 pb.RecoverRequest(survivors=survivors), timeout=_RECOVER_TIMEOUT

@@ -7,15 +7,22 @@ import grpc
 from kayit.cluster.leader import MemberCounts
 from kayit.report import leader_report, member_report
 from kayit.rpc import kayit_pb2 as pb
+from kayit.rpc.channels import open_tool_channel
 from kayit.rpc.kayit_pb2_grpc import NodeStub
+from kayit.tls.identity import TlsIdentity
 
 
-def fetch_status(address: str, timeout: float = 5.0) -> pb.StatusReply:
-    with grpc.insecure_channel(address) as channel:
+def fetch_status(
+    address: str, timeout: float = 5.0, tls: TlsIdentity | None = None
+) -> pb.StatusReply:
+    with open_tool_channel(address, tls) as channel:
         try:
             reply: pb.StatusReply = NodeStub(channel).Status(pb.StatusRequest(), timeout=timeout)
         except grpc.RpcError as error:
-            raise ConnectionError(f"no answer from {address}: {error.code().name}") from error
+            hint = ""
+            if tls is None and error.code() is grpc.StatusCode.UNAVAILABLE:
+                hint = " (a node that speaks TLS needs --tls-dir, or the --data-dir of its cluster)"
+            raise ConnectionError(f"no answer from {address}: {error.code().name}{hint}") from error
     return reply
 
 

@@ -35,6 +35,7 @@ from kayit.rpc import kayit_pb2 as pb
 from kayit.rpc.members import RemovalFailed
 from kayit.rpc.members import remove_member as remove_member_through
 from kayit.rpc.peers import Peers
+from kayit.rpc.raft_transport import TransportOptions
 from kayit.storage.atomic import sync_directory
 
 log = logging.getLogger(__name__)
@@ -231,7 +232,9 @@ class ClusterEntry:
         """Take ``node_id`` out of the cluster that admitted it by mistake, so that it does not
         stay there as a dead member."""
         try:
-            await asyncio.to_thread(remove_member_through, node_id, [peer])
+            await asyncio.to_thread(
+                partial(remove_member_through, node_id, [peer], tls=self._config.tls)
+            )
         except RemovalFailed as error:
             log.warning(
                 "cluster %s admitted this node as node %s, which could not be removed again "
@@ -258,6 +261,7 @@ def _group_options(config: NodeConfig) -> GroupOptions:
         driver=DriverConfig(tick_seconds=config.heartbeat),
         fsync=config.fsync,
         dead_after=max(config.dead_after, 5.0),
+        transport=TransportOptions(tls=config.tls),
     )
 
 

@@ -137,9 +137,12 @@ class Forwarder:
             return [_unreachable(address)] * len(commands)
         try:
             reply = await self._peers.stub(address).Execute(
-                batch_to_pb(commands), timeout=self._deadline
+                batch_to_pb(commands), timeout=self._deadline, metadata=self._peers.metadata()
             )
         except grpc.aio.AioRpcError as error:
+            if error.code() is grpc.StatusCode.PERMISSION_DENIED:  # refused, not carried out
+                refused = Failed(ErrorCode.NOLEADER, f"{address} refused: {error.details()}")
+                return [refused] * len(commands)
             unknown = Failed(
                 ErrorCode.TIMEOUT,
                 f"the leader {address} did not answer ({error.code().name}); the command may "

@@ -33,6 +33,7 @@ from kayit.rpc.channels import SERVER_OPTIONS
 from kayit.rpc.kayit_pb2_grpc import add_NodeServicer_to_server, add_RaftServicer_to_server
 from kayit.rpc.peers import GrpcMemberTransport, Peers
 from kayit.rpc.recover import ask_state
+from kayit.rpc.security import ClusterCheck, add_port
 from kayit.rpc.service import NodeService
 from kayit.server.entering import ClusterEntry
 from kayit.server.forwarding import (
@@ -67,8 +68,10 @@ class _Leading:
 class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
-        self._grpc = grpc.aio.server(options=SERVER_OPTIONS)
-        self._peers = Peers(config.rpc_timeout)
+        self._grpc = grpc.aio.server(
+            options=SERVER_OPTIONS, interceptors=[ClusterCheck(self._cluster_id)]
+        )
+        self._peers = Peers(config.rpc_timeout, config.tls, self._cluster_id)
         self._tasks: list[asyncio.Task[None]] = []
         self._client_servers: list[asyncio.Server] = []
         self._store: MessageStore | None = None
@@ -332,11 +335,14 @@ class Node:
             candidates = [port for port in COURSE_GRPC_PORTS if port_is_free(host, port)]
         for port in candidates:
             try:
-                return int(self._grpc.add_insecure_port(f"{host}:{port}"))
+                return add_port(self._grpc, f"{host}:{port}", self.config.tls)
             except RuntimeError:
                 continue  # taken between the probe and the bind
         wanted = candidates[0] if self.config.grpc_port is not None else "any of 5555.."
         raise ConfigError(f"cannot bind gRPC port {wanted} on {host}: in use")
+
+    def _cluster_id(self) -> str | None:
+        return self._group.cluster_id if self._group is not None else None
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         self._tasks.append(asyncio.create_task(work))
