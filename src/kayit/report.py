@@ -1,4 +1,5 @@
-"""The report a leader prints every few seconds and `kayit status` shows: counts per node."""
+"""The report a node prints every few seconds and `kayit status` shows: counts per node, and
+a line while the node's own disk fails to sync."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ from collections.abc import Sequence
 
 from kayit.cluster.leader import MemberCounts
 from kayit.cluster.repair import RepairProgress
+from kayit.storage.store import SyncHealth
+
+_SYNCING = SyncHealth()
 
 
 def leader_report(
@@ -16,12 +20,14 @@ def leader_report(
     members: Sequence[MemberCounts],
     own_disk: int | None = None,
     repair: RepairProgress | None = None,
+    sync: SyncHealth = _SYNCING,
 ) -> str:
     alive = sum(1 for m in members if m.alive)
     on_own_disk = "" if own_disk is None else f" ({own_disk} on own disk)"
     lines = [
         f"leader {address} (term {term}): {messages} messages{on_own_disk}, "
-        f"TOLERANCE={tolerance}, {alive} of {len(members)} other nodes alive"
+        f"TOLERANCE={tolerance}, {alive} of {len(members)} other nodes alive",
+        *_sync_lines(sync),
     ]
     if repair is not None and repair.under_replicated:
         left = repair.under_replicated - repair.repaired
@@ -37,5 +43,19 @@ def leader_report(
     return "\n".join(lines)
 
 
-def member_report(address: str, messages: int, leader: str | None) -> str:
-    return f"member {address}: {messages} messages on disk; leader {leader or '(none known)'}"
+def member_report(
+    address: str, messages: int, leader: str | None, sync: SyncHealth = _SYNCING
+) -> str:
+    lines = [
+        f"member {address}: {messages} messages on disk; leader {leader or '(none known)'}",
+        *_sync_lines(sync),
+    ]
+    return "\n".join(lines)
+
+
+def _sync_lines(sync: SyncHealth) -> list[str]:
+    """A line while the node's last disk sync failed: what it stored since its last good
+    sync is not on stable storage."""
+    if not sync.error:
+        return []
+    return [f"  disk sync FAILING: {sync.error} ({sync.failures} failed syncs since start)"]

@@ -13,7 +13,7 @@ from typing import TypeVar
 import pytest
 
 from kayit.storage.data_format import FORMAT_FILE, FORMAT_VERSION
-from kayit.storage.disk import DiskManager, FsyncPolicy, IoMode
+from kayit.storage.disk import DiskManager, FsyncPolicy, IoMode, StagedFiles
 from kayit.storage.naming import file_name
 from kayit.storage.store import JOURNAL_FILE, MessageStore, StoreOutcome
 from kayit.version import Version
@@ -42,6 +42,11 @@ def disk(
     return DiskManager(root, io_mode, fsync)
 
 
+def write_many(manager: DiskManager, items: Iterable[tuple[str, bytes]]) -> int:
+    """Store committed copies in one batch with nothing to journal between its two steps."""
+    return manager.install(manager.stage(items, ()))
+
+
 # -- DiskManager -------------------------------------------------------------------------------
 
 
@@ -55,7 +60,7 @@ def test_creates_the_messages_directory(tmp_path: Path) -> None:
 def test_file_holds_exactly_the_message_bytes(tmp_path: Path) -> None:
     manager = disk(tmp_path)
     for i, payload in enumerate(PAYLOADS):
-        manager.write_many([(str(i), payload)])
+        write_many(manager, [(str(i), payload)])
         path = tmp_path / "messages" / f"{i}.msg"
         assert path.read_bytes() == payload
         assert manager.path(str(i)) == path
@@ -63,8 +68,8 @@ def test_file_holds_exactly_the_message_bytes(tmp_path: Path) -> None:
 
 def test_overwrite_replaces_the_whole_file(tmp_path: Path) -> None:
     manager = disk(tmp_path)
-    assert manager.write_many([("7", b"a long first message")]) == 1
-    assert manager.write_many([("7", b"short")]) == 0
+    assert write_many(manager, [("7", b"a long first message")]) == 1
+    assert write_many(manager, [("7", b"short")]) == 0
     assert manager.path("7").read_bytes() == b"short"
     assert manager.read("7") == b"short"
     assert manager.count() == 1
@@ -75,7 +80,7 @@ def test_overwrite_replaces_the_whole_file(tmp_path: Path) -> None:
 def test_round_trip_in_every_mode(tmp_path: Path, io_mode: IoMode, fsync: FsyncPolicy) -> None:
     manager = disk(tmp_path, io_mode, fsync)
     items = [(f"id-{i}", payload) for i, payload in enumerate(PAYLOADS)]
-    assert manager.write_many(items) == len(items)
+    assert write_many(manager, items) == len(items)
     for message_id, payload in items:
         assert manager.read(message_id) == payload
         assert manager.path(message_id).read_bytes() == payload
@@ -87,7 +92,7 @@ def test_round_trip_in_every_mode(tmp_path: Path, io_mode: IoMode, fsync: FsyncP
 @pytest.mark.parametrize("io_mode", list(IoMode))
 def test_files_written_in_one_mode_read_in_the_other(tmp_path: Path, io_mode: IoMode) -> None:
     other = IoMode.UNBUFFERED if io_mode is IoMode.BUFFERED else IoMode.BUFFERED
-    disk(tmp_path, io_mode).write_many([("x", PAYLOADS[-1])])
+    write_many(disk(tmp_path, io_mode), [("x", PAYLOADS[-1])])
     assert disk(tmp_path, other).read("x") == PAYLOADS[-1]
 
 
@@ -100,7 +105,7 @@ def test_read_missing_is_none(tmp_path: Path) -> None:
 def test_hostile_ids_stay_inside_messages(tmp_path: Path) -> None:
     manager = disk(tmp_path)
     ids = ["../escape", "/etc/passwd", "..", ".", "a\x00b", "\u011f"]
-    assert manager.write_many((i, i.encode()) for i in ids) == len(ids)
+    assert write_many(manager, ((i, i.encode()) for i in ids)) == len(ids)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["messages"]
     for message_id in ids:
         assert manager.read(message_id) == message_id.encode()
@@ -109,10 +114,10 @@ def test_hostile_ids_stay_inside_messages(tmp_path: Path) -> None:
 
 def test_write_many_returns_how_many_ids_were_new(tmp_path: Path) -> None:
     manager = disk(tmp_path)
-    assert manager.write_many([("a", b"1"), ("b", b"2")]) == 2
-    assert manager.write_many([("a", b"3"), ("c", b"4")]) == 1
-    assert manager.write_many([("d", b"5"), ("d", b"6")]) == 1
-    assert manager.write_many([]) == 0
+    assert write_many(manager, [("a", b"1"), ("b", b"2")]) == 2
+    assert write_many(manager, [("a", b"3"), ("c", b"4")]) == 1
+    assert write_many(manager, [("d", b"5"), ("d", b"6")]) == 1
+    assert write_many(manager, []) == 0
     assert manager.read("a") == b"3"
     assert manager.read("d") == b"6"
     assert manager.count() == 4
@@ -120,7 +125,7 @@ def test_write_many_returns_how_many_ids_were_new(tmp_path: Path) -> None:
 
 def test_write_many_accepts_a_generator(tmp_path: Path) -> None:
     manager = disk(tmp_path)
-    assert manager.write_many((str(i), b"x") for i in range(5)) == 5
+    assert write_many(manager, ((str(i), b"x") for i in range(5))) == 5
 
 
 def test_stale_temp_file_is_removed_on_start_and_not_counted(tmp_path: Path) -> None:
@@ -138,7 +143,7 @@ def test_stale_temp_file_is_removed_on_start_and_not_counted(tmp_path: Path) -> 
 
 def test_count_only_counts_msg_files(tmp_path: Path) -> None:
     manager = disk(tmp_path)
-    manager.write_many([("a", b"1"), ("b", b"2")])
+    write_many(manager, [("a", b"1"), ("b", b"2")])
     (manager.directory / "notes.txt").write_text("not a message")
     (manager.directory / "a.msg.bak").write_text("not a message")
     (manager.directory / ".c.msg").write_text("temp, made after start")
@@ -146,13 +151,13 @@ def test_count_only_counts_msg_files(tmp_path: Path) -> None:
 
 
 def test_existing_files_are_counted_on_a_new_manager(tmp_path: Path) -> None:
-    disk(tmp_path).write_many([(str(i), b"x") for i in range(12)])
+    write_many(disk(tmp_path), [(str(i), b"x") for i in range(12)])
     assert disk(tmp_path).count() == 12
 
 
 def test_sync_dirty_survives_a_vanished_file(tmp_path: Path) -> None:
     manager = disk(tmp_path, fsync=FsyncPolicy.EVERYSEC)
-    manager.write_many([("a", b"1"), ("b", b"2")])
+    write_many(manager, [("a", b"1"), ("b", b"2")])
     manager.path("a").unlink()
     manager.sync_dirty()
     manager.sync_dirty()  # nothing left to sync
@@ -163,7 +168,7 @@ def test_sync_dirty_survives_a_vanished_file(tmp_path: Path) -> None:
 def test_empty_id_is_refused_and_writes_nothing(tmp_path: Path) -> None:
     manager = disk(tmp_path)
     with pytest.raises(ValueError):
-        manager.write_many([("", b"x")])
+        write_many(manager, [("", b"x")])
     assert list(manager.directory.iterdir()) == []
 
 
@@ -171,16 +176,21 @@ def test_empty_id_is_refused_and_writes_nothing(tmp_path: Path) -> None:
 
 
 class RecordingDisk(DiskManager):
-    """A DiskManager that remembers the ids of every write_many call."""
+    """A DiskManager that remembers the ids of the committed files of every batch staged."""
 
     def __init__(self, root: Path, fsync: FsyncPolicy = FsyncPolicy.NEVER) -> None:
         super().__init__(root, IoMode.BUFFERED, fsync)
         self.calls: list[list[str]] = []
 
-    def write_many(self, items: Iterable[tuple[str, bytes]]) -> int:
-        batch = list(items)
-        self.calls.append([message_id for message_id, _ in batch])
-        return super().write_many(batch)
+    def stage(
+        self,
+        committed: Iterable[tuple[str, bytes]],
+        pending: Iterable[tuple[str, Version, bytes]],
+    ) -> StagedFiles:
+        batch = list(committed)
+        if batch:
+            self.calls.append([message_id for message_id, _ in batch])
+        return super().stage(batch, pending)
 
 
 def run(main: Callable[[], Awaitable[T]], timeout: float = 10.0) -> T:
@@ -290,7 +300,7 @@ def test_concurrent_puts_coalesce_and_all_complete(tmp_path: Path) -> None:
 
     outcomes = run(main)
     assert outcomes == [StoreOutcome(True, Version(1, i + 1)) for i in range(200)]
-    assert recording.calls == [[f"m{i}" for i in range(200)]]  # one batch, one write_many
+    assert recording.calls == [[f"m{i}" for i in range(200)]]  # one batch
     for i in range(200):
         assert (tmp_path / "messages" / f"m{i}.msg").read_bytes() == f"v{i}".encode()
 
@@ -314,7 +324,7 @@ def test_puts_beyond_max_items_still_all_complete(tmp_path: Path) -> None:
 
 def test_count_tracks_new_ids(tmp_path: Path) -> None:
     mark_current_format(tmp_path)
-    disk(tmp_path).write_many([("old1", b"x"), ("old2", b"y")])
+    write_many(disk(tmp_path), [("old1", b"x"), ("old2", b"y")])
 
     async def main() -> list[int]:
         store = MessageStore(disk(tmp_path))
@@ -340,7 +350,7 @@ def test_count_tracks_new_ids(tmp_path: Path) -> None:
 
 def test_copy_found_on_disk_has_no_version_and_any_version_replaces_it(tmp_path: Path) -> None:
     mark_current_format(tmp_path)
-    disk(tmp_path).write_many([("k", b"from before")])
+    write_many(disk(tmp_path), [("k", b"from before")])
 
     async def main() -> tuple[Version | None, bytes | None, StoreOutcome, bytes | None]:
         store = MessageStore(disk(tmp_path))
@@ -379,7 +389,11 @@ def test_close_leaves_files_in_place(tmp_path: Path, fsync: FsyncPolicy) -> None
 
 def test_write_error_reaches_the_caller(tmp_path: Path) -> None:
     class FailingDisk(DiskManager):
-        def write_many(self, items: Iterable[tuple[str, bytes]]) -> int:
+        def stage(
+            self,
+            committed: Iterable[tuple[str, bytes]],
+            pending: Iterable[tuple[str, Version, bytes]],
+        ) -> StagedFiles:
             raise OSError("no space left on device")
 
     async def main() -> tuple[BaseException | StoreOutcome, Version | None, int]:
@@ -396,16 +410,16 @@ def test_write_error_reaches_the_caller(tmp_path: Path) -> None:
     assert count == 0
 
 
-def test_a_crash_before_the_files_leaves_the_record_and_serves_no_stale_bytes(
+def test_a_crash_before_the_renames_leaves_the_record_and_serves_no_stale_bytes(
     tmp_path: Path,
 ) -> None:
     """The journal is the commit point: a write that died after its record but before its
-    file (as a SIGKILL mid-batch does) is known at its new version on restart, and the old
-    bytes still in the file are not served as that version."""
+    file was renamed into place (as a SIGKILL mid-batch does) is known at its new version on
+    restart, and the old bytes still in the file are not served as that version."""
 
     class DyingDisk(DiskManager):
-        def write_many(self, items: Iterable[tuple[str, bytes]]) -> int:
-            raise OSError("killed before the files were written")
+        def install(self, staged: StagedFiles) -> int:
+            raise OSError("killed before the files were renamed into place")
 
     async def main() -> tuple[Version, tuple[bytes, Version] | None]:
         store = MessageStore(disk(tmp_path))

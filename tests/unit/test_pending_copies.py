@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from kayit.storage import disk as disk_module
 from kayit.storage.data_format import FORMAT_FILE, FORMAT_VERSION
-from kayit.storage.disk import PENDING_DIR, DiskManager, FsyncPolicy, IoMode
+from kayit.storage.disk import PENDING_DIR, DiskManager, FsyncPolicy, IoMode, StagedFiles
 from kayit.storage.journal import CopyRecord, Journal, _frame, checksum
 from kayit.storage.naming import file_name, pending_file_name, pending_version
 from kayit.storage.store import JOURNAL_FILE, MessageStore, StoreOutcome
@@ -208,10 +208,15 @@ def test_promotions_and_pending_puts_share_batches(tmp_path: Path) -> None:
             super().__init__(root, io_mode, fsync)
             self.calls: list[str] = []
 
-        def write_pending_many(self, items: Iterable[tuple[str, Version, bytes]]) -> None:
-            items = list(items)
-            self.calls.append(f"pending {len(items)}")
-            super().write_pending_many(items)
+        def stage(
+            self,
+            committed: Iterable[tuple[str, bytes]],
+            pending: Iterable[tuple[str, Version, bytes]],
+        ) -> StagedFiles:
+            pending = list(pending)
+            if pending:
+                self.calls.append(f"pending {len(pending)}")
+            return super().stage(committed, pending)
 
         def promote_many(self, copies: Iterable[tuple[str, Version]]) -> int:
             copies = list(copies)
@@ -382,11 +387,6 @@ class DyingDisk(DiskManager):
         super().__init__(root, io_mode, fsync)
         self.step = step
 
-    def write_pending_many(self, items: Iterable[tuple[str, Version, bytes]]) -> None:
-        if self.step == "pending file":
-            raise OSError("killed before the pending file was written")
-        super().write_pending_many(items)
-
     def promote_many(self, copies: Iterable[tuple[str, Version]]) -> int:
         if self.step == "before rename":
             raise OSError("killed before the rename")
@@ -518,17 +518,18 @@ def test_a_missing_pending_file_of_a_value_set_twice_is_not_taken_for_a_rename(
 
 
 def test_a_pending_record_whose_file_was_never_written_is_dropped(tmp_path: Path) -> None:
+    """Under a relaxed fsync policy a power loss may keep the record and lose the file."""
+
     async def main() -> None:
         store = await opened(tmp_path)
         await store.put("k", b"one", V1)
         await store.close()
-        dying = MessageStore(dies_at("pending file")(tmp_path, IoMode.BUFFERED, FsyncPolicy.NEVER))
-        await dying.open()
-        with pytest.raises(OSError, match="killed"):
-            await dying.put_pending("k", b"two", V2)
-        await dying.close()
 
     run(main)
+    journal = Journal(tmp_path / JOURNAL_FILE)
+    journal.replay()
+    journal.append([CopyRecord("k", V2, checksum(b"two"), pending=True)])
+    journal.close()
     gone: tuple[object, ...] = ((b"one", V1), [], {V1: b"one", V2: None, V3: None, V4: None})
     assert reopened_state(tmp_path) == (gone, 1, b"one")
     journal = Journal(tmp_path / JOURNAL_FILE)
@@ -584,7 +585,8 @@ def test_a_journal_written_before_pending_copies_still_replays(tmp_path: Path) -
     (tmp_path / JOURNAL_FILE).write_bytes(b"".join(_frame(old_encode(r)) for r in old))
     # Only the journal's record layout is old here; the directory is of this kayit's format.
     (tmp_path / FORMAT_FILE).write_text(f"{FORMAT_VERSION}\n")
-    DiskManager(tmp_path, IoMode.BUFFERED, FsyncPolicy.NEVER).write_many([("a", b"a"), ("c", b"c")])
+    written = DiskManager(tmp_path, IoMode.BUFFERED, FsyncPolicy.NEVER)
+    written.install(written.stage([("a", b"a"), ("c", b"c")], ()))
 
     async def main() -> tuple[dict[str, CopyRecord], list[tuple[str, Version]]]:
         store = new_store(tmp_path)
@@ -689,7 +691,7 @@ def test_everysec_syncs_pending_files_and_promotions_at_the_next_sync(
 ) -> None:
     root = tmp_path.resolve()
     disk = DiskManager(root, IoMode.BUFFERED, FsyncPolicy.EVERYSEC)
-    disk.write_pending_many([("k", V2, b"two")])
+    disk.stage((), [("k", V2, b"two")])
     disk.promote_many([("k", V2)])
     assert fsyncs == []
     disk.sync_dirty()

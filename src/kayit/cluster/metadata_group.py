@@ -27,6 +27,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from itertools import chain
 from pathlib import Path
 from types import MappingProxyType
@@ -71,6 +72,7 @@ from kayit.metadata.machine import MetadataMachine, MetadataView, PlacedListener
 from kayit.rpc.raft_service import RaftService
 from kayit.rpc.raft_transport import GrpcRaftTransport, TransportOptions
 from kayit.storage.disk import FsyncPolicy
+from kayit.supervision import supervise
 
 log = logging.getLogger(__name__)
 
@@ -594,10 +596,9 @@ class MetadataGroup:
             on_change=self._on_leadership,
         )
         self._driver.start()
-        loop = asyncio.get_running_loop()
         self._tasks = [
-            loop.create_task(self._lead(self._driver), name=f"lead-{self.id}"),
-            loop.create_task(self._keep_facts(), name=f"cluster-facts-{self.id}"),
+            supervise("the metadata group's membership duty", partial(self._lead, self._driver)),
+            supervise("the metadata group's cluster file", self._keep_facts),
         ]
 
     def _deliver(self, message: Message) -> None:
@@ -816,16 +817,18 @@ class MetadataGroup:
         self._warned = (voters, tolerance)
 
     async def _keep_facts(self) -> None:
-        """Keep the members' addresses in the cluster file, for the next start."""
+        """Keep the members' addresses in the cluster file, for the next start. A write that
+        fails is tried again when this task is restarted."""
         while True:
             await self._peers_changed.wait()
-            self._peers_changed.clear()
             facts = self._facts
             assert facts is not None
             if self._peers_seen != dict(facts.peers):
                 facts = replace(facts, peers=MappingProxyType(dict(self._peers_seen)))
                 await asyncio.to_thread(store_cluster_facts, self.raft_dir, facts)
                 self._facts = facts
+            else:
+                self._peers_changed.clear()
 
     async def _place(self) -> None:
         while self._placing:

@@ -1,7 +1,10 @@
 """Split the client byte stream into requests: text lines, or RESP arrays (Redis's protocol).
 
 Like Redis, the first byte of each request tells them apart: ``*`` starts a RESP array,
-anything else is a line. Memory stays bounded by ``max_line`` whichever protocol is spoken.
+anything else is a line. Memory stays bounded by ``max_line`` whichever protocol is spoken, and
+so does the work per byte: a line is searched for its newline once, and the complete elements of
+an array still arriving are taken out of the buffer, so that a request sent a byte at a time is
+not parsed again from its start at every byte.
 """
 
 from __future__ import annotations
@@ -37,6 +40,15 @@ class BrokenResp:
 Request = bytes | RespArray | OverlongLine | BrokenResp
 
 
+@dataclass(slots=True)
+class _ArrayInProgress:
+    """A RESP array whose header and first elements arrived, and whose rest has not yet."""
+
+    left: int  # bulk strings still to come
+    args: list[bytes]
+    size: int = 0  # bytes of the bulk strings taken so far
+
+
 class RequestFramer:
     """Turns received chunks into complete requests. A text line loses its LF or CRLF; once a
     line passes ``max_line`` the rest of it is skipped as it arrives and one OverlongLine takes
@@ -48,6 +60,7 @@ class RequestFramer:
         self._searched = 0  # bytes of the buffer known to hold no newline
         self._discarding = False
         self._broken = False
+        self._array: _ArrayInProgress | None = None
 
     @property
     def pending_bytes(self) -> int:
@@ -67,18 +80,20 @@ class RequestFramer:
         requests: list[Request] = []
         position = 0
         while position < len(buffer):
-            if buffer[position] == 0x2A:  # '*'
-                parsed = _parse_resp(buffer, position, self.max_line)
-                if parsed is None:
-                    break
+            if self._array is not None or buffer[position] == 0x2A:  # '*'
+                parsed = self._take_resp(buffer, position)
                 if isinstance(parsed, BrokenResp):
                     requests.append(parsed)
                     self._broken = True
                     position = len(buffer)
                     break
-                args, position = parsed
-                if args:
-                    requests.append(RespArray(args))
+                position = parsed
+                array = self._array
+                if array is None or array.left:
+                    break  # incomplete: what is complete of it left the buffer
+                self._array = None
+                if array.args:
+                    requests.append(RespArray(array.args))
                 continue
             newline = buffer.find(b"\n", max(position, self._searched))
             if newline < 0:
@@ -97,36 +112,38 @@ class RequestFramer:
         self._searched = len(buffer)
         return requests
 
-
-def _parse_resp(
-    buffer: bytearray, start: int, max_line: int
-) -> tuple[list[bytes], int] | BrokenResp | None:
-    """One RESP array of bulk strings at ``start``: (args, end), BrokenResp, or None while
-    incomplete."""
-    header = _parse_header(buffer, start, "*", MAX_RESP_ARGS)
-    if not isinstance(header, tuple):
-        return header
-    count, position = header
-    args: list[bytes] = []
-    total = 0
-    for _ in range(count):
-        if position >= len(buffer):
-            return None
-        bulk = _parse_header(buffer, position, "$", max_line)
-        if not isinstance(bulk, tuple):
-            return bulk
-        length, body = bulk
-        total += length
-        if total > max_line:
-            return BrokenResp(f"request longer than {max_line} bytes")
-        end = body + length
-        if len(buffer) < end + 2:
-            return None
-        if buffer[end : end + 2] != b"\r\n":
-            return BrokenResp("bulk string not followed by CRLF")
-        args.append(bytes(buffer[body:end]))
-        position = end + 2
-    return args, position
+    def _take_resp(self, buffer: bytearray, position: int) -> int | BrokenResp:
+        """Take what has arrived of a RESP array of bulk strings at ``position``: its header,
+        if no array is in progress, then each complete bulk string. Returns where the next
+        byte to read is (``_array`` says whether the array is complete), or BrokenResp."""
+        array = self._array
+        if array is None:
+            header = _parse_header(buffer, position, "*", MAX_RESP_ARGS)
+            if not isinstance(header, tuple):
+                return position if header is None else header
+            count, position = header
+            array = self._array = _ArrayInProgress(count, [])
+        while array.left:
+            if position >= len(buffer):
+                break
+            bulk = _parse_header(buffer, position, "$", self.max_line)
+            if bulk is None:
+                break
+            if isinstance(bulk, BrokenResp):
+                return bulk
+            length, body = bulk
+            if array.size + length > self.max_line:
+                return BrokenResp(f"request longer than {self.max_line} bytes")
+            end = body + length
+            if len(buffer) < end + 2:
+                break
+            if buffer[end : end + 2] != b"\r\n":
+                return BrokenResp("bulk string not followed by CRLF")
+            array.args.append(bytes(buffer[body:end]))
+            array.size += length
+            array.left -= 1
+            position = end + 2
+        return position
 
 
 def _parse_header(

@@ -26,6 +26,7 @@ from kayit.consensus.wire import CHUNK_BYTES, encode
 from kayit.rpc import kayit_pb2 as pb
 from kayit.rpc.channels import open_channel
 from kayit.rpc.kayit_pb2_grpc import RaftStub
+from kayit.supervision import supervise
 from kayit.tls.identity import TlsIdentity
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ class _PeerSender:
         self._address: str | None = None
         self._channel: grpc.aio.Channel | None = None
         self._backoff = _MIN_BACKOFF
-        self._task = self._loop.create_task(self._run(), name=f"raft-send-{peer}")
+        self._task = supervise(f"the Raft sender to {peer}", self._run)
 
     def push(self, message: Message) -> None:
         self._queue.append(message)

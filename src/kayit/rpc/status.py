@@ -9,6 +9,7 @@ from kayit.report import leader_report, member_report
 from kayit.rpc import kayit_pb2 as pb
 from kayit.rpc.channels import open_tool_channel
 from kayit.rpc.kayit_pb2_grpc import NodeStub
+from kayit.storage.store import SyncHealth
 from kayit.tls.identity import TlsIdentity
 
 
@@ -27,11 +28,12 @@ def fetch_status(
 
 
 def format_status(status: pb.StatusReply) -> str:
+    sync = SyncHealth(status.disk_sync_failures, status.disk_sync_error)
     if status.role != "leader":
-        return member_report(status.address, status.message_count, status.leader_address)
+        return member_report(status.address, status.message_count, status.leader_address, sync=sync)
     members = [
         MemberCounts(m.node_id, m.address, m.alive, m.assigned, m.voter) for m in status.members
     ]
     return leader_report(
-        status.address, status.term, status.message_count, status.tolerance, members
+        status.address, status.term, status.message_count, status.tolerance, members, sync=sync
     )

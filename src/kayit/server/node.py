@@ -9,10 +9,8 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Coroutine
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
 import grpc
 
@@ -48,6 +46,7 @@ from kayit.server.ports import port_is_free
 from kayit.server.retirement import RetirementWatch
 from kayit.storage.disk import DiskManager
 from kayit.storage.store import MessageStore
+from kayit.supervision import Work, supervise
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +119,8 @@ class Node:
         add_NodeServicer_to_server(service, self._grpc)
         add_RaftServicer_to_server(group.raft_service, self._grpc)
         await self._grpc.start()
-        self._spawn(self._clock.run())
-        self._spawn(self._enter(entry, group, pending[0]))
+        self._spawn("the loop clock", self._clock.run)
+        self._spawn("entering the cluster", partial(self._enter, entry, group, pending[0]))
         log.info(
             "node %s: clients on %s, gRPC on %s, data in %s",
             group.id,
@@ -164,16 +163,19 @@ class Node:
         cannot enter fails, and run_node exits."""
         try:
             await entry.enter(group)
-        except (AdmissionRefused, ConfigError) as error:
-            log.error("cannot enter the cluster: %s", error)
+        except Exception as error:  # entering cannot be retried: the group started, or failed
+            if isinstance(error, AdmissionRefused | ConfigError):
+                log.error("cannot enter the cluster: %s", error)
+            else:
+                log.exception("entering the cluster failed")
             if self.failed is not None and not self.failed.done():
                 self.failed.set_result(str(error))
             return
         log.info("node %s is in cluster %s", group.id, group.cluster_id)
-        self._spawn(self._stop_when_removed(group))
-        self._spawn(pending.run(_SETTLE_EVERY))
-        self._spawn(entry.keep_record(group))
-        self._spawn(self._report())
+        self._spawn("the removal watch", partial(self._stop_when_removed, group))
+        self._spawn("the pending copies' settling", partial(pending.run, _SETTLE_EVERY))
+        self._spawn("the cluster record", partial(entry.keep_record, group))
+        self._spawn("the report", self._report)
 
     async def _stop_when_removed(self, group: MetadataGroup) -> None:
         """A node removed from the cluster (``kayit member remove``) stops for good, exit 2,
@@ -217,10 +219,9 @@ class Node:
             rate=config.repair_rate,
             scrub_every=config.scrub_every,
         )
-        loop = asyncio.get_running_loop()
         tasks = [
-            loop.create_task(self._start_leading(leader, repairer)),
-            loop.create_task(self._watch_members(leader)),
+            supervise(f"repair (term {term})", partial(self._start_leading, leader, repairer)),
+            supervise(f"the member watch (term {term})", partial(self._watch_members, leader)),
         ]
         self._leading = _Leading(leader, repairer, tasks)
         self._leadership.lead(leader)
@@ -286,6 +287,8 @@ class Node:
             removed=sorted(group.metadata.removed),
         )
         reply.last_log_index, reply.last_log_term = group.last_log
+        reply.disk_sync_failures = self._store.sync_health.failures
+        reply.disk_sync_error = self._store.sync_health.error
         if leading is None:
             reply.role = "member" if group.is_member else "joining"
             reply.message_count = self._store.count
@@ -311,7 +314,12 @@ class Node:
             await asyncio.sleep(self.config.report_every)
             leading = self._leading
             if leading is None:
-                text = member_report(group.address, self._store.count, group.leader_address)
+                text = member_report(
+                    group.address,
+                    self._store.count,
+                    group.leader_address,
+                    sync=self._store.sync_health,
+                )
             else:
                 leader = leading.leader
                 text = leader_report(
@@ -322,6 +330,7 @@ class Node:
                     leader.member_counts(),
                     own_disk=self._store.count,
                     repair=leading.repairer.progress,
+                    sync=self._store.sync_health,
                 )
             print(text, flush=True)
 
@@ -344,8 +353,9 @@ class Node:
     def _cluster_id(self) -> str | None:
         return self._group.cluster_id if self._group is not None else None
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        self._tasks.append(asyncio.create_task(work))
+    def _spawn(self, name: str, work: Work) -> None:
+        """Run ``work`` for as long as the node, restarted if it fails (``supervise``)."""
+        self._tasks.append(supervise(name, work))
 
 
 def _describe(host: str, ports: ClientPorts) -> str:

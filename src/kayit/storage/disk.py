@@ -4,7 +4,11 @@ yet committed, each promoted by renaming it over the committed file.
 
 Synchronous on purpose: callers run it on a worker thread (see MessageStore), never on the
 event loop. Every write replaces the file atomically (temp file in the same directory, then
-rename), so a crash leaves the old message or the new one, never a torn file.
+rename), so a crash leaves the old message or the new one, never a torn file. A batch is written
+in two steps, so that its caller can journal the batch in between: ``stage`` writes every new
+file (temp files, and pending copies under their own names), ``install`` renames the temp files
+over the committed ones. A step that fails removes what the batch wrote and nothing else, before
+the error goes on: a full disk leaves no files behind.
 """
 
 from __future__ import annotations
@@ -12,13 +16,17 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import enum
+import logging
 import os
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
 from kayit.storage.naming import file_name, is_message_file, pending_file_name
 from kayit.version import Version
+
+log = logging.getLogger(__name__)
 
 _BUFFER_SIZE = 64 * 1024
 _TEMP_PREFIX = "."  # escaped names never start with '.', so temp files cannot clash
@@ -47,6 +55,19 @@ class FsyncPolicy(enum.StrEnum):
     NEVER = "never"  # the kernel decides
 
 
+@dataclass(slots=True)
+class StagedFiles:
+    """The files of one batch that ``DiskManager.stage`` wrote: none is named by a journal
+    record yet, so ``DiskManager.discard`` may remove them all."""
+
+    # Temp files in messages/ and the committed files each is to replace.
+    renames: dict[Path, Path] = field(default_factory=dict)
+    # Pending copies, written in place; ``new_pending`` those of them that were not there
+    # before (a pending copy of the same version may be written again).
+    pending: list[Path] = field(default_factory=list)
+    new_pending: list[Path] = field(default_factory=list)
+
+
 class DiskManager:
     def __init__(self, root: Path, io_mode: IoMode, fsync: FsyncPolicy) -> None:
         self.directory = root / "messages"
@@ -65,26 +86,77 @@ class DiskManager:
     def pending_path(self, message_id: str, version: Version) -> Path:
         return self.pending_directory / pending_file_name(message_id, version)
 
-    def write_many(self, items: Iterable[tuple[str, bytes]]) -> int:
-        """Store each (id, message) in order; returns how many ids were new on this disk."""
-        # An id written twice in one batch: only its last message counts.
-        latest = {file_name(message_id): message for message_id, message in items}
-        return self._replace_files(self.directory, latest)
+    def stage(
+        self,
+        committed: Iterable[tuple[str, bytes]],
+        pending: Iterable[tuple[str, Version, bytes]],
+    ) -> StagedFiles:
+        """Write a batch's files where no reader looks yet: each committed (id, message) to a
+        temp file beside the file it replaces, each pending (id, version, message) under its
+        own name in pending/. Committed files stay as they are until ``install``.
 
-    def write_pending_many(self, items: Iterable[tuple[str, Version, bytes]]) -> None:
-        """Store each (id, version, message) as a pending copy; committed files stay as they are.
+        A pending copy needs no temp file: its name holds its version, so there is no older
+        content to keep, and the checksum of its journal record refuses a file a crash cut
+        short (a file without a record is removed at start). If a write fails, every file this
+        call wrote is removed before the error is raised."""
+        staged = StagedFiles()
+        writing: list[Path] = []  # the pending file being written: torn if its write fails
+        try:
+            # An id written twice in one batch: only its last message counts.
+            latest = {file_name(message_id): message for message_id, message in committed}
+            for name, message in latest.items():
+                temp = self.directory / (_TEMP_PREFIX + name)
+                staged.renames[temp] = self.directory / name
+                self._write_file(temp, message)
+            files = {pending_file_name(key, version): data for key, version, data in pending}
+            if files and not self.pending_directory.exists():
+                self.pending_directory.mkdir()
+                self._synced_by_policy([self.pending_directory])
+            for name, message in files.items():
+                path = self.pending_directory / name
+                staged.pending.append(path)
+                if not path.exists():
+                    staged.new_pending.append(path)
+                writing = [path]
+                self._write_file(path, message)
+            writing = []
+            if self.fsync is FsyncPolicy.ALWAYS:
+                # New bytes reach the disk before their names replace the old files, so a
+                # crash can only leave the old message or the new one.
+                self._sync([*staged.renames, *staged.pending])
+        except BaseException:
+            self._remove_staged(staged, torn=writing)
+            raise
+        if self.fsync is FsyncPolicy.EVERYSEC:
+            self._dirty.update(staged.pending)
+        return staged
 
-        Written in place, without a temp file and a rename: a pending file has a name of its
-        own version, so there is no older content to keep, and its journal record, written
-        first, holds the checksum that refuses a file a crash cut short."""
-        files = {pending_file_name(key, version): message for key, version, message in items}
-        if not self.pending_directory.exists():
-            self.pending_directory.mkdir()
-            self._synced_by_policy([self.pending_directory])
-        paths = [self.pending_directory / name for name in files]
-        for path, message in zip(paths, files.values(), strict=True):
-            self._write_file(path, message)
-        self._synced_by_policy(paths)
+    def install(self, staged: StagedFiles) -> int:
+        """Rename the staged temp files over the committed files they replace, so that a
+        crash leaves the old file or the new one; returns how many ids had no committed file
+        before. If a rename fails, the temp files not renamed yet are removed before the
+        error is raised."""
+        created = 0
+        renamed: list[Path] = []
+        try:
+            for temp, final in staged.renames.items():
+                if not final.exists():
+                    created += 1
+                os.replace(temp, final)
+                renamed.append(final)
+        except BaseException:
+            _remove(list(staged.renames)[len(renamed) :])
+            if self.fsync is FsyncPolicy.EVERYSEC:
+                self._dirty.update(renamed)
+            raise
+        self._synced_by_policy(renamed)
+        return created
+
+    def discard(self, staged: StagedFiles) -> None:
+        """Remove what ``stage`` wrote, for a batch whose records could not be journaled:
+        its temp files, and the pending copies it created (one written again over a copy
+        that was there stays: its record still names it)."""
+        self._remove_staged(staged, torn=[])
 
     def promote_many(self, copies: Iterable[tuple[str, Version]]) -> int:
         """Rename each pending copy over its id's committed file, so that a crash leaves the
@@ -127,27 +199,20 @@ class DiskManager:
             return sum(1 for entry in entries if is_message_file(entry.name))
 
     def sync_dirty(self) -> None:
-        """Push to stable storage every file written since the last call (fsync=everysec)."""
+        """Push to stable storage every file written since the last good call
+        (fsync=everysec); if this fails, the next call syncs them again."""
         if self._dirty:
             paths, self._dirty = self._dirty, set()
-            self._sync(paths)
+            try:
+                self._sync(paths)
+            except BaseException:
+                self._dirty |= paths
+                raise
 
-    def _replace_files(self, directory: Path, files: dict[str, bytes]) -> int:
-        """Write each named file through a temp file and a rename; returns how many are new."""
-        for name, message in files.items():
-            self._write_file(directory / (_TEMP_PREFIX + name), message)
-        if self.fsync is FsyncPolicy.ALWAYS:
-            # New bytes reach the disk before their names replace the old files, so a crash
-            # can only leave the old message or the new one.
-            self._sync(directory / (_TEMP_PREFIX + name) for name in files)
-        created = 0
-        finals = [directory / name for name in files]
-        for final in finals:
-            if not final.exists():
-                created += 1
-            os.replace(final.with_name(_TEMP_PREFIX + final.name), final)
-        self._synced_by_policy(finals)
-        return created
+    def _remove_staged(self, staged: StagedFiles, torn: list[Path]) -> None:
+        """Remove the temp files and the new pending copies of ``staged``, and ``torn``: a
+        pending file whose write failed, whatever it held before."""
+        _remove(list(dict.fromkeys([*staged.renames, *staged.new_pending, *torn])))
 
     def _synced_by_policy(self, paths: list[Path]) -> None:
         if self.fsync is FsyncPolicy.ALWAYS:
@@ -207,6 +272,16 @@ class DiskManager:
                 for entry in directory.iterdir():
                     if entry.name.startswith(_TEMP_PREFIX):
                         entry.unlink(missing_ok=True)
+
+
+def _remove(paths: list[Path]) -> None:
+    """Remove the files of a batch that failed, while its error goes on: a file that cannot be
+    removed either (the disk failing) is left to the next start, which removes it."""
+    for path in paths:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as error:
+            log.warning("could not remove %s after a failed write: %s", path, error)
 
 
 def _fsync(path: Path) -> None:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from kayit.batching import Batcher
@@ -21,15 +23,25 @@ from kayit.storage.disk import DiskManager, FsyncPolicy
 from kayit.storage.journal import CopyRecord, Journal, checksum
 from kayit.storage.pending_recovery import recover_pending
 from kayit.storage.write_plan import Copy, StoreOutcome, Write, WriteKind, plan_writes
+from kayit.supervision import supervise
 from kayit.version import UNKNOWN, Version
 
-__all__ = ["JOURNAL_FILE", "MessageStore", "StoreOutcome"]
+__all__ = ["JOURNAL_FILE", "MessageStore", "StoreOutcome", "SyncHealth"]
 
 log = logging.getLogger(__name__)
 
 _SYNC_INTERVAL = 1.0
+_SYNC_LOG_EVERY = 60  # a sync that keeps failing is logged again after this many attempts
 _READ_THREADS = 4
 JOURNAL_FILE = "journal.log"
+
+
+@dataclass(frozen=True, slots=True)
+class SyncHealth:
+    """How the sync of every second (fsync=everysec) fares."""
+
+    failures: int = 0  # syncs that failed since the store opened
+    error: str = ""  # why the last sync failed; "" once one succeeded since (or none failed)
 
 
 class _VersionRead(NamedTuple):
@@ -71,6 +83,8 @@ class MessageStore:
             self._read_versions, max_items=256, in_flight=_READ_THREADS
         )
         self._syncer: asyncio.Task[None] | None = None
+        self.sync_health = SyncHealth()
+        self._sync_failures_in_a_row = 0
 
     async def open(self) -> dict[str, CopyRecord]:
         """Read the journal and the directories; returns the latest record of every good
@@ -91,7 +105,7 @@ class MessageStore:
         self._count = await loop.run_in_executor(self._writer, self.disk.count)
         self._copies = {key: (r.version, r.checksum) for key, r in records.items()}
         if self.disk.fsync is FsyncPolicy.EVERYSEC:
-            self._syncer = asyncio.create_task(self._sync_every_second())
+            self._syncer = supervise("the disk sync", self._sync_every_second)
         return records
 
     async def close(self) -> None:
@@ -99,7 +113,14 @@ class MessageStore:
             self._syncer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._syncer
-        await asyncio.get_running_loop().run_in_executor(self._writer, self._sync_all)
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._writer, self._sync_all)
+        except OSError as error:
+            log.error(
+                "the last sync before closing failed: %s; what this node stored since its last "
+                "good sync may be lost in a power failure",
+                error,
+            )
         self._journal.close()
         self._writer.shutdown()
         self._readers.shutdown()
@@ -269,16 +290,23 @@ class MessageStore:
     def _write_batch(self, batch: list[Write]) -> list[StoreOutcome]:
         """Runs on the writer thread: the only place that changes files, journal and versions."""
         plan = plan_writes(batch, self._copies.get, self._pending_on_disk)
-        # Journaled before the files: the record is the commit point. A crash in between
-        # leaves the old file under the new record, which its checksum refuses to serve, and
-        # the leader's index (rebuilt from the journal) names the new version, which its
-        # members already hold. Files first would leave the reverse on the leader: the new
-        # bytes under the old record, the old version held nowhere any more.
-        self._journal_durably(plan.records)
-        if plan.pending_files:
-            self.disk.write_pending_many(plan.pending_files)
-        if plan.committed_files:
-            self._count += self.disk.write_many(plan.committed_files.items())
+        # The new bytes are staged first, under names no reader looks at and no record names
+        # (a failure there, such as a full disk, removes them and leaves everything as it
+        # was); then journaled, before any committed file is replaced: the record is the
+        # commit point. A crash before the renames leaves the old file under the new record,
+        # which its checksum refuses to serve, and the leader's index (rebuilt from the
+        # journal) names the new version, which its members already hold. Renames first would
+        # leave the reverse on the leader: the new bytes under the old record, the old version
+        # held nowhere any more. A batch that fails from here on leaves what a crash there
+        # would; what this store knows stays as it was, so a copy whose file changed is not
+        # served until the next start reads its record.
+        staged = self.disk.stage(plan.committed_files.items(), plan.pending_files)
+        try:
+            self._journal_durably(plan.records)
+        except BaseException:
+            self.disk.discard(staged)
+            raise
+        self._count += self.disk.install(staged)
         if plan.promotions:
             # Promotions go the other way, file first: a crash after the rename leaves the
             # new bytes beside the pending record whose file is gone, which open() finishes
@@ -385,7 +413,45 @@ class MessageStore:
         self._journal.sync()
 
     async def _sync_every_second(self) -> None:
+        """A sync that fails (too many open files, a full or failing disk) is tried again a
+        second later, with everything it should have synced; ``sync_health`` says how it
+        went, for the node's status and report."""
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(_SYNC_INTERVAL)
-            await loop.run_in_executor(self._writer, self._sync_all)
+            try:
+                await loop.run_in_executor(self._writer, self._sync_all)
+            except OSError as error:
+                self._sync_failed(error)
+            else:
+                self._synced()
+
+    def _sync_failed(self, error: OSError) -> None:
+        in_a_row = self._sync_failures_in_a_row = self._sync_failures_in_a_row + 1
+        failures = self.sync_health.failures + 1
+        if in_a_row == 1:
+            # After an fsync that failed with EIO, Linux may have dropped the pages it could
+            # not write: a later sync that succeeds does not bring them back.
+            risk = (
+                "may be lost even if a later sync succeeds (an I/O error: check the disk)"
+                if error.errno == errno.EIO
+                else "may be lost in a power failure"
+            )
+            log.error(
+                "syncing this node's disk failed: %s; what it stored since the last good sync "
+                "%s; trying again every second",
+                error,
+                risk,
+            )
+        elif in_a_row % _SYNC_LOG_EVERY == 0 or str(error) != self.sync_health.error:
+            log.error("syncing this node's disk still fails (%d in a row): %s", in_a_row, error)
+        self.sync_health = SyncHealth(failures, str(error))
+
+    def _synced(self) -> None:
+        if self._sync_failures_in_a_row:
+            log.warning(
+                "syncing this node's disk works again, after %d failed attempts",
+                self._sync_failures_in_a_row,
+            )
+            self._sync_failures_in_a_row = 0
+            self.sync_health = SyncHealth(self.sync_health.failures)

@@ -1,10 +1,11 @@
 """What a batch of writes does to one node's copies, decided before any of it reaches the disk.
 
 The writer thread plans a batch against the copies it knows, then carries the plan out in a
-fixed order: records, new pending files, committed files and promotions, the promotions'
-records, then the pending files nothing needs any more. Only the last file action on an id's
-committed file is carried out, so that order gives every id the outcome its writes would have
-one by one, whatever else shares the batch.
+fixed order: new pending files and committed files staged (not in place yet), records, the
+staged committed files renamed into place and promotions, the promotions' records, then the
+pending files nothing needs any more. Only the last file action on an id's committed file is
+carried out, so that order gives every id the outcome its writes would have one by one,
+whatever else shares the batch.
 
 The rules: a committed copy is replaced by a version at least as new; a pending copy must be
 newer than the committed one; a promotion needs the pending copy of its version; and a
@@ -45,7 +46,7 @@ class Write:
 @dataclass(slots=True)
 class WritePlan:
     outcomes: list[StoreOutcome] = field(default_factory=list)
-    records: list[CopyRecord] = field(default_factory=list)  # journaled before any file
+    records: list[CopyRecord] = field(default_factory=list)  # journaled before any rename
     pending_files: list[tuple[str, Version, bytes]] = field(default_factory=list)
     committed_files: dict[str, bytes] = field(default_factory=dict)
     promotions: list[tuple[str, Version]] = field(default_factory=list)
