@@ -55,9 +55,15 @@ class Node:
             )
 
     def kill(self, signum: int = signal.SIGKILL) -> None:
+        self.signal(signum)
+        if self.process is not None:
+            self.process.wait()
+
+    def signal(self, signum: int) -> None:
+        """Send ``signum`` without waiting for the process to end: a node stopped by SIGTERM
+        hands over first, then takes a moment more to close."""
         if self.process is not None and self.process.poll() is None:
             os.kill(self.process.pid, signum)
-            self.process.wait()
 
 
 class Writers:
@@ -202,7 +208,7 @@ def main() -> None:
                     writers.target = survivor
                     time.sleep(0.5)  # the writers move over between two SETs
                 killed = time.monotonic()
-                victim.kill(signum)
+                victim.signal(signum)
                 with KayitClient("127.0.0.1", survivor.client_port, timeout=30) as client:
                     key, value = f"k{round_}", f"after kill {round_}"
                     reply = client.set(key, value)
@@ -223,6 +229,8 @@ def main() -> None:
                     f"{survivor.address} answered {reply!r} after {answered[-1]:.2f} s",
                     flush=True,
                 )
+                assert victim.process is not None
+                victim.process.wait(timeout=30)  # SIGTERM: it hands over, then closes
                 victim.start()
                 # Back in its cluster: it answers, and follows the new leader.
                 wait(partial(_follows, victim), 30, "the killed node to follow again")

@@ -351,6 +351,34 @@ def test_leadership_transfer() -> None:
     assert new_leader is not None and new_leader.id == target
 
 
+def test_a_transfer_waits_until_every_entry_is_committed() -> None:
+    voters = ["n0", "n1", "n2", "n3", "n4"]
+    leader = RaftNode("n0", voters, random.Random(1), NO_PRE_VOTE)
+    while leader.role is not Role.CANDIDATE:
+        leader.tick()
+    for voter in ("n1", "n2"):
+        leader.step(VoteResponse(sender=voter, recipient="n0", term=leader.term, granted=True))
+    assert leader.leader_id == "n0"
+    index = leader.propose(b"x")
+    leader.advance(leader.ready())
+
+    def acknowledge(voter: str) -> list[TimeoutNow]:
+        leader.step(
+            AppendResponse(
+                sender=voter, recipient="n0", term=leader.term, success=True, match_index=index
+            )
+        )
+        ready = leader.ready()
+        leader.advance(ready)
+        return [m for m in ready.messages if isinstance(m, TimeoutNow)]
+
+    leader.transfer_leadership("n1")
+    # The target holds every entry, but x is on 2 of 5 voters: handing over now would drop it.
+    assert acknowledge("n1") == [] and leader.commit < index
+    (offer,) = acknowledge("n2")  # committed: now
+    assert leader.commit == index and offer.recipient == "n1"
+
+
 def test_the_checker_catches_two_leaders_in_one_term() -> None:
     checker = SafetyChecker()
     for node_id in ("a", "b"):

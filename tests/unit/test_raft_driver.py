@@ -28,6 +28,7 @@ from kayit.consensus.messages import (
     Snapshot,
     TimeoutNow,
     VoteRequest,
+    VoteResponse,
 )
 from kayit.consensus.node import NotLeaderError, RaftConfig, RaftNode, Role
 from kayit.consensus.storage import MemoryStorage
@@ -354,6 +355,40 @@ def test_a_peer_that_comes_back_on_its_port_hears_from_us_again() -> None:
                 return received != []
 
             await eventually(heard, 5.0, "the transport to reconnect")
+        finally:
+            await transport.close()
+            await server.stop(None)
+
+    asyncio.run(main())
+
+
+def test_the_first_message_after_a_peer_restarted_is_not_lost() -> None:
+    """The stream to a peer that restarted is dead, and only a write tells: the message of that
+    write (after a leader handed over to a restarted node, the votes it asked for) goes out
+    again on a new stream instead of being dropped with the stream."""
+
+    async def main() -> None:
+        received: list[Message] = []
+
+        async def serve(port: int = 0) -> tuple[grpc.aio.Server, int]:
+            server = grpc.aio.server(options=SERVER_OPTIONS)
+            add_RaftServicer_to_server(RaftService(CLUSTER, received.append), server)
+            bound = server.add_insecure_port(f"127.0.0.1:{port}")
+            await server.start()
+            return server, bound
+
+        server, port = await serve()
+        transport = GrpcRaftTransport(CLUSTER, lambda peer: f"127.0.0.1:{port}")
+        try:
+            first = TimeoutNow(sender="x", recipient="n1", term=1)
+            transport.send(first)
+            await eventually(lambda: received == [first], 3.0, "the first message")
+            await server.stop(None)  # the peer restarts
+            server, _ = await serve(port)
+            vote = VoteResponse(sender="x", recipient="n1", term=2, granted=True)
+            transport.send(vote)
+            await eventually(lambda: len(received) == 2, 3.0, "the message after the restart")
+            assert received == [first, vote]
         finally:
             await transport.close()
             await server.stop(None)

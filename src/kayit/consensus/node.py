@@ -815,13 +815,14 @@ class RaftNode:
             progress.match = response.match_index
             progress.probing, progress.paused = False, False
         progress.next = max(progress.next, progress.match + 1)
-        if self._maybe_commit():
+        committed = self._maybe_commit()
+        if committed:
             self._broadcast_append()
             self._step_down_if_removed()
         elif progress.next <= self.log.last_index:
             self._send_append(response.sender)
-        if response.sender == self._transferee:
-            self._send_timeout_now_if_caught_up(response.sender)
+        if self._transferee is not None and (committed or response.sender == self._transferee):
+            self._send_timeout_now_if_caught_up(self._transferee)
 
     def _maybe_commit(self) -> bool:
         """Advance the commit index to the highest index stored on a quorum, but only to an
@@ -876,10 +877,13 @@ class RaftNode:
         self._become_follower(self.term, None)
 
     def _send_timeout_now_if_caught_up(self, target: str) -> None:
-        if self._progress[target].match == self.log.last_index:
-            self._offer_leadership(target)
-        else:
+        """Once the target holds every entry, and every entry is committed: a proposal still
+        uncommitted when the term changes is dropped (its client told the outcome is
+        unknown), although the target would commit it; none comes in meanwhile."""
+        if self._progress[target].match < self.log.last_index:
             self._send_append(target)
+        elif self.commit == self.log.last_index:
+            self._offer_leadership(target)
 
     def _offer_leadership(self, target: str) -> None:
         # TimeoutNow's target is elected without waiting out anyone's lease: ours ends here.

@@ -104,6 +104,13 @@ class _PeerSender:
         self._address: str | None = None
         self._channel: grpc.aio.Channel | None = None
         self._backoff = _MIN_BACKOFF
+        # The batch being written: a stream that fails takes it along, and it is written
+        # again on the next one (Raft takes a message twice as once).
+        self._unsent: pb.RaftBatch | None = None
+        # A stream that worked and then failed is replaced at once, once: after the peer
+        # restarted, the first write tells the old connection is gone, and what it carried
+        # (a vote, say) should not wait for an election timeout.
+        self._retried = False
         self._task = supervise(f"the Raft sender to {peer}", self._run)
 
     def push(self, message: Message) -> None:
@@ -131,6 +138,9 @@ class _PeerSender:
                 log.debug("raft stream to %s at %s failed: %s", self.peer, address, error)
             except Exception:
                 log.exception("raft stream to %s at %s failed", self.peer, address)
+            if self._backoff == _MIN_BACKOFF and not self._retried:
+                self._retried = True
+                continue
             self._discard()
             await asyncio.sleep(self._backoff)
             self._backoff = min(2 * self._backoff, _MAX_BACKOFF)
@@ -143,14 +153,17 @@ class _PeerSender:
                 await self._has_work()
                 if self._resolve(self.peer) != address:
                     return
-                batch = self._next_batch()
+                batch = self._unsent if self._unsent is not None else self._next_batch()
                 if batch.messages:
+                    self._unsent = batch
                     # A write that does not finish means the peer stopped reading (paused, or
                     # the connection died without a reset): start over on a new stream. Not
                     # wait_for, which in 3.11 may swallow a cancellation that races the write.
                     async with asyncio.timeout(self._options.stall_seconds):
                         await call.write(batch)
                     self._backoff = _MIN_BACKOFF
+                    self._retried = False
+                self._unsent = None
         finally:
             call.cancel()
 
@@ -163,7 +176,7 @@ class _PeerSender:
         return self._channel
 
     async def _has_work(self) -> None:
-        while not self._queue and self._snapshot is None:
+        while not self._queue and self._snapshot is None and self._unsent is None:
             self._waiting.clear()
             await self._waiting.wait()
 
@@ -202,5 +215,6 @@ class _PeerSender:
         """Forget what was queued for a peer we could not reach: stale by the time it is back,
         and the leader sends what is still needed again."""
         self._queue.clear()
+        self._unsent = None
         self._snapshot = None
         self._snapshot_sent = None
