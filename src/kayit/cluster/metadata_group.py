@@ -105,6 +105,9 @@ class GroupHooks:
     on_heard: Callable[[str], None] | None = None
     # The items of each applied Placed entry that took effect.
     on_placed: PlacedListener | None = None
+    # The Raft driver failed (its storage could not be written) and stopped for good: this
+    # node can take no further part in the cluster.
+    on_failure: Callable[[BaseException], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +167,7 @@ class MetadataGroup:
         self._facts = facts
         self._on_change = on_change
         self._on_heard = hooks.on_heard
+        self._on_failure = hooks.on_failure
         # Messages of another cluster are dropped; a node that has not joined yet knows none.
         self.raft_service = RaftService(facts.cluster_id if facts else "", self._deliver)
         self._machine = MetadataMachine(on_apply=self._on_apply, on_placed=hooks.on_placed)
@@ -594,6 +598,7 @@ class MetadataGroup:
             self._machine,
             self.options.driver,
             on_change=self._on_leadership,
+            on_failure=self._on_failure,
         )
         self._driver.start()
         self._tasks = [

@@ -117,10 +117,12 @@ class RaftDriver:
         machine: StateMachine,
         config: DriverConfig | None = None,
         on_change: Callable[[RaftStatus], None] | None = None,
+        on_failure: Callable[[BaseException], None] | None = None,
     ) -> None:
         """``node`` is built from ``storage.load()``, and ``machine`` already holds the state
         up to ``node.applied`` (restored from the persisted snapshot, or its own). ``on_change``
-        is called on the loop whenever role, term or known leader change."""
+        is called on the loop whenever role, term or known leader change; ``on_failure`` once,
+        if the driver fails (its storage, say) and stops for good."""
         self.node = node
         self.config = config or DriverConfig()
         self._storage = storage
@@ -128,6 +130,7 @@ class RaftDriver:
         self._machine = machine
         self._apply_every_entry = getattr(machine, "applies_every_entry", False) is True
         self._on_change = on_change
+        self._on_failure = on_failure
         self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"raft-disk-{node.id}")
         self._wakeup = asyncio.Event()
         self._tick_due = False
@@ -334,6 +337,8 @@ class RaftDriver:
             stopped = DriverStopped("the raft driver failed")
             stopped.__cause__ = error
             self._fail_all(stopped)
+            if self._on_failure is not None:
+                self._on_failure(error)
 
     def _feed(self) -> None:
         node = self.node

@@ -96,7 +96,11 @@ class Node:
         entry = await ClusterEntry.read(config, self._peers)
 
         pending: list[PendingCopies] = []  # made once the group knows this node's id
-        hooks = GroupHooks(on_heard=self._heard, on_placed=lambda items: pending[0].placed(items))
+        hooks = GroupHooks(
+            on_heard=self._heard,
+            on_placed=lambda items: pending[0].placed(items),
+            on_failure=self._metadata_failed,
+        )
         self._group = group = await entry.open_group(
             node_dir / "raft", address, self._leadership_changed, hooks
         )
@@ -243,6 +247,15 @@ class Node:
         for task in leading.tasks:
             task.cancel()
         log.info("no longer leading (term %d)", leading.leader.term)
+
+    def _metadata_failed(self, error: BaseException) -> None:
+        """Going on without the metadata log would leave a node with a view of its cluster
+        that never changes again: it stops, and says why."""
+        if self.failed is not None and not self.failed.done():
+            self.failed.set_result(
+                f"the cluster metadata could not be written here ({error}); this node stopped "
+                "taking part in its cluster: fix the cause and start it again"
+            )
 
     def _heard(self, node_id: str) -> None:
         self._retirement.heard(node_id)
