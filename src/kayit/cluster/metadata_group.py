@@ -445,10 +445,22 @@ class MetadataGroup:
         """Retire ``node_id`` for good (``kayit member remove``); returns once it has left the
         committed configuration, or for this leader itself once the removal is committed in
         the metadata (it then leaves the configuration and hands leadership over). Raises
-        ValueError for a node that is not a member."""
+        ValueError for a node that is not a member, or whose removal would leave fewer live
+        voters than a majority of those left (no leader could be elected until the dead ones
+        came back)."""
         driver = self._leading_driver()
         await self._as_leader(driver.read_barrier())
         metadata = self.metadata
+        config = driver.node.cluster_config
+        if node_id in metadata.nodes and node_id in config.voters:
+            left = config.voters - {node_id}
+            alive = left & self._alive(config.members)
+            if left and len(alive) <= len(left) // 2:
+                raise ValueError(
+                    f"removing node {node_id} would leave {len(alive)} of {len(left)} voters "
+                    "alive, fewer than a majority: the cluster could not elect a leader until "
+                    "the dead ones came back (remove a dead node instead)"
+                )
         if node_id in metadata.nodes:
             await self._propose(NodeRemoved(node_id))
             log.info("removed node %s", node_id)
