@@ -32,10 +32,9 @@ from kayit.config import COURSE_GRPC_PORTS, DEFAULT_GRPC_PORT, ConfigError, Node
 from kayit.consensus.driver import DriverConfig, RaftStatus
 from kayit.consensus.file_storage import RaftStateDamaged
 from kayit.rpc import kayit_pb2 as pb
-from kayit.rpc.members import RemovalFailed
-from kayit.rpc.members import remove_member as remove_member_through
 from kayit.rpc.peers import Peers
 from kayit.rpc.raft_transport import TransportOptions
+from kayit.rpc.security import cluster_metadata
 from kayit.storage.atomic import sync_directory
 
 log = logging.getLogger(__name__)
@@ -208,43 +207,30 @@ class ClusterEntry:
         return any(await asyncio.gather(*(in_a_cluster(peer) for peer in peers)))
 
     async def _ask_to_join(self, peer: str, node_id: str, address: str) -> Admission:
-        reply = await self._peers.stub(peer).Join(
-            pb.JoinRequest(node_id=node_id, address=address), timeout=self._config.rpc_timeout
-        )
+        record = self._record
+        # The cluster of the record goes with the request: a node of another refuses at once.
+        expected = record.cluster_id if record is not None else None
+        try:
+            reply = await self._peers.stub(peer).Join(
+                pb.JoinRequest(node_id=node_id, address=address),
+                timeout=self._config.rpc_timeout,
+                metadata=cluster_metadata(expected),
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() is not grpc.StatusCode.PERMISSION_DENIED:
+                raise
+            raise AdmissionRefused(
+                f"{peer} refused ({error.details()}): {record_path(self._config.data_dir)} says "
+                f"this node belongs to cluster {expected}: check --peers and --join, or start "
+                "the node with an empty --data-dir to join another cluster"
+            ) from None
         if reply.accepted:
-            record = self._record
-            if record is not None and reply.cluster_id != record.cluster_id:
-                await self._leave(peer, node_id, reply.cluster_id)
-                raise AdmissionRefused(
-                    f"{peer} is in cluster {reply.cluster_id}, but "
-                    f"{record_path(self._config.data_dir)} says this node belongs to cluster "
-                    f"{record.cluster_id}: check --peers and --join, or start the node with an "
-                    "empty --data-dir to join another cluster"
-                )
             return Admission(reply.cluster_id, reply.tolerance, dict(reply.nodes))
         if reply.refused:
             raise AdmissionRefused(f"{peer} refused: {reply.reason}")
         if reply.leader_address and reply.leader_address != peer:
             raise NotLeading(None, reply.leader_address)
         raise ConnectionError(f"{peer}: {reply.reason}")
-
-    async def _leave(self, peer: str, node_id: str, cluster_id: str) -> None:
-        """Take ``node_id`` out of the cluster that admitted it by mistake, so that it does not
-        stay there as a dead member."""
-        try:
-            await asyncio.to_thread(
-                partial(remove_member_through, node_id, [peer], tls=self._config.tls)
-            )
-        except RemovalFailed as error:
-            log.warning(
-                "cluster %s admitted this node as node %s, which could not be removed again "
-                "(%s): remove it with kayit member remove %s --via %s",
-                cluster_id,
-                node_id,
-                error,
-                node_id,
-                peer,
-            )
 
     def _warn_if_tolerance_differs(self, group: MetadataGroup) -> None:
         committed = group.metadata.tolerance
