@@ -34,6 +34,7 @@ from kayit.rpc.kayit_pb2_grpc import add_NodeServicer_to_server, add_RaftService
 from kayit.rpc.peers import GrpcMemberTransport, Peers
 from kayit.rpc.recover import ask_state
 from kayit.rpc.service import NodeService
+from kayit.server.access import ClientAccess
 from kayit.server.entering import ClusterEntry
 from kayit.server.forwarding import (
     ClientCommands,
@@ -103,7 +104,12 @@ class Node:
         # Clients are served at once: until a leader is known their commands wait for one.
         commands = ClientCommands(leadership, Forwarder(self._peers), leader_wait(config.heartbeat))
         self._client_servers = await serve_clients(
-            commands, config.host, client_ports, config.max_line
+            commands,
+            config.host,
+            client_ports,
+            config.max_line,
+            ClientAccess(config.requirepass, config.insecure),
+            config.client_limits,
         )
         service = NodeService(
             store=store,
