@@ -13,14 +13,21 @@ from typing import TypeVar
 from kayit.chaos.command import add_chaos_command
 from kayit.config import (
     CLIENT_PORT_OFFSET,
+    DEFAULT_CLIENT_OUTPUT_LIMIT,
     DEFAULT_CLIENT_PORT,
+    DEFAULT_CLIENT_TIMEOUT,
     DEFAULT_GRPC_PORT,
+    DEFAULT_MAX_CLIENTS,
+    DEFAULT_PARTIAL_LINE_BUDGET,
     DEFAULT_TOLERANCE,
     TOLERANCE_FILE,
+    ClientLimits,
     ConfigError,
     NodeConfig,
     Role,
+    check_password,
     check_tolerance,
+    read_password_file,
     read_tolerance,
 )
 from kayit.protocol.framing import DEFAULT_MAX_LINE
@@ -141,6 +148,37 @@ def _add_node(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "--max-line", type=_max_line, default=DEFAULT_MAX_LINE,
         help="longest client line in bytes (%(default)s)",
     )  # fmt: skip
+    _add_password_flags(node, "clients must send AUTH PASSWORD before any other command")
+    node.add_argument(
+        "--insecure", action="store_true",
+        help="serve beyond loopback without authentication: without it, a node given no "
+        "password serves clients on loopback addresses only (protected mode) and refuses "
+        "others with ERROR DENIED, and a node without --tls-dir refuses to start on a --host "
+        "other than loopback (its gRPC port would let anyone change every copy)",
+    )  # fmt: skip
+    node.add_argument(
+        "--max-clients", type=_count, default=DEFAULT_MAX_CLIENTS, metavar="N",
+        help="client connections at once; one more is answered ERROR LIMIT and closed "
+        "(%(default)s)",
+    )  # fmt: skip
+    node.add_argument(
+        "--timeout", type=_idle_seconds, default=DEFAULT_CLIENT_TIMEOUT, metavar="SECONDS",
+        help="close a client connection that sent no request and had nothing under way for "
+        "this long (0, the default: never, as Redis)",
+    )  # fmt: skip
+    node.add_argument(
+        "--client-output-limit", type=_byte_count, default=DEFAULT_CLIENT_OUTPUT_LIMIT,
+        metavar="BYTES",
+        help="replies one client has not read yet (queued to it, or ready and waiting their "
+        "turn); past it the client is disconnected (%(default)s)",
+    )  # fmt: skip
+    node.add_argument(
+        "--partial-line-budget", type=_byte_count, default=DEFAULT_PARTIAL_LINE_BUDGET,
+        metavar="BYTES",
+        help="bytes of unfinished requests (lines or RESP arrays whose end has not arrived) "
+        "held for all clients together; past it the connection holding the most is answered "
+        "ERROR LIMIT and closed; at least --max-line (%(default)s)",
+    )  # fmt: skip
     node.add_argument(
         "--heartbeat", type=_seconds, default=0.1,
         help="seconds between the leader's heartbeats; a node that hears none for 10 to 20 "
@@ -236,6 +274,14 @@ def _run_node(args: argparse.Namespace) -> int:
         scrub_every=args.scrub_every,
         cache_bytes=args.cache_mb * 1024 * 1024,
         tls=_node_identity(args),
+        requirepass=_password(args),
+        insecure=args.insecure,
+        client_limits=ClientLimits(
+            max_clients=args.max_clients,
+            timeout=args.timeout,
+            output_limit=args.client_output_limit,
+            partial_line_budget=args.partial_line_budget,
+        ),
     )
     return asyncio.run(run_node(config))
 
@@ -248,6 +294,27 @@ def _node_identity(args: argparse.Namespace) -> TlsIdentity | None:
     if args.tls_name is None and args.grpc_port is None:
         raise ConfigError("--tls-dir needs --tls-name, or --grpc-port to name node-<grpc-port>")
     return TlsIdentity.load(args.tls_dir, args.tls_name or f"node-{args.grpc_port}")
+
+
+def _add_password_flags(parser: argparse.ArgumentParser, effect: str) -> None:
+    password = parser.add_mutually_exclusive_group()
+    password.add_argument(
+        "--requirepass", metavar="PASSWORD",
+        help=f"{effect}; every process of this machine can read it in the process list: "
+        "prefer --requirepass-file",
+    )  # fmt: skip
+    password.add_argument(
+        "--requirepass-file", type=Path, metavar="FILE",
+        help="as --requirepass, with the password on the first line of FILE",
+    )  # fmt: skip
+
+
+def _password(args: argparse.Namespace) -> bytes | None:
+    if args.requirepass_file is not None:
+        return read_password_file(args.requirepass_file)
+    if args.requirepass is not None:
+        return check_password(args.requirepass.encode("utf-8", "surrogateescape"), "--requirepass")
+    return None
 
 
 def _add_cluster(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -284,15 +351,28 @@ def _add_cluster(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="plain gRPC between the nodes instead of mutual TLS with certificates made in "
         "DATA_DIR/tls",
     )  # fmt: skip
+    _add_password_flags(
+        cluster,
+        "every node asks its clients for this password (AUTH); it is handed to the nodes in "
+        "DATA_DIR/client-password, readable by its owner only",
+    )
+    cluster.add_argument(
+        "--insecure", action="store_true",
+        help="passed to every node: serve beyond loopback without authentication",
+    )  # fmt: skip
     cluster.set_defaults(run=_run_cluster)
 
 
 def _run_cluster(args: argparse.Namespace) -> int:
-    from kayit.local_cluster import ClusterPlan, run_cluster
+    from kayit.local_cluster import ClusterPlan, run_cluster, save_password
 
     check_tolerance(args.tolerance, "--tolerance")
     if args.members < 0:
         raise ConfigError("--members must not be negative")
+    password = _password(args)  # a bad file stops here, not in every node
+    password_file = args.requirepass_file
+    if password is not None and password_file is None:
+        password_file = save_password(args.data_dir, password)
     plan = ClusterPlan(
         members=args.members,
         tolerance=args.tolerance,
@@ -302,6 +382,8 @@ def _run_cluster(args: argparse.Namespace) -> int:
         fsync=args.fsync,
         report_every=args.report_every,
         tls=not args.no_tls,
+        password_file=None if password_file is None else password_file.resolve(),
+        insecure=args.insecure,
     )
     return asyncio.run(run_cluster(plan))
 
@@ -320,6 +402,11 @@ def _add_client(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="HOST:PORT of a node's client port; several may be given, comma-separated or "
         f"one after another (127.0.0.1:{DEFAULT_CLIENT_PORT})",
     )  # fmt: skip
+    client.add_argument(
+        "-a", "--pass", dest="password", metavar="PASSWORD",
+        help="send AUTH PASSWORD on every connection before any command (for nodes started "
+        "with --requirepass)",
+    )  # fmt: skip
     client.set_defaults(run=_run_client)
 
 
@@ -328,7 +415,7 @@ def _run_client(args: argparse.Namespace) -> int:
 
     first, *rest = _addresses(args.address)
     try:
-        client = KayitClient(*first, fallbacks=rest)
+        client = KayitClient(*first, fallbacks=rest, password=args.password)
     except OSError as error:
         print(
             f"kayit client: cannot connect to {_joined([first, *rest])}: {error}", file=sys.stderr
@@ -536,6 +623,10 @@ def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     bench.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     bench.add_argument("--seed", type=int, help="seed for keys, sizes and the SET/GET mix")
+    bench.add_argument(
+        "-a", "--pass", dest="password", metavar="PASSWORD",
+        help="send AUTH PASSWORD on every connection before its requests",
+    )  # fmt: skip
     bench.set_defaults(run=_run_bench)
 
 
@@ -554,6 +645,7 @@ def _run_bench(args: argparse.Namespace) -> int:
         keyspace=args.keyspace,
         protocol=args.protocol,
         seed=args.seed,
+        password=args.password,
     )
     progress = None if args.no_progress or not sys.stderr.isatty() else sys.stderr
     try:
@@ -624,6 +716,36 @@ def _positive(unit: str) -> Callable[[str], float]:
 
 _seconds = _positive("seconds")
 _per_second = _positive("per second")
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _idle_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number (seconds): {text!r}") from None
+    if not value >= 0:  # also rejects nan
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+def _byte_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of bytes: {text!r}") from None
+    if value < 1024:
+        raise argparse.ArgumentTypeError("must be at least 1024 bytes")
+    return value
 
 
 def _megabytes(text: str) -> int:

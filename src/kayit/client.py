@@ -3,7 +3,8 @@
 Any node takes clients, so a client may be given several addresses: it connects to the first
 that answers and, when its connection fails, moves on to the next for the following request.
 The request that was under way is not sent again: its reply was lost, and a SET may or may not
-have been carried out.
+have been carried out. Given a password, it sends ``AUTH`` on every connection it makes before
+anything else.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ from kayit.config import DEFAULT_CLIENT_PORT
 
 Address = tuple[str, int]
 DEFAULT_HOST = "127.0.0.1"
+
+
+class AuthenticationFailed(ConnectionError):
+    """A node did not accept the password: its reply to AUTH is in the message."""
 
 
 def parse_addresses(texts: Iterable[str], default_host: str = DEFAULT_HOST) -> list[Address]:
@@ -46,10 +51,15 @@ class KayitClient:
         timeout: float = 30.0,
         *,
         fallbacks: Sequence[Address] = (),
+        password: str | bytes | None = None,
     ) -> None:
-        """Connects at once (raises OSError if no address answers). ``fallbacks``: more
-        addresses, tried in order after ``host:port``."""
+        """Connects at once (raises OSError if no address answers, AuthenticationFailed if
+        one refuses the password). ``fallbacks``: more addresses, tried in order after
+        ``host:port``. ``password``: sent with AUTH on every connection."""
         self.addresses: list[Address] = [(host, port), *fallbacks]
+        self._password = password.encode() if isinstance(password, str) else password
+        if self._password is not None and (b"\n" in self._password or b"\r" in self._password):
+            raise ValueError("a password must be one line")
         self._timeout = timeout
         self._next = 0  # where the next connection attempt starts
         self._socket: socket.socket | None = None
@@ -122,15 +132,31 @@ class KayitClient:
             address = self.addresses[(self._next + step) % count]
             try:
                 connection = socket.create_connection(address, timeout=self._timeout)
+                self._socket = connection
+                self._reader = connection.makefile("rb")
+                self.address = address
+                if self._password is not None:
+                    self._authenticate(self._password)
+            except AuthenticationFailed:
+                self._drop()
+                raise  # the same password will not do on another node
             except OSError as error:
+                self._drop()
                 failure = error
                 continue
-            self._socket = connection
-            self._reader = connection.makefile("rb")
             self._next = (self._next + step + 1) % count
             return address
         assert failure is not None
         raise failure
+
+    def _authenticate(self, password: bytes) -> None:
+        assert self._socket is not None
+        self._socket.sendall(b"AUTH " + password + b"\n")
+        reply = self.read_reply()
+        if reply != b"OK":
+            raise AuthenticationFailed(
+                f"{self._where} refused the password: {reply.decode('utf-8', 'replace')}"
+            )
 
     def _drop(self) -> None:
         if self._reader is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +24,18 @@ DEFAULT_TOLERANCE = 2
 MAX_TOLERANCE = 64
 TOLERANCE_FILE = "tolerance.conf"
 
+# What a client connection may cost the node; one client must not starve the others, nor
+# grow the node's memory without bound. The course's stress client (one command at a time,
+# messages up to 1 MB) never meets any of them.
+DEFAULT_MAX_CLIENTS = 10_000  # as Redis's maxclients
+DEFAULT_CLIENT_TIMEOUT = 0.0  # seconds an idle connection is kept; 0: for ever, as Redis
+# Replies a client has not read yet (queued to its socket, or computed and waiting their turn)
+# before it is disconnected: Redis's client-output-buffer-limit, for every client.
+DEFAULT_CLIENT_OUTPUT_LIMIT = 32 * 1024 * 1024
+# Requests still arriving (unfinished lines and RESP arrays) buffered across every client
+# connection; past it the connection holding the most is refused.
+DEFAULT_PARTIAL_LINE_BUDGET = 32 * 1024 * 1024
+
 _MAX_PORT = 65535
 _TOLERANCE_LINE = re.compile(r"^\s*(?:tolerance\s*=\s*)?([0-9]+)\s*$", re.IGNORECASE)
 
@@ -36,6 +48,16 @@ class Role(enum.StrEnum):
     LEADER = "leader"  # may form a new cluster (--leader)
     MEMBER = "member"  # only ever joins one (--join, or --peers without --leader)
     AUTO = "auto"  # the course's way: leader if it gets the first gRPC port, else member
+
+
+@dataclass(frozen=True, slots=True)
+class ClientLimits:
+    """The limits of the client ports; see the defaults above."""
+
+    max_clients: int = DEFAULT_MAX_CLIENTS
+    timeout: float = DEFAULT_CLIENT_TIMEOUT
+    output_limit: int = DEFAULT_CLIENT_OUTPUT_LIMIT
+    partial_line_budget: int = DEFAULT_PARTIAL_LINE_BUDGET
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +89,21 @@ class NodeConfig:
     cache_bytes: int = 16 * 1024 * 1024
     # Mutual TLS on the gRPC port and to every peer; None: plain, and loopback only.
     tls: TlsIdentity | None = None
+    # The password clients must give (AUTH) before any command; None: none is asked for, and
+    # only loopback clients are served unless ``insecure``.
+    requirepass: bytes | None = field(default=None, repr=False)
+    insecure: bool = False  # serve beyond loopback without authentication
+    client_limits: ClientLimits = field(default_factory=ClientLimits)
+
+    def __post_init__(self) -> None:
+        if self.requirepass is not None:
+            check_password(self.requirepass, "--requirepass")
+        if self.client_limits.partial_line_budget < self.max_line:
+            raise ConfigError(
+                f"--partial-line-budget ({self.client_limits.partial_line_budget}) must be at "
+                f"least --max-line ({self.max_line}): else one line of the longest kind is "
+                "refused"
+            )
 
     def node_dir(self, grpc_port: int) -> Path:
         return self.data_dir / f"node-{grpc_port}"
@@ -123,3 +160,21 @@ def read_tolerance(directory: Path) -> int | None:
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: {error}") from error
     return parse_tolerance(text, str(path))
+
+
+def check_password(password: bytes, source: str) -> bytes:
+    if not password:
+        raise ConfigError(f"{source}: the password is empty")
+    if b"\n" in password or b"\r" in password:
+        raise ConfigError(f"{source}: the password must be one line")
+    return password
+
+
+def read_password_file(path: Path) -> bytes:
+    """The first line of ``path``, without its line ending: the client password."""
+    try:
+        text = path.read_bytes()
+    except OSError as error:
+        raise ConfigError(f"{path}: {error}") from error
+    first = text.splitlines()[0] if text else b""
+    return check_password(first, str(path))

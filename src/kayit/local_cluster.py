@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from kayit.tls.layout import ADMIN, CA_CERT, NODE_CERT
 _STOP_GRACE = 5.0
 _LEADER_START = 10.0
 _MEMBERS_JOIN = 20.0
+PASSWORD_FILE = "client-password"  # in the data dir, when the password came on the command line
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +32,8 @@ class ClusterPlan:
     report_every: float
     hosts: tuple[str, ...] = ()  # the address of each node, leader first; () is all loopback
     extra: tuple[str, ...] = ()  # more `kayit node` flags, for every node
+    password_file: Path | None = None  # every node's --requirepass-file
+    insecure: bool = False  # every node's --insecure
     # Mutual TLS between the nodes, with a CA and certificates kept in DATA_DIR/tls (outside
     # every node-* dir: a node that lost its node dir still has its certificate).
     tls: bool = True
@@ -85,6 +89,10 @@ class ClusterPlan:
             "--report-every", str(self.report_every),
             *self.extra,
         ]  # fmt: skip
+        if self.password_file is not None:
+            common += ["--requirepass-file", str(self.password_file)]
+        if self.insecure:
+            common.append("--insecure")
         nodes: list[tuple[str, list[str]]] = []
         for n in range(self.members + 1):
             port = self.grpc_port + n
@@ -101,6 +109,20 @@ class ClusterPlan:
             else:
                 nodes.append((f"member:{port}", [*argv, *common]))
         return nodes
+
+
+def save_password(data_dir: Path, password: bytes) -> Path:
+    """Write the client password where the nodes read it (``--requirepass-file``), so that it
+    never shows in their command lines; readable by its owner only."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / PASSWORD_FILE
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(descriptor, 0o600)  # the file may have been there with other rights
+        os.write(descriptor, password + b"\n")
+    finally:
+        os.close(descriptor)
+    return path
 
 
 async def run_cluster(plan: ClusterPlan) -> int:
@@ -143,6 +165,7 @@ def _banner(plan: ClusterPlan) -> None:
     own = ", ".join(
         f"{name} -> {plan.node_client_port(n)}" for n, (name, _) in enumerate(plan.node_commands())
     )
+    auth = "AUTH <password>, " if plan.password_file is not None else ""
     grpc_security = (
         f"mutual TLS, certificates in {plan.tls_dir}/ (kayit status finds them)"
         if plan.tls
@@ -151,7 +174,7 @@ def _banner(plan: ClusterPlan) -> None:
     lines = [
         f"kayit cluster: 1 leader + {plan.members} members, TOLERANCE={plan.tolerance}",
         f"  clients connect to 127.0.0.1:{plan.client_port}   (try: nc 127.0.0.1 "
-        f"{plan.client_port}, then SET 1 hello / GET 1)",
+        f"{plan.client_port}, then {auth}SET 1 hello / GET 1)",
         f"  every node serves clients and forwards to the leader; {plan.client_port} is shared "
         "by all of them, so a client that reconnects is served while any node lives",
         f"  each node's own client port: {own}",

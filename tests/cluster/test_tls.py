@@ -3,6 +3,8 @@ port, tried with every RPC the nodes serve."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -131,3 +133,15 @@ def test_a_call_naming_another_cluster_or_none_on_the_data_path_is_refused(
     with cluster.client() as client:
         assert client.get("k") == b"good"
     assert list(cluster.copies("k").values()) == [b"good", b"good"]
+
+
+@pytest.mark.cluster
+def test_a_node_without_tls_refuses_to_serve_grpc_beyond_loopback(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "kayit", "node", "--leader", "--host", "0.0.0.0",
+         "--grpc-port", "1", "--data-dir", str(tmp_path / "data")],
+        capture_output=True, text=True, timeout=30, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "would serve gRPC beyond loopback without TLS" in result.stderr
+    assert "--tls-dir" in result.stderr and "--insecure" in result.stderr

@@ -8,7 +8,9 @@ from hypothesis import strategies as st
 
 from kayit.protocol.commands import (
     MAX_ID_BYTES,
+    AuthCommand,
     GetCommand,
+    InvalidAuth,
     InvalidCommand,
     SetCommand,
     parse_command,
@@ -259,3 +261,27 @@ def test_encode_error_one_line_with_separators_and_surrogates(reason: str) -> No
     assert encoded.startswith(b"ERROR BADREQUEST ")
     assert encoded.count(b"\n") == 1
     assert encoded.endswith(b"\n")
+
+
+@pytest.mark.parametrize(
+    ("line", "password"),
+    [
+        (b"AUTH secret", b"secret"),
+        (b"auth secret", b"secret"),
+        (b"AUTH two words ", b"two words "),  # the rest of the line, kept exactly
+        (b"AUTH default secret", b"default secret"),  # a text line names no user
+    ],
+)
+def test_auth_takes_the_rest_of_the_line(line: bytes, password: bytes) -> None:
+    assert parse_command(line) == AuthCommand(password)
+
+
+def test_auth_without_a_password_is_a_malformed_auth() -> None:
+    for line in (b"AUTH", b"AUTH "):
+        command = parse_command(line)
+        assert isinstance(command, InvalidAuth)
+        assert "AUTH <password>" in command.reason
+
+
+def test_an_auth_command_does_not_show_its_password() -> None:
+    assert "hunter2" not in repr(AuthCommand(b"hunter2"))

@@ -8,15 +8,18 @@ import pytest
 
 from kayit.config import (
     CLIENT_PORT_OFFSET,
+    DEFAULT_PARTIAL_LINE_BUDGET,
     DEFAULT_TOLERANCE,
     MAX_TOLERANCE,
     TOLERANCE_FILE,
+    ClientLimits,
     ClientPorts,
     ConfigError,
     NodeConfig,
     Role,
     check_tolerance,
     parse_tolerance,
+    read_password_file,
     read_tolerance,
 )
 
@@ -163,3 +166,47 @@ def test_a_client_port_past_65535_asks_for_client_port() -> None:
     with pytest.raises(ConfigError, match=r"65536.*--client-port"):
         NodeConfig().client_ports(65536 - CLIENT_PORT_OFFSET)
     assert NodeConfig(client_port=1234).client_ports(65535).own == 1234
+
+
+def test_the_password_is_the_first_line_of_its_file(tmp_path: Path) -> None:
+    path = tmp_path / "pass"
+    path.write_bytes(b"correct horse battery staple\r\nsecond line\n")
+    assert read_password_file(path) == b"correct horse battery staple"
+    path.write_bytes(b" spaced out ")  # no newline at the end; spaces are the password's
+    assert read_password_file(path) == b" spaced out "
+
+
+@pytest.mark.parametrize("content", [b"", b"\n", b"\nsecret\n"])
+def test_an_empty_password_is_refused(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "pass"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match="empty"):
+        read_password_file(path)
+
+
+def test_a_missing_password_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="nowhere"):
+        read_password_file(tmp_path / "nowhere")
+
+
+def test_the_client_limits_defaults_spare_the_course_client() -> None:
+    limits = NodeConfig().client_limits
+    assert limits == ClientLimits()
+    assert limits.max_clients == 10_000
+    assert limits.timeout == 0  # off, as in Redis
+    # The course's stress client reads each reply (1 MB at most) before its next command,
+    # and sends one line of 1 MB at most.
+    assert limits.output_limit >= 8 * 1_000_000
+    assert limits.partial_line_budget == DEFAULT_PARTIAL_LINE_BUDGET >= NodeConfig().max_line
+
+
+def test_the_partial_line_budget_must_hold_one_longest_line() -> None:
+    with pytest.raises(ConfigError, match="--partial-line-budget"):
+        NodeConfig(max_line=2048, client_limits=ClientLimits(partial_line_budget=1024))
+    assert NodeConfig(max_line=2048, client_limits=ClientLimits(partial_line_budget=2048))
+
+
+def test_a_node_config_does_not_show_its_password() -> None:
+    assert "hunter2" not in repr(NodeConfig(requirepass=b"hunter2"))
+    with pytest.raises(ConfigError):
+        NodeConfig(requirepass=b"two\nlines")

@@ -16,6 +16,11 @@ def test_definite_failures_and_unknown_outcomes() -> None:
         ErrorCode.NOREPLICAS,
         ErrorCode.UNAVAILABLE,
         ErrorCode.NOLEADER,
+        # Refusals by the client port: the request never reached the cluster.
+        ErrorCode.NOAUTH,
+        ErrorCode.WRONGPASS,
+        ErrorCode.DENIED,
+        ErrorCode.LIMIT,
     }
     assert {code for code in ErrorCode if not code.nothing_done} == {
         ErrorCode.TIMEOUT,
@@ -46,6 +51,9 @@ def test_a_code_alone_with_crlf_is_read() -> None:
 
 
 @pytest.mark.parametrize("code", list(ErrorCode))
-def test_resp_errors_lead_with_the_code_except_bad_requests(code: ErrorCode) -> None:
-    kind = "ERR" if code is ErrorCode.BADREQUEST else code.value
-    assert coded_error(code, "why") == f"-{kind} why\r\n".encode()
+def test_resp_errors_lead_with_the_code_except_bad_requests_and_limits(code: ErrorCode) -> None:
+    expected = {
+        ErrorCode.BADREQUEST: b"-ERR why\r\n",
+        ErrorCode.LIMIT: b"-ERR LIMIT why\r\n",  # Redis: -ERR max number of clients reached
+    }.get(code, f"-{code.value} why\r\n".encode())
+    assert coded_error(code, "why") == expected

@@ -213,3 +213,20 @@ def test_buffer_never_exceeds_limit_plus_one(chunks: list[bytes], max_line: int)
             assert b"\n" not in item
         else:
             assert item == OverlongLine(max_line)
+
+
+def test_an_abandoned_framer_drops_its_unfinished_request_and_frames_nothing_more() -> None:
+    framer = RequestFramer(1024)
+    assert framer.feed(b"SET a b\nSET c unfinished") == [b"SET a b"]
+    assert framer.pending_bytes == len(b"SET c unfinished")
+    assert not framer.pending_resp
+    framer.abandon()
+    assert framer.pending_bytes == 0
+    assert framer.feed(b" line\nGET a\n") == []
+    assert framer.pending_bytes == 0
+
+
+def test_an_unfinished_resp_array_is_told_apart() -> None:
+    framer = RequestFramer(1024)
+    assert framer.feed(b"*2\r\n$3\r\nGET\r\n$1\r\n") == []
+    assert framer.pending_resp

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import stat
+from dataclasses import replace
 from pathlib import Path
 
-from kayit.local_cluster import ClusterPlan
+from kayit.config import read_password_file
+from kayit.local_cluster import PASSWORD_FILE, ClusterPlan, save_password
 
 
 def _plan(members: int, hosts: tuple[str, ...] = ()) -> ClusterPlan:
@@ -60,3 +63,24 @@ def test_a_lone_leader_has_no_peers() -> None:
     assert name == "leader:8000"
     assert "--leader" in argv
     assert "--peers" not in argv
+
+
+def test_the_password_goes_to_every_node_by_file_and_never_on_a_command_line(
+    tmp_path: Path,
+) -> None:
+    path = save_password(tmp_path / "data", b"s3cret")
+    assert path == tmp_path / "data" / PASSWORD_FILE
+    assert path.read_bytes() == b"s3cret\n"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    path.chmod(0o644)
+    save_password(tmp_path / "data", b"other")  # written again: its owner's only again
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert read_password_file(path) == b"other"
+
+    plan = replace(_plan(members=2), password_file=path, insecure=True)
+    for _, argv in plan.node_commands():
+        assert _flag(argv, "--requirepass-file") == str(path)
+        assert "--insecure" in argv
+        assert "other" not in " ".join(argv)
+    for _, argv in _plan(members=1).node_commands():
+        assert "--requirepass-file" not in argv and "--insecure" not in argv

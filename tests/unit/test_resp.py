@@ -8,8 +8,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kayit.protocol import GetCommand, InvalidCommand, SetCommand
+from kayit.protocol.commands import AuthCommand, InvalidAuth
 from kayit.protocol.framing import BrokenResp, OverlongLine, RequestFramer, RespArray
-from kayit.protocol.resp import ServerCommand, bulk, error, integer, parse_resp_command
+from kayit.protocol.resp import (
+    Hello,
+    ServerCommand,
+    bulk,
+    error,
+    integer,
+    parse_hello,
+    parse_resp_command,
+)
 
 
 def encode(*args: bytes) -> bytes:
@@ -164,3 +173,34 @@ def test_reply_encoding() -> None:
     assert bulk(None) == b"$-1\r\n"
     assert integer(7) == b":7\r\n"
     assert error("bad\r\nthing") == b"-ERR bad thing\r\n"
+
+
+def test_auth_with_a_password_or_a_user_and_a_password() -> None:
+    assert parse_resp_command([b"AUTH", b"p w"]) == AuthCommand(b"p w")
+    assert parse_resp_command([b"auth", b"default", b"pw"]) == AuthCommand(b"pw", b"default")
+
+
+def test_malformed_auth_is_answered_as_redis_does() -> None:
+    none = parse_resp_command([b"AUTH"])
+    assert isinstance(none, InvalidAuth)
+    assert none.reason == "wrong number of arguments for 'auth' command"
+    assert parse_resp_command([b"AUTH", b"a", b"b", b"c"]) == InvalidAuth("syntax error")
+
+
+def test_hello_options() -> None:
+    assert parse_hello([]) == Hello(None)
+    assert parse_hello([b"2"]) == Hello(None)
+    assert parse_hello([b"2", b"auth", b"default", b"pw", b"SETNAME", b"me"]) == Hello(
+        AuthCommand(b"pw", b"default")
+    )
+    assert parse_hello([b"2", b"SETNAME", b"me"]) == Hello(None)
+
+
+def test_hello_refuses_another_protocol_before_a_bad_option() -> None:
+    assert parse_hello([b"3", b"AUTH", b"default", b"pw"]) == error(
+        "this server speaks RESP2 only", kind="NOPROTO"
+    )
+    bogus = parse_hello([b"3", b"BOGUS"])
+    assert isinstance(bogus, bytes) and bogus.startswith(b"-NOPROTO ")
+    assert parse_hello([b"2", b"AUTH", b"default"]) == error("Syntax error in HELLO option 'AUTH'")
+    assert parse_hello([b"2", b"BOGUS"]) == error("Syntax error in HELLO option 'BOGUS'")

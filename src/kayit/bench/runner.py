@@ -7,7 +7,8 @@ so up to ``connections * pipeline`` requests are in flight, as in redis-benchmar
 Given several addresses (kayit nodes, any of which takes clients), connection n starts on
 address n modulo their number. A connection that fails connects again, to the next address
 that answers (its own last: a port shared by several nodes may still be served), and the
-requests it had in flight count as errors; if none answers, the run ends.
+requests it had in flight count as errors; if none answers, the run ends. Given a password, a
+connection sends AUTH first, each time it connects, and waits for OK before its requests.
 """
 
 from __future__ import annotations
@@ -85,6 +86,8 @@ class _Connection(asyncio.BufferedProtocol):
         self._sent_at = 0.0
         self.busy = False
         self._buffer = memoryview(bytearray(READ_BUFFER))
+        self._auth_reply: asyncio.Future[bytes] | None = None  # while AUTH awaits its reply
+        self._auth_received = b""
 
     @property
     def where(self) -> str:
@@ -120,6 +123,12 @@ class _Connection(asyncio.BufferedProtocol):
         return self._buffer
 
     def buffer_updated(self, nbytes: int) -> None:
+        if self._auth_reply is not None:
+            self._auth_received += self._buffer[:nbytes].tobytes()
+            line, newline, _ = self._auth_received.partition(b"\n")
+            if newline and not self._auth_reply.done():
+                self._auth_reply.set_result(line.rstrip(b"\r"))
+            return
         try:
             count = self._feed(self._buffer[:nbytes].tobytes())
         except RespError as error:
@@ -151,6 +160,10 @@ class _Connection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        if self._auth_reply is not None:  # still opening: open() fails, and its caller moves on
+            if not self._auth_reply.done():
+                self._auth_reply.set_exception(ConnectionError("closed before answering AUTH"))
+            return
         if not self.busy:
             return
         run = self._run
@@ -169,11 +182,30 @@ class _Connection(asyncio.BufferedProtocol):
         moving.add_done_callback(run.moving.discard)
 
     async def open(self, index: int) -> None:
-        """Connect to address ``index`` and stay on it. Raises OSError (TimeoutError too)."""
+        """Connect to address ``index`` and stay on it. Raises OSError (TimeoutError too), or
+        BenchError if the server refuses the password."""
         host, port = self._run.settings.addresses[index]
         loop = asyncio.get_running_loop()
         await asyncio.wait_for(loop.create_connection(lambda: self, host, port), CONNECT_TIMEOUT)
         self.address = index
+        password = self._run.settings.password
+        if password is not None:
+            await asyncio.wait_for(self._authenticate(password), CONNECT_TIMEOUT)
+
+    async def _authenticate(self, password: str) -> None:
+        assert self.transport is not None
+        self._auth_reply = asyncio.get_running_loop().create_future()
+        self._auth_received = b""
+        self.transport.write(self._run.pool.auth_request(password))
+        try:
+            reply = await self._auth_reply
+        finally:
+            self._auth_reply = None
+        if self.transport is None:
+            raise ConnectionError("closed after answering AUTH")
+        if reply not in (b"OK", b"+OK"):
+            shown = reply.decode("utf-8", "replace")
+            raise BenchError(f"the server at {self.where} refused the password: {shown}")
 
     async def _move_on(self, failure: str) -> None:
         addresses = self._run.settings.addresses
@@ -182,6 +214,10 @@ class _Connection(asyncio.BufferedProtocol):
                 await self.open((self.address + step) % len(addresses))
             except OSError:
                 continue
+            except BenchError as error:
+                self.busy = False
+                self._run.fail(str(error))
+                return
             self._send()
             return
         self.busy = False

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
 Protocol = Literal["text", "resp"]
@@ -31,6 +31,7 @@ class BenchSettings:
     protocol: Protocol = "text"
     seed: int | None = None
     progress: bool = False
+    password: str | None = field(default=None, repr=False)  # sent with AUTH on every connection
 
     @property
     def host(self) -> str:

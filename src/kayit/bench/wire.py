@@ -71,6 +71,12 @@ class RequestPool:
             return b"SET " + key + b" "
         return b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n" % (len(key), key)
 
+    def auth_request(self, password: str) -> bytes:
+        secret = password.encode()
+        if self.text:
+            return b"AUTH " + secret + b"\n"
+        return b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n" % (len(secret), secret)
+
     def get_request(self, number: int) -> bytes:
         key = format_key(number)
         if self.text:

@@ -153,6 +153,9 @@ def _plan(settings: ChaosSettings, network: Network, data_dir: Path) -> ClusterP
         report_every=60,
         hosts=tuple(network.host(n) for n in range(nodes)),
         extra=NODE_FLAGS,
+        # The harness's clients reach the nodes from outside their namespaces, on the test
+        # bridge: not from loopback.
+        insecure=isinstance(network, Namespaces),
     )
 
 

@@ -3,12 +3,13 @@
 Grammar (command names case-insensitive):
     SET <id> <message>   the message is the rest of the line after one space, kept exactly
     GET <id>
+    AUTH <password>      the password is the rest of the line after one space, kept exactly
 An id is 1..MAX_ID_BYTES bytes of UTF-8 without whitespace.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 MAX_ID_BYTES = 200
 
@@ -25,13 +26,26 @@ class GetCommand:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthCommand:
+    """``AUTH [username] password``; a username comes only over RESP, as Redis takes it."""
+
+    password: bytes = field(repr=False)
+    username: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class InvalidCommand:
     """A line that cannot be carried out; ``reason`` goes back to the client after ERROR."""
 
     reason: str
 
 
-Command = SetCommand | GetCommand | InvalidCommand
+@dataclass(frozen=True, slots=True)
+class InvalidAuth(InvalidCommand):
+    """A malformed AUTH: answered as such even before the client has authenticated."""
+
+
+Command = SetCommand | GetCommand | AuthCommand | InvalidCommand
 
 
 def parse_command(line: bytes) -> Command:
@@ -46,6 +60,10 @@ def parse_command(line: bytes) -> Command:
         return _parse_set(rest)
     if verb == "GET":
         return _parse_get(rest)
+    if verb == "AUTH":
+        if not rest:
+            return InvalidAuth("AUTH needs a password: AUTH <password>")
+        return AuthCommand(rest.encode("utf-8"))
     if not text.strip():
         return InvalidCommand("empty line; expected SET <id> <message> or GET <id>")
     return InvalidCommand(f"unknown command {_quote(name)}; expected SET or GET")

@@ -13,6 +13,10 @@ class ErrorCode(enum.StrEnum):
     NOLEADER = "NOLEADER"  # no leader could be asked: the command was not sent
     TIMEOUT = "TIMEOUT"  # sent, but no answer came back: the outcome is unknown
     INTERNAL = "INTERNAL"  # an unexpected error
+    NOAUTH = "NOAUTH"  # a command before AUTH, on a node that asks for a password
+    WRONGPASS = "WRONGPASS"  # AUTH with a wrong password
+    DENIED = "DENIED"  # protected mode: a client from another host, and no password set
+    LIMIT = "LIMIT"  # a limit of the client port was reached (the reason says which)
 
     @property
     def nothing_done(self) -> bool:
@@ -22,7 +26,16 @@ class ErrorCode(enum.StrEnum):
 
 
 _NOTHING_DONE = frozenset(
-    {ErrorCode.BADREQUEST, ErrorCode.NOREPLICAS, ErrorCode.UNAVAILABLE, ErrorCode.NOLEADER}
+    {
+        ErrorCode.BADREQUEST,
+        ErrorCode.NOREPLICAS,
+        ErrorCode.UNAVAILABLE,
+        ErrorCode.NOLEADER,
+        ErrorCode.NOAUTH,
+        ErrorCode.WRONGPASS,
+        ErrorCode.DENIED,
+        ErrorCode.LIMIT,
+    }
 )
 _BY_NAME = {code.value: code for code in ErrorCode}
 

@@ -64,7 +64,19 @@ class RequestFramer:
 
     @property
     def pending_bytes(self) -> int:
+        """Bytes of the unfinished request held until its end arrives."""
         return len(self._buffer)
+
+    @property
+    def pending_resp(self) -> bool:
+        """Whether the unfinished request is a RESP array (else a text line)."""
+        return bool(self._buffer) and self._buffer[0] == 0x2A
+
+    def abandon(self) -> None:
+        """Drop the unfinished request, and frame nothing more: the connection is closing."""
+        self._buffer = bytearray()
+        self._searched = 0
+        self._broken = True
 
     def feed(self, chunk: bytes) -> list[Request]:
         if self._broken:

@@ -6,20 +6,31 @@ arrays may share a connection; each reply is encoded in the protocol of its requ
 ``asyncio.Protocol`` rather than streams: every complete request in a received chunk is
 started at once (pipelining without a round trip per command), and replies that are ready
 together leave in one write.
+
+What one client may cost is bounded (the limits are in ``kayit.config``): its unread replies
+(``--client-output-limit``: past it, it is disconnected), the GETs it has running at once, its
+commands under way (``MAX_PENDING``: past it, it is not read), its idle time (``--timeout``),
+and, shared with every other client, the connections (``--max-clients``) and the bytes of
+unfinished requests (``--partial-line-budget``, ``kayit.server.client_limits``). Before any of
+that, ``kayit.server.access`` decides who may connect and whether it must AUTH first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
+from dataclasses import dataclass, field
 from functools import partial
 from typing import cast
 
 from kayit import __version__
-from kayit.config import ClientPorts, ConfigError
+from kayit.config import ClientLimits, ClientPorts, ConfigError
 from kayit.protocol import (
     BrokenResp,
+    Command,
     ErrorCode,
+    GetCommand,
     InvalidCommand,
     OverlongLine,
     RequestFramer,
@@ -29,12 +40,29 @@ from kayit.protocol import (
     parse_command,
     resp,
 )
-from kayit.protocol.resp import ServerCommand, parse_resp_command
+from kayit.protocol.commands import AuthCommand, InvalidAuth
+from kayit.protocol.resp import ServerCommand, parse_hello, parse_resp_command
+from kayit.server.access import (
+    DENIED_REASON,
+    HELLO_NOAUTH_REASON,
+    NO_PASSWORD_REASON,
+    NOAUTH_REASON,
+    WRONGPASS_REASON,
+    ClientAccess,
+)
+from kayit.server.client_limits import ClientSlots, PartialLines, fit_open_files
 from kayit.server.forwarding import ClientCommands
 from kayit.server.outcome import RESP, TEXT, DataCommand, ReplyStyle
 
+log = logging.getLogger(__name__)
+
 # Commands of one connection that may be under way at once before it stops being read.
 MAX_PENDING = 1024
+# GETs of one connection that may run at once; the rest wait their turn. Each may bring back
+# a message of up to --max-line bytes, all of it in memory before a byte of it is written.
+GETS_RUNNING = 32
+# Commands a client may send before it has authenticated: the rest are answered NOAUTH.
+_BEFORE_AUTH = ("HELLO", "QUIT")
 # Bytes of SET messages under way across all connections before they all stop being read.
 SET_BYTES_IN_FLIGHT = 64 * 1024 * 1024
 
@@ -69,47 +97,146 @@ class InflightBudget:
         self._waiting.add(connection)
 
 
+@dataclass(slots=True)
+class Clients:
+    """What every client connection of a node shares."""
+
+    commands: ClientCommands
+    max_line: int
+    access: ClientAccess
+    limits: ClientLimits
+    slots: ClientSlots
+    partial: PartialLines
+    budget: InflightBudget = field(default_factory=InflightBudget)
+    denial_logged: bool = False
+
+    def log_denial(self, peer: str) -> None:
+        """Say once why clients from other hosts are refused: the operator may not know."""
+        if not self.denial_logged:
+            self.denial_logged = True
+            log.warning(
+                "refused a client from %s: protected mode (no --requirepass; only loopback "
+                "clients are served); set --requirepass-file FILE or --insecure. Later "
+                "refusals are not logged",
+                peer,
+            )
+
+
 class ClientConnection(asyncio.Protocol):
-    def __init__(
-        self, commands: ClientCommands, max_line: int, client_port: int, budget: InflightBudget
-    ) -> None:
-        self._commands = commands
-        self._budget = budget
+    def __init__(self, clients: Clients, client_port: int) -> None:
+        self._clients = clients
+        self._commands = clients.commands
+        self._budget = clients.budget
         self._client_port = client_port
-        self._framer = RequestFramer(max_line)
+        self._framer = RequestFramer(clients.max_line)
+        self._partial_held = 0  # bytes of it counted in clients.partial
         self._replies: deque[bytes | asyncio.Task[bytes]] = deque()
+        self._unwritten = 0  # bytes of the replies in _replies that are ready
+        self._ready: set[asyncio.Task[bytes]] = set()  # tasks of _replies counted in _unwritten
+        self._gets = asyncio.Semaphore(GETS_RUNNING)
         self._transport: asyncio.Transport | None = None
+        self._peer = "?"
+        self._counted = False  # holds one of clients.slots
+        self._authenticated = not clients.access.requires_auth
         self._reading_paused = False
         self._writing_paused = False
         self._flush_scheduled = False
-        self._closing = False  # QUIT or broken RESP: close once every reply is out
+        self._closing = False  # QUIT, broken RESP or a refusal: close once every reply is out
         self._last_on_id: dict[str, asyncio.Task[bytes]] = {}
+        self._idle_since = 0.0
+        self._idle_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A stream transport; not always an asyncio.Transport subclass (uvloop's is not).
         self._transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        host = str(peer[0]) if isinstance(peer, tuple) else ""
+        if host:
+            self._peer = f"[{host}]:{peer[1]}" if ":" in host else f"{host}:{peer[1]}"
+        clients = self._clients
+        if not clients.access.admits(host):
+            clients.log_denial(self._peer)
+            self._refuse(encode_error(ErrorCode.DENIED, DENIED_REASON))
+        elif not clients.slots.take():
+            self._refuse(encode_error(ErrorCode.LIMIT, "max number of clients reached"))
+        else:
+            self._counted = True
+            if clients.limits.timeout:
+                self._idle_since = asyncio.get_running_loop().time()
+                self._watch_idle(self._idle_since + clients.limits.timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        # Commands under way still finish: a SET already sent to members must settle.
+        self._forget()
+
+    def _forget(self) -> None:
+        """The client is gone. Commands under way still finish: a SET already sent to members
+        must settle. GETs not yet running never run, and replies that are ready go at once:
+        no one will read them."""
         self._transport = None
+        if self._counted:
+            self._counted = False
+            self._clients.slots.give()
+        self._drop_partial()
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        self._replies = deque(
+            reply for reply in self._replies if isinstance(reply, asyncio.Task) and not reply.done()
+        )
+        self._ready.clear()
+        self._unwritten = 0
 
     def data_received(self, data: bytes) -> None:
+        if self._clients.limits.timeout:
+            self._idle_since = asyncio.get_running_loop().time()
         for request in self._framer.feed(data):
             if self._closing:
                 break
-            self._replies.append(self._start(request))
+            self._queue(self._start(request))
+        if self._closing:
+            self._framer.abandon()  # nothing more is read: hold nothing more
+            self._pause_reading()
         self._flush()
+        pending = self._framer.pending_bytes
+        if pending != self._partial_held:
+            self._partial_held = pending
+            self._clients.partial.hold(self, pending)  # may refuse this or another connection
         if len(self._replies) >= MAX_PENDING:
             self._pause_reading()
         if self._budget.exhausted:
             self._pause_reading()
             self._budget.wait(self)
 
+    def refuse_partial(self, held: int) -> None:
+        """The node's bytes of unfinished requests passed --partial-line-budget, and this
+        connection held the most of them: answer ERROR LIMIT after its earlier replies, and
+        close."""
+        style = RESP if self._framer.pending_resp else TEXT
+        self._framer.abandon()
+        self._partial_held = 0
+        log.warning(
+            "client %s refused: its unfinished request of %d bytes was the largest when the "
+            "unfinished requests of all clients passed --partial-line-budget (%d bytes)",
+            self._peer,
+            held,
+            self._clients.partial.budget,
+        )
+        self._queue(
+            style.error(
+                ErrorCode.LIMIT,
+                "unfinished requests of all clients take too much memory, and this "
+                f"connection's ({held} bytes) the most; closing",
+            )
+        )
+        self._closing = True
+        self._pause_reading()
+        self._flush()
+
     def budget_freed(self) -> None:
         self._maybe_resume_reading()
 
     def eof_received(self) -> bool:
         self._closing = True
+        self._drop_partial()  # its end will never come
         self._flush()
         return True  # keep the write side open for the replies still to come
 
@@ -121,6 +248,25 @@ class ClientConnection(asyncio.Protocol):
         self._writing_paused = False
         self._maybe_resume_reading()
 
+    def _refuse(self, line: bytes) -> None:
+        """One line, and close, before any request is read."""
+        assert self._transport is not None
+        self._closing = True
+        self._framer.abandon()
+        self._transport.write(line)
+        self._transport.close()
+
+    def _drop_partial(self) -> None:
+        self._framer.abandon()
+        if self._partial_held:
+            self._partial_held = 0
+            self._clients.partial.release(self)
+
+    def _queue(self, reply: bytes | asyncio.Task[bytes]) -> None:
+        if isinstance(reply, bytes):
+            self._unwritten += len(reply)
+        self._replies.append(reply)
+
     def _start(
         self, request: bytes | RespArray | OverlongLine | BrokenResp
     ) -> bytes | asyncio.Task[bytes]:
@@ -131,17 +277,32 @@ class ClientConnection(asyncio.Protocol):
         if isinstance(request, BrokenResp):
             self._closing = True
             return resp.error(f"Protocol error: {request.reason}")
+        command: Command | ServerCommand
         if isinstance(request, RespArray):
             style = RESP
             command = parse_resp_command(request.args)
         else:
             style = TEXT
             command = parse_command(request)
+        if not self._authenticated and not _allowed_before_auth(command):
+            return style.error(ErrorCode.NOAUTH, NOAUTH_REASON)
         if isinstance(command, InvalidCommand):
             return style.error(ErrorCode.BADREQUEST, command.reason)
+        if isinstance(command, AuthCommand):
+            return self._auth(command, style)
         if isinstance(command, ServerCommand):
             return self._serve(command)
         return self._start_data(command, style)
+
+    def _auth(self, command: AuthCommand, style: ReplyStyle) -> bytes:
+        """AUTH, as Redis answers it. A failed AUTH leaves an authenticated connection so."""
+        access = self._clients.access
+        if not access.requires_auth and command.username is None:
+            return style.error(ErrorCode.BADREQUEST, NO_PASSWORD_REASON)
+        if not access.accepts(command):
+            return style.error(ErrorCode.WRONGPASS, WRONGPASS_REASON)
+        self._authenticated = True
+        return style.ok
 
     def _start_data(self, command: DataCommand, style: ReplyStyle) -> asyncio.Task[bytes]:
         # Commands of this connection on one id run one after another, in the order sent, so
@@ -150,7 +311,7 @@ class ClientConnection(asyncio.Protocol):
         task = asyncio.create_task(self._execute(command, style, earlier))
         self._last_on_id[command.id] = task
         task.add_done_callback(partial(self._settled, command.id))
-        task.add_done_callback(self._schedule_flush)
+        task.add_done_callback(self._reply_ready)
         if isinstance(command, SetCommand):
             size = len(command.message)
             self._budget.take(size)
@@ -166,7 +327,12 @@ class ClientConnection(asyncio.Protocol):
     ) -> bytes:
         if earlier is not None:
             await asyncio.wait([earlier])
-        return style.render(await self._commands.execute(command))
+        if not isinstance(command, GetCommand):
+            return style.render(await self._commands.execute(command))
+        async with self._gets:
+            if self._transport is None:
+                return b""  # the client is gone: no one would read the message
+            return style.render(await self._commands.execute(command))
 
     def _serve(self, command: ServerCommand) -> bytes | asyncio.Task[bytes]:
         """The commands Redis clients send besides SET and GET; all but DBSIZE (which the
@@ -181,7 +347,7 @@ class ClientConnection(asyncio.Protocol):
             return resp.OK
         if name == "DBSIZE":
             task = asyncio.create_task(self._dbsize())
-            task.add_done_callback(self._schedule_flush)
+            task.add_done_callback(self._reply_ready)
             return task
         if name == "INFO":
             return resp.bulk(self._info())
@@ -196,10 +362,15 @@ class ClientConnection(asyncio.Protocol):
         return resp.OK  # CLIENT SETNAME/SETINFO, SELECT 0
 
     def _hello(self, args: list[bytes]) -> bytes:
-        if args and args[0] != b"2":
-            # As Redis answers a version it does not speak; clients such as redis-py 8
-            # (RESP3 by default) then need protocol=2.
-            return resp.error("this server speaks RESP2 only", kind="NOPROTO")
+        hello = parse_hello(args)
+        if isinstance(hello, bytes):
+            return hello
+        if hello.auth is not None:
+            if not self._clients.access.accepts(hello.auth):
+                return resp.error(WRONGPASS_REASON, kind=ErrorCode.WRONGPASS.value)
+            self._authenticated = True
+        if not self._authenticated:
+            return resp.error(HELLO_NOAUTH_REASON, kind=ErrorCode.NOAUTH.value)
         fields = [
             (b"server", resp.bulk(b"kayit")),
             (b"version", resp.bulk(__version__.encode())),
@@ -241,7 +412,12 @@ class ClientConnection(asyncio.Protocol):
             ]
         return "\r\n".join(lines).encode() + b"\r\n"
 
-    def _schedule_flush(self, _task: asyncio.Task[bytes]) -> None:
+    def _reply_ready(self, task: asyncio.Task[bytes]) -> None:
+        if self._transport is None:
+            return
+        self._ready.add(task)
+        if not task.cancelled() and task.exception() is None:
+            self._unwritten += len(task.result())  # the flush weighs it against the limit
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
@@ -253,19 +429,65 @@ class ClientConnection(asyncio.Protocol):
         while self._replies:
             head = self._replies[0]
             if isinstance(head, asyncio.Task):
-                if not head.done():
+                if head not in self._ready:  # not done, or not yet counted
                     break
+                self._ready.discard(head)
                 head = head.result()
             ready.append(head)
             self._replies.popleft()
         if self._transport is None:
             return
         if ready:
-            self._transport.write(b"".join(ready))
+            payload = b"".join(ready)
+            self._unwritten -= len(payload)
+            self._transport.write(payload)
+        if self._output_exceeded():
+            return
         if self._closing and not self._replies:
             self._transport.close()
             return
+        if not self._replies and self._clients.limits.timeout:
+            self._idle_since = asyncio.get_running_loop().time()
         self._maybe_resume_reading()
+
+    def _output_exceeded(self) -> bool:
+        """Disconnect a client whose unread replies passed --client-output-limit: it does not
+        read what it asked for, and the node must not hold it for ever (Redis's
+        client-output-buffer-limit). No reply can tell it so: it reads none."""
+        assert self._transport is not None
+        unread = self._unwritten + self._transport.get_write_buffer_size()
+        limit = self._clients.limits.output_limit
+        if unread <= limit:
+            return False
+        log.warning(
+            "client %s disconnected: %d bytes of replies it has not read passed "
+            "--client-output-limit (%d bytes)",
+            self._peer,
+            unread,
+            limit,
+        )
+        self._transport.abort()
+        self._forget()  # now, not a loop turn later: the replies go at once
+        return True
+
+    def _watch_idle(self, when: float) -> None:
+        self._idle_timer = asyncio.get_running_loop().call_at(when, self._idle_check)
+
+    def _idle_check(self) -> None:
+        """Close a connection that sent no request and had nothing under way for --timeout
+        seconds, as Redis's timeout does."""
+        self._idle_timer = None
+        if self._transport is None:
+            return
+        timeout = self._clients.limits.timeout
+        now = asyncio.get_running_loop().time()
+        if self._replies:  # under way: idle at the earliest once its last reply is out
+            self._watch_idle(now + timeout)
+        elif now - self._idle_since >= timeout:
+            log.debug("client %s closed: idle for %g s (--timeout)", self._peer, timeout)
+            self._transport.abort()  # anything still unwritten is a reply it did not read
+        else:
+            self._watch_idle(self._idle_since + timeout)
 
     def _pause_reading(self) -> None:
         if not self._reading_paused and self._transport is not None:
@@ -278,26 +500,49 @@ class ClientConnection(asyncio.Protocol):
             and not self._writing_paused
             and len(self._replies) < MAX_PENDING // 2
             and not self._budget.exhausted
+            and not self._closing  # it reads nothing more
             and self._transport is not None
         ):
             self._reading_paused = False
             self._transport.resume_reading()
 
 
+def _allowed_before_auth(command: Command | ServerCommand) -> bool:
+    if isinstance(command, ServerCommand):
+        return command.name in _BEFORE_AUTH
+    return isinstance(command, AuthCommand | InvalidAuth)
+
+
 async def serve_clients(
-    commands: ClientCommands, host: str, ports: ClientPorts, max_line: int
+    commands: ClientCommands,
+    host: str,
+    ports: ClientPorts,
+    max_line: int,
+    access: ClientAccess,
+    limits: ClientLimits,
 ) -> list[asyncio.Server]:
     """Listen on the node's own client port, which no other process may share, and on the
     port shared by every node of the host (SO_REUSEPORT: the kernel spreads new connections
     over the nodes listening, so clients of it are served while any of them lives). Both
-    share one budget of SET bytes in flight. Raises ConfigError when a port cannot be had."""
+    share one budget of SET bytes in flight, and the limits of what clients may take. Raises
+    ConfigError when a port cannot be had."""
     loop = asyncio.get_running_loop()
-    budget = InflightBudget()
+    clients = Clients(
+        commands,
+        max_line,
+        access,
+        limits,
+        ClientSlots(fit_open_files(limits.max_clients)),
+        PartialLines(limits.partial_line_budget),
+    )
+    warning = access.exposure_warning(host)
+    if warning is not None:
+        log.warning(warning)
     servers: list[asyncio.Server] = []
 
     async def listen(port: int, shared: bool) -> None:
         def connection() -> ClientConnection:
-            return ClientConnection(commands, max_line, port, budget)
+            return ClientConnection(clients, port)
 
         try:
             server = await loop.create_server(

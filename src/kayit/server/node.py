@@ -33,6 +33,7 @@ from kayit.rpc.peers import GrpcMemberTransport, Peers
 from kayit.rpc.recover import ask_state
 from kayit.rpc.security import ClusterCheck, add_port
 from kayit.rpc.service import NodeService
+from kayit.server.access import ClientAccess, is_loopback
 from kayit.server.entering import ClusterEntry
 from kayit.server.forwarding import (
     ClientCommands,
@@ -109,7 +110,12 @@ class Node:
         # Clients are served at once: until a leader is known their commands wait for one.
         commands = ClientCommands(leadership, Forwarder(self._peers), leader_wait(config.heartbeat))
         self._client_servers = await serve_clients(
-            commands, config.host, client_ports, config.max_line
+            commands,
+            config.host,
+            client_ports,
+            config.max_line,
+            ClientAccess(config.requirepass, config.insecure),
+            config.client_limits,
         )
         service = NodeService(
             store=store,
@@ -351,6 +357,19 @@ class Node:
 
     def _bind_grpc(self) -> int:
         host = self.config.host
+        if self.config.tls is None and not is_loopback(host):
+            # Whoever reaches a node's gRPC port can change every copy, join and vote.
+            if not self.config.insecure:
+                raise ConfigError(
+                    f"--host {host} would serve gRPC beyond loopback without TLS, where anyone "
+                    "who reaches it could change every copy: give --tls-dir DIR (see kayit "
+                    "certs), or --insecure to serve it plainly all the same"
+                )
+            log.warning(
+                "gRPC on %s is served without TLS (--insecure): anyone who can reach it can "
+                "change every copy; consider --tls-dir",
+                host,
+            )
         if self.config.grpc_port is not None:
             candidates = [self.config.grpc_port]
         else:
