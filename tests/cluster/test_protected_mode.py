@@ -13,6 +13,7 @@ import pytest
 
 from kayit.chaos.network import Namespaces, NetworkError, check_namespaces_usable
 from kayit.client import KayitClient
+from kayit.tls.authority import init_authority, issue
 from tests.cluster.harness import wait_for
 
 CLIENT_PORT, GRPC_PORT = 6666, 5555  # the node has an address of its own: no clash
@@ -31,16 +32,21 @@ def network() -> Iterator[Namespaces]:
 
 
 class Node:
-    """A single leader inside the namespace, started with ``flags``."""
+    """A single leader inside the namespace, started with ``flags``. Its gRPC port speaks
+    mutual TLS: a node refuses to serve it plainly beyond loopback."""
 
     def __init__(self, network: Namespaces, workdir: Path, *flags: str) -> None:
         self.host = network.host(0)
         self.log_path = workdir / "node.log"
+        tls_dir = workdir / "tls"
+        if not tls_dir.exists():
+            init_authority(tls_dir)
+            issue(tls_dir, "node", [self.host])
         argv = [
             sys.executable, "-m", "kayit", "node", "--leader", "--tolerance", "0",
             "--host", self.host, "--grpc-port", str(GRPC_PORT),
             "--client-port", str(CLIENT_PORT), "--data-dir", str(workdir / "data"),
-            "--report-every", "60", *flags,
+            "--tls-dir", str(tls_dir), "--tls-name", "node", "--report-every", "60", *flags,
         ]  # fmt: skip
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(

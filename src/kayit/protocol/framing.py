@@ -64,17 +64,19 @@ class RequestFramer:
 
     @property
     def pending_bytes(self) -> int:
-        """Bytes of the unfinished request held until its end arrives."""
-        return len(self._buffer)
+        """Bytes of the unfinished request held until its end arrives: those not framed yet,
+        and the elements of a RESP array taken out of them already."""
+        return len(self._buffer) + (self._array.size if self._array is not None else 0)
 
     @property
     def pending_resp(self) -> bool:
         """Whether the unfinished request is a RESP array (else a text line)."""
-        return bool(self._buffer) and self._buffer[0] == 0x2A
+        return self._array is not None or (bool(self._buffer) and self._buffer[0] == 0x2A)
 
     def abandon(self) -> None:
         """Drop the unfinished request, and frame nothing more: the connection is closing."""
         self._buffer = bytearray()
+        self._array = None
         self._searched = 0
         self._broken = True
 
@@ -97,6 +99,7 @@ class RequestFramer:
                 if isinstance(parsed, BrokenResp):
                     requests.append(parsed)
                     self._broken = True
+                    self._array = None
                     position = len(buffer)
                     break
                 position = parsed
