@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import ssl
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +36,7 @@ from kayit.rpc.channels import MAX_RPC_BYTES
 from kayit.storage.disk import FsyncPolicy, IoMode
 from kayit.tls.command import add_certs_command, add_tool_tls_flags, tool_identity
 from kayit.tls.identity import TlsIdentity
+from kayit.tls.layout import ADMIN
 
 T = TypeVar("T")
 
@@ -233,6 +235,12 @@ def _add_node(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="this node's certificate in DIR: DIR/NAME/node.crt (default: node-<grpc-port>, "
         "as kayit cluster names them)",
     )  # fmt: skip
+    node.add_argument(
+        "--client-tls", action="store_true",
+        help="the client ports speak TLS too, with this node's certificate (needs --tls-dir); "
+        "clients check it against DIR/ca.crt (kayit client --tls-dir DIR, redis-cli --tls "
+        "--cacert DIR/ca.crt)",
+    )  # fmt: skip
     node.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     node.set_defaults(run=_run_node)
 
@@ -274,6 +282,7 @@ def _run_node(args: argparse.Namespace) -> int:
         scrub_every=args.scrub_every,
         cache_bytes=args.cache_mb * 1024 * 1024,
         tls=_node_identity(args),
+        client_tls=args.client_tls,
         requirepass=_password(args),
         insecure=args.insecure,
         client_limits=ClientLimits(
@@ -351,6 +360,11 @@ def _add_cluster(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="plain gRPC between the nodes instead of mutual TLS with certificates made in "
         "DATA_DIR/tls",
     )  # fmt: skip
+    cluster.add_argument(
+        "--client-tls", action="store_true",
+        help="the client ports speak TLS too, with each node's certificate (kayit client "
+        "--tls-dir DATA_DIR/tls; redis-cli --tls --cacert DATA_DIR/tls/ca.crt)",
+    )  # fmt: skip
     _add_password_flags(
         cluster,
         "every node asks its clients for this password (AUTH); it is handed to the nodes in "
@@ -369,6 +383,8 @@ def _run_cluster(args: argparse.Namespace) -> int:
     check_tolerance(args.tolerance, "--tolerance")
     if args.members < 0:
         raise ConfigError("--members must not be negative")
+    if args.client_tls and args.no_tls:
+        raise ConfigError("--client-tls needs the certificates that --no-tls leaves out")
     password = _password(args)  # a bad file stops here, not in every node
     password_file = args.requirepass_file
     if password is not None and password_file is None:
@@ -382,6 +398,7 @@ def _run_cluster(args: argparse.Namespace) -> int:
         fsync=args.fsync,
         report_every=args.report_every,
         tls=not args.no_tls,
+        client_tls=args.client_tls,
         password_file=None if password_file is None else password_file.resolve(),
         insecure=args.insecure,
     )
@@ -407,6 +424,7 @@ def _add_client(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="send AUTH PASSWORD on every connection before any command (for nodes started "
         "with --requirepass)",
     )  # fmt: skip
+    _add_client_tls_flag(client)
     client.set_defaults(run=_run_client)
 
 
@@ -415,7 +433,7 @@ def _run_client(args: argparse.Namespace) -> int:
 
     first, *rest = _addresses(args.address)
     try:
-        client = KayitClient(*first, fallbacks=rest, password=args.password)
+        client = KayitClient(*first, fallbacks=rest, password=args.password, tls=_client_tls(args))
     except OSError as error:
         print(
             f"kayit client: cannot connect to {_joined([first, *rest])}: {error}", file=sys.stderr
@@ -627,6 +645,7 @@ def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "-a", "--pass", dest="password", metavar="PASSWORD",
         help="send AUTH PASSWORD on every connection before its requests",
     )  # fmt: skip
+    _add_client_tls_flag(bench)
     bench.set_defaults(run=_run_bench)
 
 
@@ -646,6 +665,7 @@ def _run_bench(args: argparse.Namespace) -> int:
         protocol=args.protocol,
         seed=args.seed,
         password=args.password,
+        tls=_client_tls(args),
     )
     progress = None if args.no_progress or not sys.stderr.isatty() else sys.stderr
     try:
@@ -655,6 +675,20 @@ def _run_bench(args: argparse.Namespace) -> int:
         return 1
     print(result.json_line() if args.json else result.summary(), flush=True)
     return 0
+
+
+def _add_client_tls_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tls-dir", type=Path, metavar="DIR",
+        help="speak TLS to client ports started with --client-tls: trust DIR/ca.crt only, and "
+        "show DIR/admin/ (made by kayit certs init; kayit cluster keeps it in DATA_DIR/tls)",
+    )  # fmt: skip
+
+
+def _client_tls(args: argparse.Namespace) -> ssl.SSLContext | None:
+    if args.tls_dir is None:
+        return None
+    return TlsIdentity.load(args.tls_dir, ADMIN).client_context()
 
 
 def _addresses(texts: list[str]) -> list[tuple[str, int]]:

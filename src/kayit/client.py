@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import socket
+import ssl
 from collections.abc import Iterable, Sequence
 
 from kayit.config import DEFAULT_CLIENT_PORT
@@ -52,15 +53,18 @@ class KayitClient:
         *,
         fallbacks: Sequence[Address] = (),
         password: str | bytes | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         """Connects at once (raises OSError if no address answers, AuthenticationFailed if
         one refuses the password). ``fallbacks``: more addresses, tried in order after
-        ``host:port``. ``password``: sent with AUTH on every connection."""
+        ``host:port``. ``password``: sent with AUTH on every connection. ``tls``: for nodes
+        whose client ports speak TLS (``--client-tls``); each is checked against its address."""
         self.addresses: list[Address] = [(host, port), *fallbacks]
         self._password = password.encode() if isinstance(password, str) else password
         if self._password is not None and (b"\n" in self._password or b"\r" in self._password):
             raise ValueError("a password must be one line")
         self._timeout = timeout
+        self._tls = tls
         self._next = 0  # where the next connection attempt starts
         self._socket: socket.socket | None = None
         self._reader: io.BufferedReader | None = None
@@ -132,6 +136,8 @@ class KayitClient:
             address = self.addresses[(self._next + step) % count]
             try:
                 connection = socket.create_connection(address, timeout=self._timeout)
+                if self._tls is not None:
+                    connection = self._tls.wrap_socket(connection, server_hostname=address[0])
                 self._socket = connection
                 self._reader = connection.makefile("rb")
                 self.address = address

@@ -89,6 +89,7 @@ class NodeConfig:
     cache_bytes: int = 16 * 1024 * 1024
     # Mutual TLS on the gRPC port and to every peer; None: plain, and loopback only.
     tls: TlsIdentity | None = None
+    client_tls: bool = False  # the client ports speak TLS too, with the node's certificate
     # The password clients must give (AUTH) before any command; None: none is asked for, and
     # only loopback clients are served unless ``insecure``.
     requirepass: bytes | None = field(default=None, repr=False)
@@ -96,6 +97,8 @@ class NodeConfig:
     client_limits: ClientLimits = field(default_factory=ClientLimits)
 
     def __post_init__(self) -> None:
+        if self.client_tls and self.tls is None:
+            raise ConfigError("--client-tls needs --tls-dir: the node's certificate is in it")
         if self.requirepass is not None:
             check_password(self.requirepass, "--requirepass")
         if self.client_limits.partial_line_budget < self.max_line:

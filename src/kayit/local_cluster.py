@@ -34,6 +34,7 @@ class ClusterPlan:
     extra: tuple[str, ...] = ()  # more `kayit node` flags, for every node
     password_file: Path | None = None  # every node's --requirepass-file
     insecure: bool = False  # every node's --insecure
+    client_tls: bool = False  # every node's --client-tls (needs ``tls``)
     # Mutual TLS between the nodes, with a CA and certificates kept in DATA_DIR/tls (outside
     # every node-* dir: a node that lost its node dir still has its certificate).
     tls: bool = True
@@ -93,6 +94,8 @@ class ClusterPlan:
             common += ["--requirepass-file", str(self.password_file)]
         if self.insecure:
             common.append("--insecure")
+        if self.client_tls:
+            common.append("--client-tls")
         nodes: list[tuple[str, list[str]]] = []
         for n in range(self.members + 1):
             port = self.grpc_port + n
@@ -127,6 +130,11 @@ def save_password(data_dir: Path, password: bytes) -> Path:
 
 async def run_cluster(plan: ClusterPlan) -> int:
     plan.make_certificates()
+    # From the first node on: a SIGTERM while they start must stop them too, not orphan them.
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
     processes: list[tuple[str, asyncio.subprocess.Process]] = []
     for position, (name, arguments) in enumerate(plan.node_commands()):
         process = await asyncio.create_subprocess_exec(
@@ -139,17 +147,17 @@ async def run_cluster(plan: ClusterPlan) -> int:
             await _wait_for_port(plan.grpc_port, _LEADER_START)
     _banner(plan)
     pumps = [asyncio.create_task(_pump(name, process)) for name, process in processes]
-    await _announce_ready(plan)
-    if plan.members < plan.tolerance:
+    announcing = asyncio.create_task(_announce_ready(plan))
+    await asyncio.wait(
+        [announcing, asyncio.create_task(stopping.wait())], return_when=asyncio.FIRST_COMPLETED
+    )
+    announcing.cancel()
+    if plan.members < plan.tolerance and not stopping.is_set():
         print(
             f"note: {plan.members} members cannot hold TOLERANCE={plan.tolerance} copies; "
             "every SET will answer ERROR",
             flush=True,
         )
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stopping.set)
     await stopping.wait()
     print("stopping every node ...", flush=True)
     await _stop_all(processes)

@@ -156,7 +156,7 @@ class Cluster:
             self.tls_dir = workdir / "tls"
             init_authority(self.tls_dir)
             for port in [self.leader_port, *self.member_ports]:
-                issue(self.tls_dir, f"node-{port}", ["127.0.0.1"])
+                issue(self.tls_dir, f"node-{port}", ["127.0.0.1", "localhost"])
             self.tls = TlsIdentity.load(self.tls_dir, ADMIN)
             extra = [*extra, "--tls-dir", str(self.tls_dir)]
         common = [

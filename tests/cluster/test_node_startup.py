@@ -191,9 +191,13 @@ def test_kayit_cluster_starts_every_node_and_stops_them_on_sigterm(tmp_path: Pat
         os.kill(process.pid, signal.SIGTERM)
         output, _ = process.communicate(timeout=30)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        if process.poll() is None:  # failed before its SIGTERM: it stops its nodes on one
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
     text = output.decode()
     assert process.returncode == 0
     assert f"clients connect to 127.0.0.1:{client_port}" in text
@@ -202,6 +206,31 @@ def test_kayit_cluster_starts_every_node_and_stops_them_on_sigterm(tmp_path: Pat
     assert "1 messages (1 on own disk), TOLERANCE=2, 3 of 3 other nodes alive" in text
     for port in range(base, base + 8):
         assert port_is_free("127.0.0.1", port), f"port {port} still in use"
+
+
+@pytest.mark.cluster
+def test_kayit_cluster_stopped_while_its_nodes_start_stops_them_all(tmp_path: Path) -> None:
+    base = _free_run(6)
+    process = subprocess.Popen(
+        [*KAYIT, "cluster", "--members", "2", "--grpc-port", str(base),
+         "--client-port", str(base + 3), "--data-dir", str(tmp_path / "d")],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()  # the banner: its nodes are starting
+        assert first.startswith(b"kayit cluster:"), first
+        process.terminate()
+        output, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0
+    assert b"all nodes stopped" in output
+    assert b"cluster ready" not in output
+    ports = range(base, base + 6)
+    wait_for(lambda: all(port_is_free("127.0.0.1", p) for p in ports), 10, "every port free")
 
 
 @pytest.mark.cluster

@@ -186,7 +186,11 @@ class _Connection(asyncio.BufferedProtocol):
         BenchError if the server refuses the password."""
         host, port = self._run.settings.addresses[index]
         loop = asyncio.get_running_loop()
-        await asyncio.wait_for(loop.create_connection(lambda: self, host, port), CONNECT_TIMEOUT)
+        tls = self._run.settings.tls
+        connecting = loop.create_connection(
+            lambda: self, host, port, ssl=tls, server_hostname=host if tls else None
+        )
+        await asyncio.wait_for(connecting, CONNECT_TIMEOUT)
         self.address = index
         password = self._run.settings.password
         if password is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
@@ -32,6 +33,7 @@ class BenchSettings:
     seed: int | None = None
     progress: bool = False
     password: str | None = field(default=None, repr=False)  # sent with AUTH on every connection
+    tls: ssl.SSLContext | None = None  # for client ports that speak TLS (--client-tls)
 
     @property
     def host(self) -> str:

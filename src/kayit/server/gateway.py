@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections import deque
 from dataclasses import dataclass, field
 from functools import partial
@@ -520,12 +521,13 @@ async def serve_clients(
     max_line: int,
     access: ClientAccess,
     limits: ClientLimits,
+    tls: ssl.SSLContext | None = None,
 ) -> list[asyncio.Server]:
     """Listen on the node's own client port, which no other process may share, and on the
     port shared by every node of the host (SO_REUSEPORT: the kernel spreads new connections
     over the nodes listening, so clients of it are served while any of them lives). Both
-    share one budget of SET bytes in flight, and the limits of what clients may take. Raises
-    ConfigError when a port cannot be had."""
+    share one budget of SET bytes in flight, and the limits of what clients may take; with
+    ``tls`` both speak TLS only. Raises ConfigError when a port cannot be had."""
     loop = asyncio.get_running_loop()
     clients = Clients(
         commands,
@@ -546,7 +548,7 @@ async def serve_clients(
 
         try:
             server = await loop.create_server(
-                connection, host, port, reuse_address=True, reuse_port=shared
+                connection, host, port, reuse_address=True, reuse_port=shared, ssl=tls
             )
         except OSError as error:
             for opened in servers:

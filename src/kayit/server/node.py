@@ -116,6 +116,7 @@ class Node:
             config.max_line,
             ClientAccess(config.requirepass, config.insecure),
             config.client_limits,
+            config.tls.client_port_context() if config.client_tls and config.tls else None,
         )
         service = NodeService(
             store=store,
