@@ -274,9 +274,11 @@ class Node:
         if arrival is Arrival.LIVE:
             return
         address = leading.leader.metadata.nodes.get(node_id)
-        if arrival is Arrival.REVIVED and address is not None:
-            # Dead meanwhile (restarted, paused or cut off): a channel that failed while it
-            # was down would wait out its reconnect backoff.
+        if address is not None:
+            # Dead meanwhile (restarted, paused or cut off), or new and probed before it
+            # listened (kayit cluster starts every node with the others as --peers): a channel
+            # that failed while it was down would wait out its reconnect backoff, and fail the
+            # first calls to it, which would count it dead at once.
             self._peers.forget(address)
         leading.repairer.member_joined(node_id)
 
