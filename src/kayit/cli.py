@@ -28,6 +28,7 @@ from kayit.config import (
     Role,
     check_password,
     check_tolerance,
+    node_name,
     read_password_file,
     read_tolerance,
 )
@@ -302,7 +303,7 @@ def _node_identity(args: argparse.Namespace) -> TlsIdentity | None:
         return None
     if args.tls_name is None and args.grpc_port is None:
         raise ConfigError("--tls-dir needs --tls-name, or --grpc-port to name node-<grpc-port>")
-    return TlsIdentity.load(args.tls_dir, args.tls_name or f"node-{args.grpc_port}")
+    return TlsIdentity.load(args.tls_dir, args.tls_name or node_name(args.grpc_port))
 
 
 def _add_password_flags(parser: argparse.ArgumentParser, effect: str) -> None:
@@ -752,16 +753,6 @@ _seconds = _positive("seconds")
 _per_second = _positive("per second")
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
 def _idle_seconds(text: str) -> float:
     try:
         value = float(text)
@@ -772,32 +763,26 @@ def _idle_seconds(text: str) -> float:
     return value
 
 
-def _byte_count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of bytes: {text!r}") from None
-    if value < 1024:
-        raise argparse.ArgumentTypeError("must be at least 1024 bytes")
-    return value
+def _whole(what: str, least: int, most: int | None = None, unit: str = "") -> Callable[[str], int]:
+    """A flag value that is a whole number from ``least`` (up to ``most``), ``what`` naming it
+    in the error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+        if most is not None and not least <= value <= most:
+            raise argparse.ArgumentTypeError(f"must be between {least} and {most}{unit}")
+        if value < least:
+            bound = "must not be negative" if least == 0 else f"must be at least {least}{unit}"
+            raise argparse.ArgumentTypeError(bound)
+        return value
+
+    return parse
 
 
-def _megabytes(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number of MiB: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must not be negative")
-    return value
-
-
-def _max_line(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of bytes: {text!r}") from None
-    limit = MAX_RPC_BYTES // 2
-    if not 1024 <= value <= limit:
-        raise argparse.ArgumentTypeError(f"must be between 1024 and {limit} bytes")
-    return value
+_count = _whole("a whole number", 1)
+_byte_count = _whole("a number of bytes", 1024, unit=" bytes")
+_megabytes = _whole("a whole number of MiB", 0)
+_max_line = _whole("a number of bytes", 1024, MAX_RPC_BYTES // 2, " bytes")

@@ -40,6 +40,11 @@ _MAX_PORT = 65535
 _TOLERANCE_LINE = re.compile(r"^\s*(?:tolerance\s*=\s*)?([0-9]+)\s*$", re.IGNORECASE)
 
 
+def node_name(grpc_port: int) -> str:
+    """The name of a node's dir in DATA_DIR, and of its certificate in a TLS dir."""
+    return f"node-{grpc_port}"
+
+
 class ConfigError(Exception):
     """A setting that a node cannot start with; the message says which and why."""
 
@@ -109,7 +114,7 @@ class NodeConfig:
             )
 
     def node_dir(self, grpc_port: int) -> Path:
-        return self.data_dir / f"node-{grpc_port}"
+        return self.data_dir / node_name(grpc_port)
 
     def client_ports(self, grpc_port: int) -> ClientPorts:
         """The client ports of the node that got ``grpc_port``. A node on the course's ports

@@ -10,6 +10,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from kayit.config import node_name
 from kayit.rpc.status import fetch_status
 from kayit.tls.command import TLS_SUBDIR
 from kayit.tls.identity import TlsIdentity
@@ -63,7 +64,7 @@ class ClusterPlan:
 
     def node_name(self, node: int) -> str:
         """Its node dir's name, and its certificate's."""
-        return f"node-{self.grpc_port + node}"
+        return node_name(self.grpc_port + node)
 
     def host(self, node: int) -> str:
         """The address node ``node`` (0 is the leader) listens on."""

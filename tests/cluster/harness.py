@@ -127,6 +127,28 @@ class NodeProcess:
             return None
 
 
+def start_lone_node(workdir: Path, *flags: str) -> tuple[NodeProcess, int]:
+    """A single node that forms a cluster of its own with TOLERANCE=0, started with ``flags``
+    as well; returns it and its client port, once that port takes connections."""
+    grpc_port, client_port = free_ports(2)
+    node = NodeProcess(
+        f"node-{grpc_port}",
+        grpc_port,
+        ["--leader", "--tolerance", "0", "--grpc-port", str(grpc_port),
+         "--client-port", str(client_port), "--data-dir", str(workdir / "data"),
+         "--report-every", "60", *flags],
+        workdir,
+        client_port,
+    )  # fmt: skip
+    node.start()
+    try:
+        wait_for(lambda: port_open(client_port), 20, "the node's client port")
+    except BaseException:
+        node.kill()
+        raise
+    return node, client_port
+
+
 class Cluster:
     """A leader and members started as separate ``kayit node`` processes, each with a client
     port of its own; ``client_port`` is the leader's. With ``shared_client_port`` every node

@@ -20,25 +20,13 @@ import pytest
 from kayit.client import KayitClient
 from kayit.server.ports import free_ports
 from tests.cluster.conftest import ClusterFactory
-from tests.cluster.harness import NodeProcess, port_open, wait_for
+from tests.cluster.harness import NodeProcess, port_open, start_lone_node, wait_for
 
 MAX_LINE = 4096  # the node's longest line: a bigger value gets ERROR
 
 
 def start_node(workdir: Path) -> tuple[NodeProcess, int]:
-    """A single leader with TOLERANCE=0; returns it and its client port."""
-    grpc_port, client_port = free_ports(2)
-    node = NodeProcess(
-        f"node-{grpc_port}",
-        grpc_port,
-        ["--leader", "--tolerance", "0", "--grpc-port", str(grpc_port),
-         "--client-port", str(client_port), "--data-dir", str(workdir / "data"),
-         "--max-line", str(MAX_LINE), "--report-every", "60", "-q"],
-        workdir,
-    )  # fmt: skip
-    node.start()
-    wait_for(lambda: port_open(client_port), 20, "the node's client port")
-    return node, client_port
+    return start_lone_node(workdir, "--max-line", str(MAX_LINE), "-q")
 
 
 @pytest.fixture(scope="module")

@@ -22,33 +22,13 @@ from redis.retry import Retry
 
 from kayit.client import AuthenticationFailed, KayitClient
 from kayit.local_cluster import PASSWORD_FILE
-from kayit.server.ports import free_ports, port_is_free
+from kayit.server.ports import port_is_free
 from tests.cluster.conftest import ClusterFactory
-from tests.cluster.harness import NodeProcess, port_open, wait_for
+from tests.cluster.harness import start_lone_node
 
 PASSWORD = "correct horse battery staple"  # spaces and all
 NOAUTH = b"ERROR NOAUTH Authentication required."
 WRONGPASS = b"ERROR WRONGPASS invalid username-password pair or user is disabled."
-
-
-def start_node(workdir: Path, *flags: str) -> tuple[NodeProcess, int]:
-    """A single leader with TOLERANCE=0; returns it and its client port."""
-    grpc_port, client_port = free_ports(2)
-    node = NodeProcess(
-        f"node-{grpc_port}",
-        grpc_port,
-        ["--leader", "--tolerance", "0", "--grpc-port", str(grpc_port),
-         "--client-port", str(client_port), "--data-dir", str(workdir / "data"),
-         "--report-every", "60", *flags],
-        workdir,
-    )  # fmt: skip
-    node.start()
-    try:
-        wait_for(lambda: port_open(client_port), 20, "the node's client port")
-    except BaseException:
-        node.kill()
-        raise
-    return node, client_port
 
 
 def password_file(directory: Path) -> Path:
@@ -62,7 +42,7 @@ def password_file(directory: Path) -> Path:
 def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """The client port of a node that asks for PASSWORD."""
     workdir = tmp_path_factory.mktemp("guarded")
-    node, port = start_node(workdir, "--requirepass-file", str(password_file(workdir)))
+    node, port = start_lone_node(workdir, "--requirepass-file", str(password_file(workdir)))
     yield port
     node.kill()
 
@@ -70,7 +50,7 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
 @pytest.fixture(scope="module")
 def open_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """The client port of a node that asks for no password."""
-    node, port = start_node(tmp_path_factory.mktemp("open"))
+    node, port = start_lone_node(tmp_path_factory.mktemp("open"))
     yield port
     node.kill()
 

@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from kayit.client import KayitClient
-from tests.cluster.harness import NodeProcess, wait_for
-from tests.cluster.test_client_auth import start_node
+from tests.cluster.harness import NodeProcess, start_lone_node, wait_for
 
 MB = 1024 * 1024
 BIG = b"x" * 1_000_000  # the course client's largest message
@@ -71,7 +70,7 @@ def refusal(raw: socket.socket) -> bytes | None:
 
 @pytest.mark.cluster
 def test_a_client_that_reads_no_replies_is_disconnected(tmp_path: Path) -> None:
-    node, port = start_node(tmp_path)  # the default limits
+    node, port = start_lone_node(tmp_path)  # the default limits
     try:
         with KayitClient("127.0.0.1", port) as normal:
             assert normal.set("big", BIG) == b"OK"
@@ -100,7 +99,7 @@ def test_a_client_that_reads_no_replies_is_disconnected(tmp_path: Path) -> None:
 
 @pytest.mark.cluster
 def test_lines_that_never_end_are_refused_once_they_pass_the_budget(tmp_path: Path) -> None:
-    node, port = start_node(tmp_path)  # the default limits
+    node, port = start_lone_node(tmp_path)  # the default limits
     attackers: list[socket.socket] = []
     try:
         attackers += [socket.create_connection(("127.0.0.1", port)) for _ in range(40)]
@@ -139,7 +138,7 @@ def test_lines_that_never_end_are_refused_once_they_pass_the_budget(tmp_path: Pa
 
 @pytest.mark.cluster
 def test_one_client_past_max_clients_is_refused(tmp_path: Path) -> None:
-    node, port = start_node(tmp_path, "--max-clients", "3")
+    node, port = start_lone_node(tmp_path, "--max-clients", "3")
     held: list[socket.socket] = []
     try:
         with KayitClient("127.0.0.1", port) as normal:
@@ -169,7 +168,7 @@ def test_one_client_past_max_clients_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.cluster
 def test_idle_connections_are_closed_after_the_timeout(tmp_path: Path) -> None:
-    node, port = start_node(tmp_path, "--timeout", "1")
+    node, port = start_lone_node(tmp_path, "--timeout", "1")
     idle: list[socket.socket] = []
     try:
         idle += [socket.create_connection(("127.0.0.1", port)) for _ in range(2000)]
@@ -195,7 +194,7 @@ def test_idle_connections_are_closed_after_the_timeout(tmp_path: Path) -> None:
 
 @pytest.mark.cluster
 def test_the_largest_unfinished_request_is_refused_in_its_own_protocol(tmp_path: Path) -> None:
-    node, port = start_node(
+    node, port = start_lone_node(
         tmp_path, "--max-line", str(MB), "--partial-line-budget", str(MB + MB // 2)
     )
     try:
@@ -226,7 +225,7 @@ def test_the_largest_unfinished_request_is_refused_in_its_own_protocol(tmp_path:
 def test_the_course_stress_client_meets_no_limit(tmp_path: Path) -> None:
     """One connection, one command at a time, messages of 5-2000 bytes and one of 1,000,000
     bytes every 200th: the defaults must never touch it."""
-    node, port = start_node(tmp_path)
+    node, port = start_lone_node(tmp_path)
     rng = random.Random(7)
     try:
         with KayitClient("127.0.0.1", port) as client:

@@ -20,8 +20,7 @@ from kayit.client import KayitClient
 from kayit.rpc import kayit_pb2 as pb
 from kayit.rpc.kayit_pb2_grpc import NodeStub
 from kayit.rpc.status import format_status
-from kayit.server.ports import free_ports
-from tests.cluster.harness import NodeProcess, wait_for
+from tests.cluster.harness import start_lone_node, wait_for
 
 SPARE_FDS = 8  # descriptors the node may open past those it holds at rest
 FLOOD = 64  # client connections that take them all, and more wait to be accepted
@@ -46,16 +45,9 @@ def connections(port: int, count: int) -> Iterator[list[socket.socket]]:
 def test_a_node_out_of_file_descriptors_syncs_again_answers_and_stops_cleanly(
     tmp_path: Path,
 ) -> None:
-    grpc_port, client_port = free_ports(2)
-    node = NodeProcess(
-        "node",
-        grpc_port,
-        ["--leader", "--grpc-port", str(grpc_port), "--client-port", str(client_port),
-         "--shared-client-port", "0", "--tolerance", "0", "--fsync", "everysec",
-         "--heartbeat", "0.2", "--report-every", "60"],
-        tmp_path,
-    )  # fmt: skip
-    node.start()
+    node, client_port = start_lone_node(
+        tmp_path, "--shared-client-port", "0", "--fsync", "everysec", "--heartbeat", "0.2"
+    )
     try:
         node.wait_ready()
         assert node.process is not None

@@ -25,8 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kayit.client import KayitClient
-from kayit.server.ports import free_ports
-from tests.cluster.harness import NodeProcess, wait_for
+from tests.cluster.harness import NodeProcess, start_lone_node, wait_for
 
 MAX_LINE = 4096  # the node's --max-line: small, so that input past it is cheap to make
 # Set before the fuzzing, read back after it. No generated command names these ids.
@@ -47,16 +46,9 @@ class FuzzedNode:
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzedNode]:
     workdir: Path = tmp_path_factory.mktemp("fuzz")
-    grpc_port, client_port = free_ports(2)
-    process = NodeProcess(
-        "node",
-        grpc_port,
-        ["--leader", "--grpc-port", str(grpc_port), "--client-port", str(client_port),
-         "--shared-client-port", "0", "--tolerance", "0", "--max-line", str(MAX_LINE),
-         "--heartbeat", "0.2", "--report-every", "60"],
-        workdir,
-    )  # fmt: skip
-    process.start()
+    process, client_port = start_lone_node(
+        workdir, "--shared-client-port", "0", "--max-line", str(MAX_LINE), "--heartbeat", "0.2"
+    )
     try:
         process.wait_ready()
         with KayitClient("127.0.0.1", client_port) as client:

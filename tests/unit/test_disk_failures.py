@@ -20,7 +20,6 @@ from typing import TypeVar
 
 import pytest
 
-from kayit.storage import disk as disk_module
 from kayit.storage.atomic import replace_durably
 from kayit.storage.disk import PENDING_DIR, DiskManager, FsyncPolicy, IoMode
 from kayit.storage.store import MessageStore, StoreOutcome
@@ -183,19 +182,10 @@ def no_file_descriptors_left() -> Iterator[None]:
 
 
 def test_a_sync_that_failed_is_reported_and_syncs_what_it_missed_once_it_can(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, fsyncs: list[str]
 ) -> None:
     root = tmp_path.resolve()
-    synced: list[str] = []
-    real_fsync = os.fsync
-
-    def recording_fsync(fd: int) -> None:
-        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
-        real_fsync(fd)
-
-    # One fsync per file, not one syncfs for all: which files were synced shows.
-    monkeypatch.setattr(disk_module, "_SYNCFS", None)
-    monkeypatch.setattr(os, "fsync", recording_fsync)
+    synced = fsyncs  # one fsync per file, not one syncfs for all: which files were synced shows
 
     async def main() -> None:
         store = MessageStore(DiskManager(root, IoMode.BUFFERED, FsyncPolicy.EVERYSEC))

@@ -16,7 +16,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kayit.storage import disk as disk_module
 from kayit.storage.data_format import FORMAT_FILE, FORMAT_VERSION
 from kayit.storage.disk import PENDING_DIR, DiskManager, FsyncPolicy, IoMode, StagedFiles
 from kayit.storage.journal import CopyRecord, Journal, _frame, checksum
@@ -621,21 +620,6 @@ def test_pending_records_round_trip_and_unknown_flags_are_damage(deleted: bool) 
 
 
 # -- durability --------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The paths fsynced from now on, in order (one fsync per file, not one syncfs for all)."""
-    synced: list[str] = []
-    real_fsync = os.fsync
-
-    def recording_fsync(fd: int) -> None:
-        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
-        real_fsync(fd)
-
-    monkeypatch.setattr(disk_module, "_SYNCFS", None)
-    monkeypatch.setattr(os, "fsync", recording_fsync)
-    return synced
 
 
 @pytest.mark.parametrize("fsync", [FsyncPolicy.ALWAYS, FsyncPolicy.NEVER])

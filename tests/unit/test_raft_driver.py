@@ -327,25 +327,27 @@ def test_messages_of_another_cluster_are_dropped() -> None:
     asyncio.run(main())
 
 
+async def serve_raft(received: list[Message], port: int = 0) -> tuple[grpc.aio.Server, int]:
+    """A Raft service on 127.0.0.1:``port`` (0: any) that keeps what it receives."""
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    add_RaftServicer_to_server(RaftService(CLUSTER, received.append), server)
+    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    return server, bound
+
+
 def test_a_peer_that_comes_back_on_its_port_hears_from_us_again() -> None:
     async def main() -> None:
         received: list[Message] = []
 
-        async def serve(port: int = 0) -> tuple[grpc.aio.Server, int]:
-            server = grpc.aio.server(options=SERVER_OPTIONS)
-            add_RaftServicer_to_server(RaftService(CLUSTER, received.append), server)
-            bound = server.add_insecure_port(f"127.0.0.1:{port}")
-            await server.start()
-            return server, bound
-
-        server, port = await serve()
+        server, port = await serve_raft(received)
         await server.stop(None)
         transport = GrpcRaftTransport(CLUSTER, lambda peer: f"127.0.0.1:{port}")
         try:
             for term in range(1, 4):  # nobody listens: the stream fails, and is retried
                 transport.send(TimeoutNow(sender="x", recipient="n1", term=term))
                 await asyncio.sleep(0.05)
-            server, _ = await serve(port)
+            server, _ = await serve_raft(received, port)
             term = 4
 
             def heard() -> bool:
@@ -370,21 +372,14 @@ def test_the_first_message_after_a_peer_restarted_is_not_lost() -> None:
     async def main() -> None:
         received: list[Message] = []
 
-        async def serve(port: int = 0) -> tuple[grpc.aio.Server, int]:
-            server = grpc.aio.server(options=SERVER_OPTIONS)
-            add_RaftServicer_to_server(RaftService(CLUSTER, received.append), server)
-            bound = server.add_insecure_port(f"127.0.0.1:{port}")
-            await server.start()
-            return server, bound
-
-        server, port = await serve()
+        server, port = await serve_raft(received)
         transport = GrpcRaftTransport(CLUSTER, lambda peer: f"127.0.0.1:{port}")
         try:
             first = TimeoutNow(sender="x", recipient="n1", term=1)
             transport.send(first)
             await eventually(lambda: received == [first], 3.0, "the first message")
             await server.stop(None)  # the peer restarts
-            server, _ = await serve(port)
+            server, _ = await serve_raft(received, port)
             vote = VoteResponse(sender="x", recipient="n1", term=2, granted=True)
             transport.send(vote)
             await eventually(lambda: len(received) == 2, 3.0, "the message after the restart")

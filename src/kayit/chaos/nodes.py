@@ -141,7 +141,7 @@ class ChaosCluster:
         return f"{self.plan.host(node)}:{self.plan.grpc_port + node}"
 
     def messages_dir(self, node: int) -> Path:
-        return self.plan.data_dir / f"node-{self.plan.grpc_port + node}" / "messages"
+        return self.plan.data_dir / self.plan.node_name(node) / "messages"
 
     async def start(self, timeout: float = 30) -> None:
         first, *others = self.nodes
