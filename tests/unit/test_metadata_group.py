@@ -155,6 +155,24 @@ def test_a_formed_cluster_admits_two_nodes_that_end_as_voters_with_the_same_meta
     run(tmp_path, scenario)
 
 
+def test_a_node_asking_while_the_cluster_forms_is_told_the_founders_address(
+    tmp_path: Path,
+) -> None:
+    """The admission is the joining node's only way to reach the leader until it has caught
+    up: one answered between ``Formed`` and the founder's own address would leave it deaf."""
+
+    async def scenario(cluster: Cluster) -> None:
+        founder = await cluster.open("n1")
+        forming = asyncio.get_running_loop().create_task(founder.bootstrap(tolerance=1))
+        while not founder.metadata.formed:
+            await asyncio.sleep(0)
+        admission = await founder.admit("0123456789ab", "127.0.0.1:1")
+        assert admission.nodes.get(founder.id) == founder.address
+        await forming
+
+    run(tmp_path, scenario)
+
+
 def test_beyond_2t_plus_1_nodes_the_others_are_learners_and_a_dead_voter_is_replaced(
     tmp_path: Path,
 ) -> None:

@@ -429,7 +429,11 @@ class MetadataGroup:
         is taken to be that node before it lost its Raft state, and is removed."""
         driver = self._leading_driver()
         await self._as_leader(driver.read_barrier())
-        await self._until(lambda: self.metadata.formed, leading=True)
+        # The answer names the members' addresses, the joining node's only way to reach this
+        # leader until it has caught up: this leader's own must be committed first.
+        await self._until(
+            lambda: self.metadata.formed and self.id in self.metadata.nodes, leading=True
+        )
         if node_id in self.metadata.removed:
             raise AdmissionRefused(f"node {node_id} was removed; it may only join under a new id")
         if node_id != self.id and address == self.address:
