@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import ssl
 import sys
 from collections.abc import Callable
@@ -21,19 +22,34 @@ from kayit.config import (
     DEFAULT_MAX_CLIENTS,
     DEFAULT_PARTIAL_LINE_BUDGET,
     DEFAULT_TOLERANCE,
+    MAX_TOLERANCE,
     TOLERANCE_FILE,
     ClientLimits,
     ConfigError,
     NodeConfig,
     Role,
     check_password,
-    check_tolerance,
     node_name,
     read_password_file,
-    read_tolerance,
 )
 from kayit.protocol.framing import DEFAULT_MAX_LINE
 from kayit.rpc.channels import MAX_RPC_BYTES
+from kayit.settings import (
+    COMMAND_ATTRIBUTE,
+    CONFIG_ENV,
+    CONFIG_FILE,
+    ConfigFile,
+    add_config_flags,
+    add_file_flags,
+    check_tables,
+    commands,
+    find_file,
+    format_settings,
+    given_on_command_line,
+    resolve,
+    settable,
+)
+from kayit.settings import apply as apply_settings
 from kayit.storage.disk import FsyncPolicy, IoMode
 from kayit.tls.command import add_certs_command, add_tool_tls_flags, tool_identity
 from kayit.tls.identity import TlsIdentity
@@ -43,9 +59,16 @@ T = TypeVar("T")
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     parser = _parser()
     args = parser.parse_args(argv)
     try:
+        command = getattr(args, COMMAND_ATTRIBUTE, None)
+        if command is not None:  # every command but `kayit config` itself
+            flags = given_on_command_line(_parser, argv)
+            file = _config_file(parser, args)
+            leaf = commands(parser)[command]
+            apply_settings(resolve(leaf, command, flags, _environ(args), file, Path.cwd()), args)
         return int(args.run(args))
     except ConfigError as error:
         print(f"kayit: {error}", file=sys.stderr)
@@ -72,7 +95,32 @@ def _parser() -> argparse.ArgumentParser:
     _add_bench(commands)
     add_certs_command(commands)
     add_chaos_command(commands)
+    _add_config(commands)
+    add_config_flags(parser, skip=_NOT_CONFIGURED)
     return parser
+
+
+_NOT_CONFIGURED = frozenset({"config"})
+
+
+def _configured(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The commands that read KAYIT_* and kayit.toml, by table name."""
+    return {
+        path: sub
+        for path, sub in commands(parser).items()
+        if path not in _NOT_CONFIGURED and settable(sub)
+    }
+
+
+def _config_file(parser: argparse.ArgumentParser, args: argparse.Namespace) -> ConfigFile | None:
+    file = find_file(args, os.environ, Path.cwd())
+    if file is not None:
+        check_tables(file, _configured(parser))
+    return file
+
+
+def _environ(args: argparse.Namespace) -> dict[str, str]:
+    return {} if getattr(args, "no_config", False) else dict(os.environ)
 
 
 def _add_node(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -134,9 +182,10 @@ def _add_node(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "shared by the nodes of DATA_DIR, names their cluster (%(default)s)",
     )  # fmt: skip
     node.add_argument(
-        "--tolerance", type=int,
-        help=f"copies on members per message (else {TOLERANCE_FILE} in the working directory, "
-        f"else {DEFAULT_TOLERANCE})",
+        "--tolerance", type=_tolerance, default=DEFAULT_TOLERANCE,
+        help="copies on members per message, for a cluster this node forms (else "
+        f"KAYIT_TOLERANCE, else {CONFIG_FILE}, else {TOLERANCE_FILE} in the working "
+        "directory, else %(default)s)",
     )  # fmt: skip
     node.add_argument(
         "--fsync", choices=[p.value for p in FsyncPolicy], default=FsyncPolicy.EVERYSEC.value,
@@ -254,11 +303,6 @@ def _run_node(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
-    if args.tolerance is not None:
-        tolerance = check_tolerance(args.tolerance, "--tolerance")
-    else:
-        from_file = read_tolerance(Path.cwd())
-        tolerance = DEFAULT_TOLERANCE if from_file is None else from_file
     role = Role.LEADER if args.leader else Role.MEMBER if args.join or args.peers else Role.AUTO
     config = NodeConfig(
         role=role,
@@ -269,7 +313,7 @@ def _run_node(args: argparse.Namespace) -> int:
         join=args.join,
         peers=tuple(args.peers or ()),
         data_dir=args.data_dir,
-        tolerance=tolerance,
+        tolerance=args.tolerance,
         io_mode=IoMode(args.io_mode),
         fsync=FsyncPolicy(args.fsync),
         max_line=args.max_line,
@@ -340,7 +384,11 @@ def _add_cluster(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "kayit status --data-dir DATA_DIR uses them.",
     )
     cluster.add_argument("--members", type=int, default=4, help="member nodes (%(default)s)")
-    cluster.add_argument("--tolerance", type=int, default=2, help="copies on members (%(default)s)")
+    cluster.add_argument(
+        "--tolerance", type=_tolerance, default=DEFAULT_TOLERANCE,
+        help=f"copies on members (else KAYIT_TOLERANCE, else {CONFIG_FILE}, else "
+        f"{TOLERANCE_FILE} in the working directory, else %(default)s)",
+    )  # fmt: skip
     cluster.add_argument(
         "--client-port", type=_port, default=DEFAULT_CLIENT_PORT,
         help="client port shared by every node (SO_REUSEPORT) and the leader's own; member i "
@@ -381,7 +429,6 @@ def _add_cluster(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def _run_cluster(args: argparse.Namespace) -> int:
     from kayit.local_cluster import ClusterPlan, run_cluster, save_password
 
-    check_tolerance(args.tolerance, "--tolerance")
     if args.members < 0:
         raise ConfigError("--members must not be negative")
     if args.client_tls and args.no_tls:
@@ -404,6 +451,73 @@ def _run_cluster(args: argparse.Namespace) -> int:
         insecure=args.insecure,
     )
     return asyncio.run(run_cluster(plan))
+
+
+def _add_config(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    config = commands.add_parser(
+        "config",
+        help=f"print the effective configuration: flags, KAYIT_* variables, {CONFIG_FILE}",
+        description="Print the settings a command would run with, one table per command as "
+        f"in {CONFIG_FILE}, and where each value comes from: flag, env (a KAYIT_* variable), "
+        f"file ({CONFIG_FILE}, or {TOLERANCE_FILE} for the TOLERANCE of node and cluster) or "
+        "default. Without COMMAND, every command's; after COMMAND, its flags as it would be "
+        "given them (kayit config node --max-clients 100). Exit code 2 when a setting is "
+        "refused, with the line the command would print.",
+    )
+    config.add_argument(
+        "words", nargs=argparse.REMAINDER, metavar="COMMAND [FLAG ...]",
+        help="a command (node, cluster, member remove, ...) and its flags",
+    )  # fmt: skip
+    add_file_flags(config)
+    config.set_defaults(run=_run_config)
+
+
+def _run_config(args: argparse.Namespace) -> int:
+    parser = _parser()
+    known = _configured(parser)
+    path, rest = _command_words(args.words, known)
+    flags: dict[str, object] = {}
+    given = args
+    if rest:  # flags (or arguments) after the command: parsed as that command parses them
+        given = parser.parse_args(args.words)
+        flags = given_on_command_line(_parser, args.words)
+        path = getattr(given, COMMAND_ATTRIBUTE, path)
+        if not (given.config or given.no_config):  # `kayit config --config F node --flag`
+            given.config, given.no_config = args.config, args.no_config
+    targets = [name for name in known if not path or name == path or name.startswith(f"{path}.")]
+    if not targets:
+        raise ConfigError(f"config: no such command: {path}")
+    file = _config_file(parser, given)
+    environ = _environ(given)
+    # Every table resolved before any is printed: a refused setting prints its line alone.
+    tables = [
+        format_settings(name, resolve(known[name], name, flags, environ, file, Path.cwd()))
+        for name in targets
+    ]
+    if given.no_config:
+        print(f"# no {CONFIG_FILE} and no KAYIT_* variable read (--no-config)")
+    elif file is None:
+        print(f"# no {CONFIG_FILE} here; --config FILE or {CONFIG_ENV} names one elsewhere")
+    else:
+        print(f"# {CONFIG_FILE}: {file.path}")
+    for lines in tables:
+        print()
+        print("\n".join(lines))
+    return 0
+
+
+def _command_words(
+    words: list[str], known: dict[str, argparse.ArgumentParser]
+) -> tuple[str, list[str]]:
+    """The longest run of leading words that names a command or a group of them ("member"),
+    and the words after it."""
+    path = ""
+    for count, word in enumerate(words):
+        longer = f"{path}.{word}" if path else word
+        if not any(name == longer or name.startswith(f"{longer}.") for name in known):
+            return path, words[count:]
+        path = longer
+    return path, []
 
 
 def _add_client(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -783,6 +897,7 @@ def _whole(what: str, least: int, most: int | None = None, unit: str = "") -> Ca
 
 
 _count = _whole("a whole number", 1)
+_tolerance = _whole("a whole number", 0, MAX_TOLERANCE)
 _byte_count = _whole("a number of bytes", 1024, unit=" bytes")
 _megabytes = _whole("a whole number of MiB", 0)
 _max_line = _whole("a number of bytes", 1024, MAX_RPC_BYTES // 2, " bytes")

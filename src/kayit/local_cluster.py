@@ -85,6 +85,9 @@ class ClusterPlan:
         its state, a node asks them to admit it (the leader too, rather than form a cluster
         while another runs)."""
         common = [
+            # Every setting of a node is on its command line: no kayit.toml [node] table or
+            # KAYIT_* variable of the cluster's working directory and environment reaches it.
+            "--no-config",
             "--shared-client-port", str(self.client_port),
             "--data-dir", str(self.data_dir),
             "--fsync", self.fsync,
