@@ -33,6 +33,7 @@ def _most_at_once(faults: list[dict[str, float]]) -> int:
 
 
 @pytest.mark.cluster
+@pytest.mark.host_wide
 def test_chaos_run_is_linearizable_and_loses_nothing(tmp_path: Path) -> None:
     seconds = float(os.environ.get("KAYIT_CHAOS_SECONDS", "75"))
     seed = os.environ.get("KAYIT_CHAOS_SEED", "2026")
@@ -67,6 +68,7 @@ def _namespaces_of(pid: int) -> list[str]:
 
 
 @pytest.mark.cluster
+@pytest.mark.host_wide
 def test_sigterm_stops_the_nodes_and_removes_the_namespaces(tmp_path: Path) -> None:
     command = [
         sys.executable, "-m", "kayit", "chaos", "--network", "netns",

@@ -22,6 +22,7 @@ def _blackholes(node: int) -> str:
 
 
 @pytest.mark.cluster
+@pytest.mark.host_wide
 def test_a_link_cut_by_two_partitions_stays_cut_until_both_heal() -> None:
     check_namespaces_usable()
     network = Namespaces(3)

@@ -120,6 +120,7 @@ def _leader_sees(nodes: int) -> bool:
 
 
 @pytest.mark.cluster
+@pytest.mark.host_wide
 def test_course_mode_without_flags_picks_ports_from_5555(tmp_path: Path) -> None:
     needed = [5555, 5556, 5557, 6666, 6667, 6668]
     if not all(port_is_free("127.0.0.1", port) for port in needed):

@@ -87,6 +87,7 @@ def first_line(host: str, request: bytes) -> bytes:
 
 
 @pytest.mark.cluster
+@pytest.mark.host_wide
 def test_a_client_from_another_host_is_denied_until_a_password_is_set(
     network: Namespaces, tmp_path: Path
 ) -> None:
@@ -116,6 +117,7 @@ def test_a_client_from_another_host_is_denied_until_a_password_is_set(
 
 
 @pytest.mark.cluster
+@pytest.mark.host_wide
 def test_insecure_serves_other_hosts_without_a_password_and_says_so(
     network: Namespaces, tmp_path: Path
 ) -> None:
