@@ -20,9 +20,11 @@ from kayit.config import (
     DEFAULT_CLIENT_TIMEOUT,
     DEFAULT_GRPC_PORT,
     DEFAULT_MAX_CLIENTS,
+    DEFAULT_METRICS_PORT,
     DEFAULT_PARTIAL_LINE_BUDGET,
     DEFAULT_TOLERANCE,
     MAX_TOLERANCE,
+    METRICS_PORT_OFFSET,
     TOLERANCE_FILE,
     ClientLimits,
     ConfigError,
@@ -291,6 +293,18 @@ def _add_node(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "clients check it against DIR/ca.crt (kayit client --tls-dir DIR, redis-cli --tls "
         "--cacert DIR/ca.crt)",
     )  # fmt: skip
+    node.add_argument(
+        "--metrics-port", type=_shared_port, metavar="PORT",
+        help="HTTP port serving Prometheus metrics on /metrics and the cluster's dashboard on "
+        "/; 0 serves none. A port given that is taken stops the node (default: the gRPC port "
+        f"+ {METRICS_PORT_OFFSET}, {DEFAULT_GRPC_PORT} has {DEFAULT_METRICS_PORT}; "
+        "if taken, the node runs without metrics and says so)",
+    )  # fmt: skip
+    node.add_argument(
+        "--metrics-host", default="127.0.0.1", metavar="HOST",
+        help="address the metrics port listens on; it asks no password, so whoever reaches it "
+        "reads the metrics and the dashboard (%(default)s)",
+    )  # fmt: skip
     node.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     node.set_defaults(run=_run_node)
 
@@ -336,6 +350,8 @@ def _run_node(args: argparse.Namespace) -> int:
             output_limit=args.client_output_limit,
             partial_line_budget=args.partial_line_budget,
         ),
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
     )
     return asyncio.run(run_node(config))
 
@@ -398,6 +414,13 @@ def _add_cluster(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--grpc-port", type=_port, default=DEFAULT_GRPC_PORT,
         help="the leader's gRPC port; members take the next ones (%(default)s)",
     )  # fmt: skip
+    cluster.add_argument(
+        "--metrics-port", type=_shared_port, metavar="PORT",
+        help="node i serves Prometheus metrics (/metrics) and the dashboard (/) on "
+        "http://127.0.0.1:PORT+i, and stops if that port is taken; 0 serves none (default: "
+        f"each node's gRPC port + {METRICS_PORT_OFFSET}, from {DEFAULT_METRICS_PORT}, given up "
+        "with a warning if taken)",
+    )  # fmt: skip
     cluster.add_argument("--data-dir", type=Path, default=Path("data"), help="(%(default)s)")
     cluster.add_argument(
         "--fsync", choices=[p.value for p in FsyncPolicy], default=FsyncPolicy.EVERYSEC.value,
@@ -433,6 +456,11 @@ def _run_cluster(args: argparse.Namespace) -> int:
         raise ConfigError("--members must not be negative")
     if args.client_tls and args.no_tls:
         raise ConfigError("--client-tls needs the certificates that --no-tls leaves out")
+    if args.metrics_port and args.metrics_port + args.members > 65535:
+        raise ConfigError(
+            f"--metrics-port {args.metrics_port}: node {args.members} would need "
+            f"port {args.metrics_port + args.members}, out of range"
+        )
     password = _password(args)  # a bad file stops here, not in every node
     password_file = args.requirepass_file
     if password is not None and password_file is None:
@@ -449,6 +477,7 @@ def _run_cluster(args: argparse.Namespace) -> int:
         client_tls=args.client_tls,
         password_file=None if password_file is None else password_file.resolve(),
         insecure=args.insecure,
+        metrics_port=args.metrics_port,
     )
     return asyncio.run(run_cluster(plan))
 

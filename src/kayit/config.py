@@ -18,6 +18,9 @@ DEFAULT_GRPC_PORT = 5555
 DEFAULT_CLIENT_PORT = 6666
 # A node's own client port, when not given, is its gRPC port plus this: 5555 -> 6666, 5556 -> 6667.
 CLIENT_PORT_OFFSET = DEFAULT_CLIENT_PORT - DEFAULT_GRPC_PORT
+DEFAULT_METRICS_PORT = 7777
+# A node's metrics port, when not given, is its gRPC port plus this: 5555 -> 7777.
+METRICS_PORT_OFFSET = DEFAULT_METRICS_PORT - DEFAULT_GRPC_PORT
 # gRPC ports a node without --grpc-port searches, from 5555: the course's ports.
 COURSE_GRPC_PORTS = range(DEFAULT_GRPC_PORT, DEFAULT_GRPC_PORT + 64)
 DEFAULT_TOLERANCE = 2
@@ -100,6 +103,10 @@ class NodeConfig:
     requirepass: bytes | None = field(default=None, repr=False)
     insecure: bool = False  # serve beyond loopback without authentication
     client_limits: ClientLimits = field(default_factory=ClientLimits)
+    # The HTTP port of /metrics and the dashboard. None: the gRPC port + METRICS_PORT_OFFSET,
+    # given up with a warning if taken (a port given is an error if taken); 0: none.
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         if self.client_tls and self.tls is None:

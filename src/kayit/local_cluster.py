@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from kayit.config import node_name
+from kayit.config import METRICS_PORT_OFFSET, node_name
 from kayit.rpc.status import fetch_status
 from kayit.tls.command import TLS_SUBDIR
 from kayit.tls.identity import TlsIdentity
@@ -36,6 +36,9 @@ class ClusterPlan:
     password_file: Path | None = None  # every node's --requirepass-file
     insecure: bool = False  # every node's --insecure
     client_tls: bool = False  # every node's --client-tls (needs ``tls``)
+    # Node i serves metrics and the dashboard on metrics_port + i, and stops if it is taken;
+    # 0: none. None: each node's own default, its gRPC port + 2222 (given up if taken).
+    metrics_port: int | None = None
     # Mutual TLS between the nodes, with a CA and certificates kept in DATA_DIR/tls (outside
     # every node-* dir: a node that lost its node dir still has its certificate).
     tls: bool = True
@@ -74,6 +77,12 @@ class ClusterPlan:
         """The client port of node ``node`` (0 is the leader) alone."""
         return self.client_port + node
 
+    def node_metrics_port(self, node: int) -> int:
+        """The metrics port of node ``node``; 0 for none."""
+        if self.metrics_port is None:
+            return self.grpc_port + node + METRICS_PORT_OFFSET
+        return self.metrics_port + node if self.metrics_port else 0
+
     def address(self, node: int) -> str:
         """The gRPC address of node ``node`` (0 is the leader)."""
         return f"{self.host(node)}:{self.grpc_port + node}"
@@ -106,6 +115,8 @@ class ClusterPlan:
             others = ",".join(self.address(m) for m in range(self.members + 1) if m != n)
             argv = ["--host", self.host(n), "--grpc-port", str(port),
                     "--client-port", str(self.node_client_port(n))]  # fmt: skip
+            if self.metrics_port is not None:
+                argv += ["--metrics-port", str(self.node_metrics_port(n))]
             if self.tls:
                 argv += ["--tls-dir", str(self.tls_dir), "--tls-name", self.node_name(n)]
             if others:
@@ -191,10 +202,21 @@ def _banner(plan: ClusterPlan) -> None:
         "by all of them, so a client that reconnects is served while any node lives",
         f"  each node's own client port: {own}",
         f"  gRPC ports {plan.grpc_port}..{last} (leader on {plan.grpc_port}): {grpc_security}",
+        _metrics_line(plan),
         f"  data in {plan.data_dir.resolve()}/node-<grpc-port>/messages/",
         "  Ctrl-C stops every node",
     ]
     print("\n".join(lines), flush=True)
+
+
+def _metrics_line(plan: ClusterPlan) -> str:
+    first, last = plan.node_metrics_port(0), plan.node_metrics_port(plan.members)
+    if not first:
+        return "  no metrics (--metrics-port 0)"
+    return (
+        f"  dashboard: http://127.0.0.1:{first}/   (any node's; Prometheus metrics on ports "
+        f"{first}..{last}, /metrics)"
+    )
 
 
 async def _announce_ready(plan: ClusterPlan) -> None:

@@ -22,6 +22,7 @@ def start_cluster(tmp_path: Path) -> Iterator[ClusterFactory]:
         extra: tuple[str, ...] = (),
         shared_client_port: bool = False,
         tls: bool = False,
+        metrics: bool = False,
     ) -> Cluster:
         cluster = Cluster(
             tmp_path,
@@ -30,6 +31,7 @@ def start_cluster(tmp_path: Path) -> Iterator[ClusterFactory]:
             extra=extra,
             shared_client_port=shared_client_port,
             tls=tls,
+            metrics=metrics,
         )
         started.append(cluster)
         return cluster.start()

@@ -50,8 +50,10 @@ class NodeProcess:
         workdir: Path,
         client_port: int | None = None,
         tls: TlsIdentity | None = None,
+        metrics_port: int | None = None,
     ) -> None:
         self.name = name
+        self.metrics_port = metrics_port  # its /metrics and dashboard, when given one
         self.tls = tls  # the tools' identity, when the node speaks TLS
         self.grpc_port = grpc_port
         self.client_port = client_port  # its own
@@ -136,7 +138,7 @@ def start_lone_node(workdir: Path, *flags: str) -> tuple[NodeProcess, int]:
         grpc_port,
         ["--leader", "--tolerance", "0", "--grpc-port", str(grpc_port),
          "--client-port", str(client_port), "--data-dir", str(workdir / "data"),
-         "--report-every", "60", *flags],
+         "--report-every", "60", "--metrics-port", "0", *flags],
         workdir,
         client_port,
     )  # fmt: skip
@@ -164,13 +166,18 @@ class Cluster:
         extra: Iterable[str] = (),
         shared_client_port: bool = False,
         tls: bool = False,
+        metrics: bool = False,
     ) -> None:
+        """Without ``metrics`` the nodes serve none (each node's default port, its gRPC port
+        + 2222, might be a port another node of the test is given)."""
         self.workdir = workdir
         self.data_dir = workdir / "data"
         self.tolerance = tolerance
-        ports = free_ports(2 * members + 2)
-        self.client_port, *member_client_ports = ports[: members + 1]
-        self.leader_port, *self.member_ports = ports[members + 1 :]
+        nodes = members + 1
+        ports = free_ports((3 if metrics else 2) * nodes)
+        self.client_port, *member_client_ports = ports[:nodes]
+        self.leader_port, *self.member_ports = ports[nodes : 2 * nodes]
+        metrics_ports: list[int | None] = [*ports[2 * nodes :]] if metrics else [None] * nodes
         if shared_client_port:
             extra = [*extra, "--shared-client-port", str(self.client_port)]
         self.tls: TlsIdentity | None = None
@@ -195,22 +202,27 @@ class Cluster:
             "leader",
             self.leader_port,
             ["--leader", "--grpc-port", str(self.leader_port),
-             "--client-port", str(self.client_port), "--tolerance", str(tolerance), *common],
+             "--client-port", str(self.client_port), "--tolerance", str(tolerance), *common,
+             *_metrics_flag(metrics_ports[0])],
             workdir,
             self.client_port,
             self.tls,
+            metrics_ports[0],
         )  # fmt: skip
         self.members = {
             port: NodeProcess(
                 f"member-{port}",
                 port,
                 ["--join", f"127.0.0.1:{self.leader_port}", "--grpc-port", str(port),
-                 "--client-port", str(client_port), *common],
+                 "--client-port", str(client_port), *common, *_metrics_flag(metrics_port)],
                 workdir,
                 client_port,
                 self.tls,
+                metrics_port,
             )
-            for port, client_port in zip(self.member_ports, member_client_ports, strict=True)
+            for port, client_port, metrics_port in zip(
+                self.member_ports, member_client_ports, metrics_ports[1:], strict=True
+            )
         }  # fmt: skip
 
     @property
@@ -370,3 +382,7 @@ class Cluster:
                     [f"GET {k}".encode() for k in ids[start : start + chunk]]
                 )
         return replies
+
+
+def _metrics_flag(port: int | None) -> list[str]:
+    return ["--metrics-port", str(port if port is not None else 0)]

@@ -84,3 +84,14 @@ def test_the_password_goes_to_every_node_by_file_and_never_on_a_command_line(
         assert "other" not in " ".join(argv)
     for _, argv in _plan(members=1).node_commands():
         assert "--requirepass-file" not in argv and "--insecure" not in argv
+
+
+def test_node_i_serves_metrics_on_the_metrics_port_plus_i() -> None:
+    given = replace(_plan(members=2), metrics_port=9000).node_commands()
+    assert [_flag(argv, "--metrics-port") for _, argv in given] == ["9000", "9001", "9002"]
+    off = replace(_plan(members=1), metrics_port=0).node_commands()
+    assert [_flag(argv, "--metrics-port") for _, argv in off] == ["0", "0"]
+    # By default each node takes its own (its gRPC port + 2222), given up if taken.
+    default = _plan(members=1)
+    assert all("--metrics-port" not in argv for _, argv in default.node_commands())
+    assert default.node_metrics_port(1) == 8001 + 2222

@@ -429,6 +429,10 @@ class Leader:
             if node_id != self.id
         ]
 
+    def replication_backlog(self, node_id: str) -> int:
+        """Bytes of copies on their way to ``node_id`` (see ``Replicator.backlog``)."""
+        return self._replicator.backlog(node_id)
+
     def member_failed(self, node_id: str, error: MemberUnreachable) -> None:
         """A node that failed a call is dead until heard from again. One that was only slow
         is passed over for this request: whether it is dead is the failure detector's call."""

@@ -38,6 +38,11 @@ class Replicator:
         self._queues: dict[str, Batcher[_Outgoing, None]] = {}
         self._backlog: Counter[str] = Counter()  # bytes given to each member, not yet stored
 
+    def backlog(self, address: str) -> int:
+        """Bytes given to ``address`` and not yet stored there (each copy counted with the
+        file it makes)."""
+        return self._backlog[address]
+
     async def store(self, address: str, copy: Copy) -> None:
         """Returns once ``address`` holds the copy. Raises MemberUnreachable, or MemberSlow
         when its deadline passes: the base timeout plus the time its bytes, and those queued

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from functools import partial
@@ -27,6 +28,7 @@ from typing import cast
 
 from kayit import __version__
 from kayit.config import ClientLimits, ClientPorts, ConfigError
+from kayit.metrics.instruments import NodeMetrics
 from kayit.protocol import (
     BrokenResp,
     Command,
@@ -108,6 +110,7 @@ class Clients:
     limits: ClientLimits
     slots: ClientSlots
     partial: PartialLines
+    metrics: NodeMetrics
     budget: InflightBudget = field(default_factory=InflightBudget)
     denial_logged: bool = False
 
@@ -162,6 +165,8 @@ class ClientConnection(asyncio.Protocol):
             self._refuse(encode_error(ErrorCode.LIMIT, "max number of clients reached"))
         else:
             self._counted = True
+            clients.metrics.connections.inc()
+            clients.metrics.connections_open.inc()
             if clients.limits.timeout:
                 self._idle_since = asyncio.get_running_loop().time()
                 self._watch_idle(self._idle_since + clients.limits.timeout)
@@ -177,6 +182,7 @@ class ClientConnection(asyncio.Protocol):
         if self._counted:
             self._counted = False
             self._clients.slots.give()
+            self._clients.metrics.connections_open.dec()
         self._drop_partial()
         if self._idle_timer is not None:
             self._idle_timer.cancel()
@@ -187,6 +193,7 @@ class ClientConnection(asyncio.Protocol):
         self._unwritten = 0
 
     def data_received(self, data: bytes) -> None:
+        self._clients.metrics.bytes_in.inc(len(data))
         if self._clients.limits.timeout:
             self._idle_since = asyncio.get_running_loop().time()
         for request in self._framer.feed(data):
@@ -255,6 +262,7 @@ class ClientConnection(asyncio.Protocol):
         self._closing = True
         self._framer.abandon()
         self._transport.write(line)
+        self._clients.metrics.bytes_out.inc(len(line))
         self._transport.close()
 
     def _drop_partial(self) -> None:
@@ -285,13 +293,17 @@ class ClientConnection(asyncio.Protocol):
         else:
             style = TEXT
             command = parse_command(request)
+        metrics = self._clients.metrics
         if not self._authenticated and not _allowed_before_auth(command):
+            metrics.unauthenticated.inc()
             return style.error(ErrorCode.NOAUTH, NOAUTH_REASON)
         if isinstance(command, InvalidCommand):
+            metrics.invalid.inc()
             return style.error(ErrorCode.BADREQUEST, command.reason)
         if isinstance(command, AuthCommand):
             return self._auth(command, style)
         if isinstance(command, ServerCommand):
+            metrics.other.inc()
             return self._serve(command)
         return self._start_data(command, style)
 
@@ -299,9 +311,12 @@ class ClientConnection(asyncio.Protocol):
         """AUTH, as Redis answers it. A failed AUTH leaves an authenticated connection so."""
         access = self._clients.access
         if not access.requires_auth and command.username is None:
+            self._clients.metrics.invalid.inc()
             return style.error(ErrorCode.BADREQUEST, NO_PASSWORD_REASON)
         if not access.accepts(command):
+            self._clients.metrics.auth_failed.inc()
             return style.error(ErrorCode.WRONGPASS, WRONGPASS_REASON)
+        self._clients.metrics.auth_ok.inc()
         self._authenticated = True
         return style.ok
 
@@ -328,12 +343,19 @@ class ClientConnection(asyncio.Protocol):
     ) -> bytes:
         if earlier is not None:
             await asyncio.wait([earlier])
+        metrics = self._clients.metrics
         if not isinstance(command, GetCommand):
-            return style.render(await self._commands.execute(command))
+            started = time.perf_counter()
+            outcome = await self._commands.execute(command)
+            metrics.sets.record(outcome, time.perf_counter() - started)
+            return style.render(outcome)
         async with self._gets:
             if self._transport is None:
                 return b""  # the client is gone: no one would read the message
-            return style.render(await self._commands.execute(command))
+            started = time.perf_counter()
+            outcome = await self._commands.execute(command)
+            metrics.gets.record(outcome, time.perf_counter() - started)
+            return style.render(outcome)
 
     def _serve(self, command: ServerCommand) -> bytes | asyncio.Task[bytes]:
         """The commands Redis clients send besides SET and GET; all but DBSIZE (which the
@@ -442,6 +464,7 @@ class ClientConnection(asyncio.Protocol):
             payload = b"".join(ready)
             self._unwritten -= len(payload)
             self._transport.write(payload)
+            self._clients.metrics.bytes_out.inc(len(payload))
         if self._output_exceeded():
             return
         if self._closing and not self._replies:
@@ -521,6 +544,7 @@ async def serve_clients(
     max_line: int,
     access: ClientAccess,
     limits: ClientLimits,
+    metrics: NodeMetrics,
     tls: ssl.SSLContext | None = None,
 ) -> list[asyncio.Server]:
     """Listen on the node's own client port, which no other process may share, and on the
@@ -536,6 +560,7 @@ async def serve_clients(
         limits,
         ClientSlots(fit_open_files(limits.max_clients)),
         PartialLines(limits.partial_line_budget),
+        metrics,
     )
     warning = access.exposure_warning(host)
     if warning is not None:

@@ -11,6 +11,7 @@ import signal
 import sys
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import grpc
 
@@ -25,6 +26,12 @@ from kayit.cluster.repair import Repairer
 from kayit.config import COURSE_GRPC_PORTS, ClientPorts, ConfigError, NodeConfig
 from kayit.consensus.driver import RaftStatus
 from kayit.consensus.node import Role as RaftRole
+from kayit.metrics.dashboard import ClusterView, dashboard_page
+from kayit.metrics.history import CommandHistory
+from kayit.metrics.http import MetricsServer
+from kayit.metrics.instruments import NodeMetrics
+from kayit.metrics.replication import MeasuredTransport
+from kayit.metrics.state import LeaderState, NodeState, NodeStateCollector, bytes_in, size_of
 from kayit.report import leader_report, member_report
 from kayit.rpc import kayit_pb2 as pb
 from kayit.rpc.channels import SERVER_OPTIONS
@@ -46,7 +53,7 @@ from kayit.server.leadership import Leadership
 from kayit.server.ports import port_is_free
 from kayit.server.retirement import RetirementWatch
 from kayit.storage.disk import DiskManager
-from kayit.storage.store import MessageStore
+from kayit.storage.store import JOURNAL_FILE, MessageStore
 from kayit.supervision import Work, supervise
 
 log = logging.getLogger(__name__)
@@ -83,6 +90,10 @@ class Node:
         self._retirement = RetirementWatch(self._peers, max(2.0, 20 * config.heartbeat))
         # Set when the node cannot go on (refused by its cluster); run_node then exits.
         self.failed: asyncio.Future[str] | None = None
+        self.metrics = NodeMetrics()
+        self.metrics.registry.register(NodeStateCollector(self._state))
+        self._metrics_server: MetricsServer | None = None
+        self._node_dir: Path | None = None
 
     async def start(self) -> None:
         config = self.config
@@ -90,8 +101,11 @@ class Node:
         port = self._bind_grpc()
         address = f"{config.host}:{port}"
         client_ports = config.client_ports(port)
-        node_dir = config.node_dir(port)
-        disk = DiskManager(node_dir, config.io_mode, config.fsync)
+        await self._serve_metrics(port)
+        self._node_dir = node_dir = config.node_dir(port)
+        disk = DiskManager(
+            node_dir, config.io_mode, config.fsync, sync_timed=self.metrics.fsync.observe
+        )
         self._store = store = MessageStore(disk, cache_bytes=config.cache_bytes)
         await store.open()
         entry = await ClusterEntry.read(config, self._peers)
@@ -116,6 +130,7 @@ class Node:
             config.max_line,
             ClientAccess(config.requirepass, config.insecure),
             config.client_limits,
+            self.metrics,
             config.tls.client_port_context() if config.client_tls and config.tls else None,
         )
         service = NodeService(
@@ -124,7 +139,7 @@ class Node:
             admit=group.admit,
             remove_member=partial(remove_member, group),
             status=self._status,
-            execute=partial(execute_forwarded, leadership),
+            execute=partial(self._execute_forwarded, leadership),
             recovery=Recovery(group, store, partial(ask_state, self._peers)),
         )
         add_NodeServicer_to_server(service, self._grpc)
@@ -152,6 +167,8 @@ class Node:
     async def stop(self) -> None:
         for server in self._client_servers:
             server.close()
+        if self._metrics_server is not None:
+            self._metrics_server.close()
         self._step_down()
         await self._grpc.stop(grace=1.0)
         for task in self._tasks:
@@ -220,7 +237,7 @@ class Node:
             group=group,
             store=self._store,
             membership=membership,
-            transport=GrpcMemberTransport(self._peers, term),
+            transport=MeasuredTransport(GrpcMemberTransport(self._peers, term), self.metrics),
             term=term,
             store_timeout=config.store_timeout,
         )
@@ -355,6 +372,59 @@ class Node:
                     sync=self._store.sync_health,
                 )
             print(text, flush=True)
+
+    # ---- metrics and the dashboard -----------------------------------------------------------
+
+    async def _serve_metrics(self, grpc_port: int) -> None:
+        """/metrics and the dashboard on the metrics port, if the node has one."""
+        history = CommandHistory(self.metrics)
+        view = ClusterView(self._ready_status, self._state, self._peers, history)
+        server = MetricsServer(self.metrics.registry, dashboard_page(), view.json)
+        if await server.open(self.config, grpc_port):
+            self._metrics_server = server
+            self._spawn("the command history", history.run)
+
+    async def _execute_forwarded(
+        self, leadership: Leadership, batch: pb.ClientBatch
+    ) -> pb.ClientResults:
+        self.metrics.forwarded_in.inc(len(batch.commands))
+        return await execute_forwarded(leadership, batch)
+
+    def _ready_status(self) -> pb.StatusReply | None:
+        if self._group is None or self._store is None:
+            return None
+        return self._status()
+
+    def _state(self) -> NodeState | None:
+        """What the gauges show, read when scraped."""
+        group, store, node_dir = self._group, self._store, self._node_dir
+        if group is None or store is None or node_dir is None:
+            return None
+        leading = self._leading
+        leader_state = None
+        if leading is not None:
+            members = leading.leader.member_counts()
+            alive = sum(1 for m in members if m.alive)
+            progress = leading.repairer.progress
+            leader_state = LeaderState(
+                members_alive=alive,
+                members_dead=len(members) - alive,
+                under_replicated=progress.under_replicated - progress.repaired,
+                repair_pass_messages=progress.under_replicated,
+                repair_pass_repaired=progress.repaired,
+                backlog={m.address: leading.leader.replication_backlog(m.node_id) for m in members},
+            )
+        return NodeState(
+            role="leader" if leading else "member" if group.is_member else "joining",
+            term=group.term,
+            last_log_index=group.last_log[0],
+            messages_stored=store.count,
+            messages_indexed=group.metadata.message_count,
+            raft_log_bytes=bytes_in(node_dir / "raft"),
+            journal_bytes=size_of(node_dir / JOURNAL_FILE),
+            disk_sync_failures=store.sync_health.failures,
+            leader=leader_state,
+        )
 
     # ---- plumbing ----------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ import ctypes.util
 import enum
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,7 +70,15 @@ class StagedFiles:
 
 
 class DiskManager:
-    def __init__(self, root: Path, io_mode: IoMode, fsync: FsyncPolicy) -> None:
+    def __init__(
+        self,
+        root: Path,
+        io_mode: IoMode,
+        fsync: FsyncPolicy,
+        *,
+        sync_timed: Callable[[float], None] = lambda seconds: None,
+    ) -> None:
+        """``sync_timed`` is told how long each sync took (the node's metrics)."""
         self.directory = root / "messages"
         self.directory.mkdir(parents=True, exist_ok=True)
         # Made by the first pending copy, so that a node that never had one keeps the layout
@@ -78,6 +87,7 @@ class DiskManager:
         self.io_mode = io_mode
         self.fsync = fsync
         self._dirty: set[Path] = set()
+        self._sync_timed = sync_timed
         self._remove_stale_temp_files()
 
     def path(self, message_id: str) -> Path:
@@ -253,6 +263,13 @@ class DiskManager:
     def _sync(self, paths: Iterable[Path]) -> None:
         """Make the files, and the directory entries that name them, durable (a path gone by
         now is skipped, but its directory is still synced: it may be a removal or a rename)."""
+        started = time.perf_counter()
+        try:
+            self._sync_files(paths)
+        finally:
+            self._sync_timed(time.perf_counter() - started)
+
+    def _sync_files(self, paths: Iterable[Path]) -> None:
         directory = os.open(self.directory, os.O_RDONLY)
         try:
             if _SYNCFS is not None and _SYNCFS(directory) == 0:
