@@ -161,7 +161,26 @@ def _add_node(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "asks them to admit it, and keeps asking until one does; without --leader it never "
         "forms a cluster",
     )  # fmt: skip
-    node.add_argument("--host", default="127.0.0.1", help="address to listen on (%(default)s)")
+    node.add_argument(
+        "--host", default="127.0.0.1",
+        help="address the client and gRPC ports listen on, unless --client-host or --grpc-host "
+        "says otherwise (%(default)s)",
+    )  # fmt: skip
+    node.add_argument(
+        "--client-host", metavar="HOST",
+        help="address the client ports listen on (default: --host)",
+    )  # fmt: skip
+    node.add_argument(
+        "--grpc-host", metavar="HOST",
+        help="address the gRPC port listens on (default: --host)",
+    )  # fmt: skip
+    node.add_argument(
+        "--advertise", metavar="HOST:PORT",
+        help="the gRPC address this node announces to the other nodes, which dial it there: "
+        "its name or address as they reach it (a container's service name, a published "
+        "port); never 0.0.0.0 or :: (default: the gRPC host and port; a gRPC host of 0.0.0.0 "
+        "or :: needs it)",
+    )  # fmt: skip
     node.add_argument(
         "--grpc-port", type=_port, help=f"gRPC port (first free from {DEFAULT_GRPC_PORT})"
     )
@@ -207,8 +226,9 @@ def _add_node(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "--insecure", action="store_true",
         help="serve beyond loopback without authentication: without it, a node given no "
         "password serves clients on loopback addresses only (protected mode) and refuses "
-        "others with ERROR DENIED, and a node without --tls-dir refuses to start on a --host "
-        "other than loopback (its gRPC port would let anyone change every copy)",
+        "others with ERROR DENIED, and a node without --tls-dir refuses to start with a gRPC "
+        "host (--grpc-host, else --host) other than loopback (its gRPC port would let anyone "
+        "change every copy)",
     )  # fmt: skip
     node.add_argument(
         "--max-clients", type=_count, default=DEFAULT_MAX_CLIENTS, metavar="N",
@@ -279,7 +299,8 @@ def _add_node(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     node.add_argument(
         "--tls-dir", type=Path, metavar="DIR",
         help="mutual TLS on the gRPC port and to every peer, with the CA and certificates of "
-        "DIR (made by kayit certs): peers without a certificate of DIR's CA are refused. "
+        "DIR (made by kayit certs): peers without a certificate of DIR's CA are refused; this "
+        "node's certificate must name the host it announces (--advertise, else the gRPC host). "
         "Without it, gRPC is plain and served on loopback only",
     )  # fmt: skip
     node.add_argument(
@@ -321,6 +342,9 @@ def _run_node(args: argparse.Namespace) -> int:
     config = NodeConfig(
         role=role,
         host=args.host,
+        client_host=args.client_host,
+        grpc_host=args.grpc_host,
+        advertise=args.advertise,
         grpc_port=args.grpc_port,
         client_port=args.client_port,
         shared_client_port=args.shared_client_port,
@@ -397,7 +421,11 @@ def _add_cluster(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "that any of them restarted with its command line finds the cluster; node 0 forms the "
         "cluster (--leader) when DATA_DIR holds none yet. The nodes speak mutual TLS to each "
         "other: a CA and a certificate per node are made in DATA_DIR/tls the first time, and "
-        "kayit status --data-dir DATA_DIR uses them.",
+        "kayit status --data-dir DATA_DIR uses them. It starts nothing if any port its nodes "
+        "need is taken (another cluster's, most likely), and stops them all, exit code 1, if "
+        "its leader cannot start; its nodes die with it however it dies (kill -9 too, with "
+        "setpriv of util-linux). If its standard output is closed, the nodes run on and what "
+        "they say is dropped.",
     )
     cluster.add_argument("--members", type=int, default=4, help="member nodes (%(default)s)")
     cluster.add_argument(
@@ -450,7 +478,7 @@ def _add_cluster(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def _run_cluster(args: argparse.Namespace) -> int:
-    from kayit.local_cluster import ClusterPlan, run_cluster, save_password
+    from kayit.local_cluster import ClusterError, ClusterPlan, run_cluster, save_password
 
     if args.members < 0:
         raise ConfigError("--members must not be negative")
@@ -479,7 +507,11 @@ def _run_cluster(args: argparse.Namespace) -> int:
         insecure=args.insecure,
         metrics_port=args.metrics_port,
     )
-    return asyncio.run(run_cluster(plan))
+    try:
+        return asyncio.run(run_cluster(plan))
+    except ClusterError as error:
+        print(f"kayit cluster: {error}", file=sys.stderr)
+        return 1
 
 
 def _add_config(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,7 +72,13 @@ class ClientLimits:
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
     role: Role = Role.AUTO
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # where the ports listen, unless client_host or grpc_host says
+    client_host: str | None = None  # where the client ports listen; None: host
+    grpc_host: str | None = None  # where the gRPC port listens; None: host
+    # The gRPC address (HOST:PORT) this node announces to the others, who dial it there; None:
+    # the gRPC host and port. Needed when that host is not one they can reach: 0.0.0.0, or
+    # the address of a container behind a published port.
+    advertise: str | None = None
     grpc_port: int | None = None  # None: the first free port from DEFAULT_GRPC_PORT
     client_port: int | None = None  # None: the gRPC port + CLIENT_PORT_OFFSET
     # A client port every node of one host listens on too (SO_REUSEPORT). None: 6666 on the
@@ -113,12 +120,34 @@ class NodeConfig:
             raise ConfigError("--client-tls needs --tls-dir: the node's certificate is in it")
         if self.requirepass is not None:
             check_password(self.requirepass, "--requirepass")
+        if self.advertise is not None:
+            check_advertise(self.advertise)
+        elif is_unspecified(self.grpc_listen_host):
+            # A peer that dials 0.0.0.0 or :: reaches itself, not this node.
+            flag = "--host" if self.grpc_host is None else "--grpc-host"
+            raise ConfigError(
+                f"{flag} {self.grpc_listen_host} listens on every address, but the other nodes "
+                f"cannot reach this node at {self.grpc_listen_host}: give --advertise "
+                "HOST:PORT, the address they reach it by"
+            )
         if self.client_limits.partial_line_budget < self.max_line:
             raise ConfigError(
                 f"--partial-line-budget ({self.client_limits.partial_line_budget}) must be at "
                 f"least --max-line ({self.max_line}): else one line of the longest kind is "
                 "refused"
             )
+
+    @property
+    def client_listen_host(self) -> str:
+        return self.host if self.client_host is None else self.client_host
+
+    @property
+    def grpc_listen_host(self) -> str:
+        return self.host if self.grpc_host is None else self.grpc_host
+
+    def announced_address(self, grpc_port: int) -> str:
+        """The gRPC address the node that got ``grpc_port`` gives the others to reach it by."""
+        return self.advertise or f"{self.grpc_listen_host}:{grpc_port}"
 
     def node_dir(self, grpc_port: int) -> Path:
         return self.data_dir / node_name(grpc_port)
@@ -146,6 +175,27 @@ class NodeConfig:
 class ClientPorts:
     own: int  # this node's alone
     shared: int | None  # listened on by every node of the host, with SO_REUSEPORT; may be own
+
+
+def is_unspecified(host: str) -> bool:
+    """Whether ``host`` is 0.0.0.0 or :: (in brackets or not): every address of the host."""
+    try:
+        return ipaddress.ip_address(host.removeprefix("[").removesuffix("]")).is_unspecified
+    except ValueError:
+        return False  # a name
+
+
+def check_advertise(address: str) -> str:
+    """``address`` if it is HOST:PORT with a host the other nodes can dial."""
+    host, colon, port = address.rpartition(":")
+    if not (host and colon and port.isdigit() and 1 <= int(port) <= _MAX_PORT):
+        raise ConfigError(f"--advertise {address}: expected HOST:PORT, such as node1:5555")
+    if is_unspecified(host):
+        raise ConfigError(
+            f"--advertise {address}: {host} is every address of this host, not one the other "
+            "nodes can reach it by: give this host's name or address"
+        )
+    return address
 
 
 def parse_tolerance(text: str, source: str = TOLERANCE_FILE) -> int:

@@ -10,14 +10,18 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from kayit.children import SETPRIV, can_die_with_parent, dying_with_parent
+from kayit.cluster.identity import NODE_ID_FILE
+from kayit.cluster.record import read_record
 from kayit.config import METRICS_PORT_OFFSET, node_name
 from kayit.rpc.status import fetch_status
+from kayit.server.ports import port_is_free
 from kayit.tls.command import TLS_SUBDIR
 from kayit.tls.identity import TlsIdentity
 from kayit.tls.layout import ADMIN, CA_CERT, NODE_CERT
 
 _STOP_GRACE = 5.0
-_LEADER_START = 10.0
+_LEADER_START = 30.0
 _MEMBERS_JOIN = 20.0
 PASSWORD_FILE = "client-password"  # in the data dir, when the password came on the command line
 
@@ -87,6 +91,17 @@ class ClusterPlan:
         """The gRPC address of node ``node`` (0 is the leader)."""
         return f"{self.host(node)}:{self.grpc_port + node}"
 
+    def ports(self) -> list[tuple[str, int, str]]:
+        """(host, port, what it is) of every port the nodes listen on."""
+        ports = []
+        for n, (name, _) in enumerate(self.node_commands()):
+            ports.append((self.host(n), self.grpc_port + n, f"gRPC port of {name}"))
+            ports.append((self.host(n), self.node_client_port(n), f"client port of {name}"))
+            if self.metrics_port:  # a default one that is taken is given up, not fatal
+                metrics = self.node_metrics_port(n)
+                ports.append(("127.0.0.1", metrics, f"metrics port of {name}"))
+        return ports
+
     def node_commands(self) -> list[tuple[str, list[str]]]:
         """(name, argv) of each node: the leader on grpc_port, members on the ports after it;
         node i has client port client_port + i and shares client_port with the others. Each
@@ -143,47 +158,172 @@ def save_password(data_dir: Path, password: bytes) -> Path:
     return path
 
 
+class ClusterError(Exception):
+    """kayit cluster cannot start its cluster; the message says why, on one line."""
+
+
+def check_ports(plan: ClusterPlan) -> None:
+    """Refuse to start anything when the ports the nodes need are taken: by another cluster,
+    most likely, whose leader the members would join instead of this one's."""
+    ports = plan.ports()
+    seen: dict[tuple[str, int], str] = {}
+    for host, port, what in ports:
+        if (host, port) in seen:
+            raise ClusterError(
+                f"{host}:{port} would be both {seen[host, port]} and {what}: choose "
+                "--grpc-port and --client-port further apart"
+            )
+        seen[host, port] = what
+    taken = [
+        f"{host}:{port} ({what})" for host, port, what in ports if not port_is_free(host, port)
+    ]
+    if taken:
+        verb = "is" if len(taken) == 1 else "are"
+        raise ClusterError(
+            f"{', '.join(taken)} {verb} in use, by another cluster perhaps: stop it, or choose "
+            "other ports with --grpc-port and --client-port"
+        )
+
+
+class Output:
+    """The cluster's standard output, which its reader may close (``kayit cluster | head -1``):
+    from then on what the nodes say is dropped, and they run on until Ctrl-C or SIGTERM, as
+    if nobody were reading."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def line(self, text: str) -> None:
+        if self.closed:
+            return
+        try:
+            print(text, flush=True)
+        except BrokenPipeError:
+            self.closed = True
+            # The buffered rest, later lines and the flush at exit must go somewhere.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+            with contextlib.suppress(OSError):
+                print(
+                    "kayit cluster: standard output was closed; the nodes run on and what they "
+                    "say is dropped (Ctrl-C or SIGTERM stops them)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+
+class _Started:
+    """A node process kayit cluster started, and the task printing what it says."""
+
+    def __init__(self, name: str, process: asyncio.subprocess.Process, output: Output) -> None:
+        self.name = name
+        self.process = process
+        self.last_line = ""
+        self.pump = asyncio.create_task(self._pump(output))
+
+    async def _pump(self, output: Output) -> None:
+        """Print the node's output with its name in front; say so if it exits on its own."""
+        stdout = self.process.stdout
+        assert stdout is not None
+        while line := await stdout.readline():
+            self.last_line = line.decode(errors="replace").rstrip()
+            output.line(f"[{self.name}] {self.last_line}")
+        code = await self.process.wait()
+        output.line(f"[{self.name}] exited with code {code}")
+
+
 async def run_cluster(plan: ClusterPlan) -> int:
+    """Start the nodes of ``plan`` and run until SIGTERM or SIGINT; raises ClusterError, with
+    every node it started stopped, if its leader cannot start."""
+    check_ports(plan)
     plan.make_certificates()
+    output = Output()
     # From the first node on: a SIGTERM while they start must stop them too, not orphan them.
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
-    processes: list[tuple[str, asyncio.subprocess.Process]] = []
-    for position, (name, arguments) in enumerate(plan.node_commands()):
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-u", "-m", "kayit", "node", *arguments,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )  # fmt: skip
-        processes.append((name, process))
-        if position == 0:  # members find a listening leader instead of retrying
-            await _wait_for_port(plan.grpc_port, _LEADER_START)
-    _banner(plan)
-    pumps = [asyncio.create_task(_pump(name, process)) for name, process in processes]
-    announcing = asyncio.create_task(_announce_ready(plan))
+    _banner(plan, output)
+    if not can_die_with_parent():
+        output.line(f"note: {SETPRIV} (util-linux) is missing: killed, this leaves its nodes")
+    started: list[_Started] = []
+    try:
+        for position, (name, arguments) in enumerate(plan.node_commands()):
+            started.append(await _start(name, arguments, output))
+            if position == 0:  # the members must find this leader, and no other
+                await _until_leader_ready(plan, started[0], stopping)
+            if stopping.is_set():
+                break
+    except BaseException:
+        await _stop_all(started)
+        raise
+    announcing = asyncio.create_task(_announce_ready(plan, output))
     await asyncio.wait(
         [announcing, asyncio.create_task(stopping.wait())], return_when=asyncio.FIRST_COMPLETED
     )
     announcing.cancel()
     if plan.members < plan.tolerance and not stopping.is_set():
-        print(
+        output.line(
             f"note: {plan.members} members cannot hold TOLERANCE={plan.tolerance} copies; "
-            "every SET will answer ERROR",
-            flush=True,
+            "every SET will answer ERROR"
         )
     await stopping.wait()
-    print("stopping every node ...", flush=True)
-    await _stop_all(processes)
-    for pump in pumps:
-        with contextlib.suppress(asyncio.CancelledError):
-            await pump
-    print("all nodes stopped", flush=True)
+    output.line("stopping every node ...")
+    await _stop_all(started)
+    output.line("all nodes stopped")
     return 0
 
 
-def _banner(plan: ClusterPlan) -> None:
+async def _start(name: str, arguments: list[str], output: Output) -> _Started:
+    argv = [sys.executable, "-u", "-m", "kayit", "node", *arguments]
+    process = await asyncio.create_subprocess_exec(
+        *(dying_with_parent(argv) if can_die_with_parent() else argv),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    return _Started(name, process, output)
+
+
+async def _until_leader_ready(plan: ClusterPlan, leader: _Started, stopping: asyncio.Event) -> None:
+    """Until the leader, the very process started (not another node on its port), answers,
+    and DATA_DIR holds a cluster record (made by the leader once it formed its cluster, or
+    there from an earlier run): a member of DATA_DIR then asks to be admitted to that cluster
+    only, and is refused by any other. Returns early on SIGTERM; raises ClusterError if the
+    leader exits or does not get there in time."""
+    tls = plan.tool_identity()
+    own_id = plan.data_dir / plan.node_name(0) / "raft" / NODE_ID_FILE
+    deadline = asyncio.get_running_loop().time() + _LEADER_START
+    while not stopping.is_set():
+        if leader.process.returncode is not None:
+            await leader.pump  # its last words
+            raise ClusterError(
+                f"{leader.name} exited with code {leader.process.returncode} before the "
+                f"cluster formed: {leader.last_line or 'it said nothing'}"
+            )
+        try:
+            status = await asyncio.to_thread(fetch_status, plan.address(0), 1.0, tls)
+        except ConnectionError:
+            status = None
+        if status is not None and own_id.exists():
+            node_id = own_id.read_text(encoding="ascii", errors="replace").strip()
+            if status.node_id != node_id:
+                raise ClusterError(
+                    f"{plan.address(0)} is answered by node {status.node_id}, not by the "
+                    f"{leader.name} just started (node {node_id}): another process shares the "
+                    "port; stop it, or choose other ports with --grpc-port and --client-port"
+                )
+            if await asyncio.to_thread(read_record, plan.data_dir) is not None:
+                return
+        if asyncio.get_running_loop().time() > deadline:
+            raise ClusterError(
+                f"{leader.name} did not answer as a node of its cluster within "
+                f"{_LEADER_START:.0f} s; its output above says why"
+            )
+        await asyncio.sleep(0.1)
+
+
+def _banner(plan: ClusterPlan, output: Output) -> None:
     last = plan.grpc_port + plan.members
     own = ", ".join(
         f"{name} -> {plan.node_client_port(n)}" for n, (name, _) in enumerate(plan.node_commands())
@@ -206,7 +346,7 @@ def _banner(plan: ClusterPlan) -> None:
         f"  data in {plan.data_dir.resolve()}/node-<grpc-port>/messages/",
         "  Ctrl-C stops every node",
     ]
-    print("\n".join(lines), flush=True)
+    output.line("\n".join(lines))
 
 
 def _metrics_line(plan: ClusterPlan) -> str:
@@ -219,48 +359,26 @@ def _metrics_line(plan: ClusterPlan) -> str:
     )
 
 
-async def _announce_ready(plan: ClusterPlan) -> None:
+async def _announce_ready(plan: ClusterPlan, output: Output) -> None:
     """Say when every member has joined, so a user knows SETs will be answered OK."""
-    address = f"127.0.0.1:{plan.grpc_port}"
     tls = plan.tool_identity()
     deadline = asyncio.get_running_loop().time() + _MEMBERS_JOIN
     alive = 0
     while asyncio.get_running_loop().time() < deadline:
         try:
-            status = await asyncio.to_thread(fetch_status, address, 1.0, tls)
+            status = await asyncio.to_thread(fetch_status, plan.address(0), 1.0, tls)
         except ConnectionError:
             status = None
         alive = sum(1 for m in status.members if m.alive) if status else 0
         if alive >= plan.members:
-            print(f"cluster ready: {alive} of {plan.members} members joined", flush=True)
+            output.line(f"cluster ready: {alive} of {plan.members} members joined")
             return
         await asyncio.sleep(0.2)
-    print(f"cluster not complete: {alive} of {plan.members} members joined so far", flush=True)
+    output.line(f"cluster not complete: {alive} of {plan.members} members joined so far")
 
 
-async def _wait_for_port(port: int, timeout: float) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            await asyncio.sleep(0.05)
-            continue
-        writer.close()
-        return
-
-
-async def _pump(name: str, process: asyncio.subprocess.Process) -> None:
-    """Print a node's output with its name in front; say so if it exits on its own."""
-    assert process.stdout is not None
-    while line := await process.stdout.readline():
-        print(f"[{name}] {line.decode(errors='replace').rstrip()}", flush=True)
-    code = await process.wait()
-    print(f"[{name}] exited with code {code}", flush=True)
-
-
-async def _stop_all(processes: list[tuple[str, asyncio.subprocess.Process]]) -> None:
-    running = [process for _, process in processes if process.returncode is None]
+async def _stop_all(nodes: list[_Started]) -> None:
+    running = [node.process for node in nodes if node.process.returncode is None]
     for process in running:
         with contextlib.suppress(ProcessLookupError):
             process.send_signal(signal.SIGTERM)
@@ -271,3 +389,6 @@ async def _stop_all(processes: list[tuple[str, asyncio.subprocess.Process]]) -> 
             if process.returncode is None:
                 process.kill()
         await asyncio.gather(*(p.wait() for p in running))
+    for node in nodes:
+        with contextlib.suppress(asyncio.CancelledError):
+            await node.pump

@@ -15,7 +15,7 @@ from kayit.client import KayitClient
 from kayit.cluster.identity import CLUSTER_FILE, ClusterFacts
 from kayit.rpc import kayit_pb2 as pb
 from kayit.rpc.status import fetch_status
-from kayit.server.ports import free_ports
+from kayit.server.ports import free_ports, port_is_free
 from kayit.storage.naming import file_name
 from kayit.tls.authority import init_authority, issue
 from kayit.tls.identity import TlsIdentity
@@ -31,6 +31,14 @@ def port_open(port: int) -> bool:
     except OSError:
         return False
     return True
+
+
+def free_port_run(count: int) -> int:
+    """The first of ``count`` consecutive free ports on loopback (kayit cluster takes runs)."""
+    for base in range(20000 + os.getpid() % 20000, 60000, 7):
+        if all(port_is_free("127.0.0.1", port) for port in range(base, base + count)):
+            return base
+    raise AssertionError("no run of free ports")
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:

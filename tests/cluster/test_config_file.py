@@ -14,9 +14,8 @@ import pytest
 from kayit.client import KayitClient
 from kayit.rpc.status import fetch_status
 from kayit.server.ports import free_ports
-from tests.cluster.harness import NodeProcess, port_open, wait_for
+from tests.cluster.harness import NodeProcess, free_port_run, port_open, wait_for
 from tests.cluster.test_client_limits import read_until_closed
-from tests.cluster.test_node_startup import _free_run
 
 KAYIT = [sys.executable, "-m", "kayit"]
 
@@ -58,7 +57,7 @@ def test_kayit_cluster_nodes_get_settings_from_the_cluster_alone(tmp_path: Path)
     """The working directory's [node] table and the KAYIT_* variables of node-only flags do
     not reach the nodes `kayit cluster` starts: no password, no client limit; its own
     [cluster] table does."""
-    grpc_port = _free_run(4)
+    grpc_port = free_port_run(4)
     client_port = grpc_port + 2  # and the member's after it
     (tmp_path / "kayit.toml").write_text(
         "[cluster]\n"

@@ -20,7 +20,7 @@ from kayit.server.ports import free_ports, port_is_free
 from kayit.tls.identity import TlsIdentity
 from kayit.tls.layout import ADMIN, NODE_KEY
 from tests.cluster.conftest import ClusterFactory
-from tests.cluster.harness import NodeProcess, wait_for
+from tests.cluster.harness import NodeProcess, free_port_run, wait_for
 
 KAYIT = [sys.executable, "-m", "kayit"]
 FAST = ["--heartbeat", "0.2", "--dead-after", "1"]
@@ -162,7 +162,7 @@ def test_course_mode_without_flags_picks_ports_from_5555(tmp_path: Path) -> None
 
 @pytest.mark.cluster
 def test_kayit_cluster_starts_every_node_and_stops_them_on_sigterm(tmp_path: Path) -> None:
-    base = _free_run(8)
+    base = free_port_run(8)
     client_port = base + 4  # and the 3 after it, one per member
     process = subprocess.Popen(
         [*KAYIT, "cluster", "--members", "3", "--tolerance", "2", "--grpc-port", str(base),
@@ -211,7 +211,7 @@ def test_kayit_cluster_starts_every_node_and_stops_them_on_sigterm(tmp_path: Pat
 
 @pytest.mark.cluster
 def test_kayit_cluster_stopped_while_its_nodes_start_stops_them_all(tmp_path: Path) -> None:
-    base = _free_run(6)
+    base = free_port_run(6)
     process = subprocess.Popen(
         [*KAYIT, "cluster", "--members", "2", "--grpc-port", str(base),
          "--client-port", str(base + 3), "--data-dir", str(tmp_path / "d")],
@@ -305,14 +305,6 @@ def _has_members(grpc_port: int, count: int) -> bool:
         return False
     members = status.members
     return sum(m.alive for m in members) == count and all(m.voter for m in members)
-
-
-def _free_run(count: int) -> int:
-    """The first of ``count`` consecutive free ports."""
-    for base in range(20000 + os.getpid() % 20000, 60000, 7):
-        if all(port_is_free("127.0.0.1", port) for port in range(base, base + count)):
-            return base
-    raise AssertionError("no run of free ports")
 
 
 @pytest.mark.cluster

@@ -136,12 +136,22 @@ def test_a_call_naming_another_cluster_or_none_on_the_data_path_is_refused(
 
 
 @pytest.mark.cluster
-def test_a_node_without_tls_refuses_to_serve_grpc_beyond_loopback(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("hosts", "named"),
+    [
+        (["--host", "198.51.100.1"], "--host 198.51.100.1"),
+        # Clients on loopback do not make gRPC on every address any safer.
+        (["--grpc-host", "0.0.0.0", "--advertise", "198.51.100.1:1"], "--grpc-host 0.0.0.0"),
+    ],
+)
+def test_a_node_without_tls_refuses_to_serve_grpc_beyond_loopback(
+    tmp_path: Path, hosts: list[str], named: str
+) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "kayit", "node", "--leader", "--host", "0.0.0.0",
+        [sys.executable, "-m", "kayit", "node", "--leader", *hosts,
          "--grpc-port", "1", "--data-dir", str(tmp_path / "data")],
         capture_output=True, text=True, timeout=30, cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 2
-    assert "would serve gRPC beyond loopback without TLS" in result.stderr
+    assert f"{named} would serve gRPC beyond loopback without TLS" in result.stderr
     assert "--tls-dir" in result.stderr and "--insecure" in result.stderr

@@ -1,7 +1,8 @@
-"""tolerance.conf parsing and reading."""
+"""tolerance.conf parsing and reading, and the settings a node derives from its flags."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -210,3 +211,59 @@ def test_a_node_config_does_not_show_its_password() -> None:
     assert "hunter2" not in repr(NodeConfig(requirepass=b"hunter2"))
     with pytest.raises(ConfigError):
         NodeConfig(requirepass=b"two\nlines")
+
+
+def test_client_and_grpc_hosts_default_to_host() -> None:
+    config = NodeConfig(host="10.0.0.1")
+    assert (config.client_listen_host, config.grpc_listen_host) == ("10.0.0.1", "10.0.0.1")
+    config = NodeConfig(host="10.0.0.1", client_host="0.0.0.0", grpc_host="10.0.0.2")
+    assert (config.client_listen_host, config.grpc_listen_host) == ("0.0.0.0", "10.0.0.2")
+
+
+@pytest.mark.parametrize(
+    ("config", "announced"),
+    [
+        (NodeConfig(), "127.0.0.1:5555"),
+        (NodeConfig(host="10.0.0.1"), "10.0.0.1:5555"),
+        (NodeConfig(host="10.0.0.1", grpc_host="10.0.0.2"), "10.0.0.2:5555"),
+        (NodeConfig(host="0.0.0.0", advertise="node1:5555"), "node1:5555"),
+        # A published port may differ from the one bound inside a container.
+        (NodeConfig(grpc_host="::", advertise="[2001:db8::1]:15555"), "[2001:db8::1]:15555"),
+    ],
+)
+def test_the_announced_address(config: NodeConfig, announced: str) -> None:
+    assert config.announced_address(5555) == announced
+
+
+@pytest.mark.parametrize(
+    ("hosts", "flag"),
+    [
+        ({"host": "0.0.0.0"}, "--host 0.0.0.0"),
+        ({"host": "10.0.0.1", "grpc_host": "::"}, "--grpc-host ::"),
+        ({"grpc_host": "[::]"}, "--grpc-host [::]"),
+    ],
+)
+def test_every_address_is_never_announced_without_advertise(
+    hosts: dict[str, str], flag: str
+) -> None:
+    every = rf"^{re.escape(flag)} listens on every address.*--advertise"
+    with pytest.raises(ConfigError, match=every):
+        NodeConfig(**hosts)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("advertise", "problem"),
+    [
+        ("0.0.0.0:5555", "every address of this host"),
+        ("[::]:5555", "every address of this host"),
+        (":::5555", "every address of this host"),
+        ("node1", "expected HOST:PORT"),
+        ("node1:", "expected HOST:PORT"),
+        (":5555", "expected HOST:PORT"),
+        ("node1:70000", "expected HOST:PORT"),
+        ("node1:http", "expected HOST:PORT"),
+    ],
+)
+def test_advertise_must_be_an_address_the_others_can_dial(advertise: str, problem: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^--advertise {re.escape(advertise)}: .*{problem}"):
+        NodeConfig(advertise=advertise)

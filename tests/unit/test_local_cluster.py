@@ -6,8 +6,10 @@ import stat
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from kayit.config import read_password_file
-from kayit.local_cluster import PASSWORD_FILE, ClusterPlan, save_password
+from kayit.local_cluster import PASSWORD_FILE, ClusterError, ClusterPlan, check_ports, save_password
 
 
 def _plan(members: int, hosts: tuple[str, ...] = ()) -> ClusterPlan:
@@ -95,3 +97,25 @@ def test_node_i_serves_metrics_on_the_metrics_port_plus_i() -> None:
     default = _plan(members=1)
     assert all("--metrics-port" not in argv for _, argv in default.node_commands())
     assert default.node_metrics_port(1) == 8001 + 2222
+
+
+def test_the_plan_lists_every_port_its_nodes_listen_on() -> None:
+    assert _plan(members=1).ports() == [
+        ("127.0.0.1", 8000, "gRPC port of leader:8000"),
+        ("127.0.0.1", 7000, "client port of leader:8000"),
+        ("127.0.0.1", 8001, "gRPC port of member:8001"),
+        ("127.0.0.1", 7001, "client port of member:8001"),
+    ]
+    # Metrics ports given are checked too; the default ones are given up when taken.
+    given = replace(_plan(members=1), metrics_port=9000).ports()
+    assert ("127.0.0.1", 9001, "metrics port of member:8001") in given
+
+
+def test_ports_that_overlap_are_refused_before_anything_starts() -> None:
+    plan = replace(_plan(members=3), client_port=8002)
+    with pytest.raises(
+        ClusterError,
+        match=r"127\.0\.0\.1:8002 would be both client port of leader:8000 and gRPC port "
+        r"of member:8002",
+    ):
+        check_ports(plan)

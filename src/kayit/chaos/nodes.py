@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shutil
 import signal
 import sys
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import IO
 
 from kayit.chaos.network import Network
+from kayit.children import SETPRIV, can_die_with_parent, dying_with_parent
 from kayit.local_cluster import ClusterPlan
 from kayit.rpc import kayit_pb2 as pb
 from kayit.rpc.status import fetch_status
@@ -24,14 +24,6 @@ from kayit.rpc.status import fetch_status
 # A fatal line of gRPC's core logging (glog style): F, month and day, time, thread, source.
 _GRPC_FATAL = re.compile(r"F\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\]")
 _STATUS_TIMEOUT = 1.0  # a paused node never answers: asking it must not hold the nemesis up
-
-
-# If the harness dies (even by SIGKILL), so does each node, so no run leaves orphans behind.
-# setpriv (util-linux) sets that and execs the node, keeping its PID. Not a preexec_fn: the
-# harness's own gRPC calls run meanwhile, and a child that runs Python code between fork and
-# exec runs gRPC's fork handlers too, which start a poller that dies on the fds closed before
-# exec and abort the child (grpc/grpc#43055); without one, the child is spawned by vfork.
-_DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "KILL"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +67,7 @@ class ChaosNode:
             self._log = self.log_path.open("ab")
         self.killed = False
         self.process = await asyncio.create_subprocess_exec(
-            *_DIE_WITH_PARENT, *self.argv, stdout=self._log, stderr=asyncio.subprocess.STDOUT
+            *dying_with_parent(self.argv), stdout=self._log, stderr=asyncio.subprocess.STDOUT
         )
 
     @property
@@ -112,8 +104,9 @@ class ChaosCluster:
     """The nodes of one ClusterPlan on a Network: node 0 forms the cluster, the others join it."""
 
     def __init__(self, plan: ClusterPlan, network: Network, log_dir: Path) -> None:
-        if shutil.which(_DIE_WITH_PARENT[0]) is None:
-            raise RuntimeError("`setpriv` is not installed: apt-get install util-linux")
+        # If the harness dies (even by SIGKILL), so does each node: no run leaves orphans.
+        if not can_die_with_parent():
+            raise RuntimeError(f"`{SETPRIV}` is not installed: apt-get install util-linux")
         self.plan = plan
         self.network = network
         plan.make_certificates()

@@ -188,7 +188,7 @@ class ClusterEntry:
         asked = [*(self._record.nodes if self._record else ()), *config.peers]
         asked += (config.join or "").split(",")
         if config.role is Role.AUTO and config.grpc_port is None:
-            asked += [f"{config.host}:{port}" for port in COURSE_GRPC_PORTS]
+            asked += [f"{config.grpc_listen_host}:{port}" for port in COURSE_GRPC_PORTS]
         return [peer for peer in dict.fromkeys(asked) if peer and peer != address]
 
     async def _any_in_a_cluster(self, peers: Sequence[str]) -> bool:

@@ -99,7 +99,7 @@ class Node:
         config = self.config
         self.failed = asyncio.get_running_loop().create_future()
         port = self._bind_grpc()
-        address = f"{config.host}:{port}"
+        address = config.announced_address(port)
         client_ports = config.client_ports(port)
         await self._serve_metrics(port)
         self._node_dir = node_dir = config.node_dir(port)
@@ -125,7 +125,7 @@ class Node:
         commands = ClientCommands(leadership, Forwarder(self._peers), leader_wait(config.heartbeat))
         self._client_servers = await serve_clients(
             commands,
-            config.host,
+            config.client_listen_host,
             client_ports,
             config.max_line,
             ClientAccess(config.requirepass, config.insecure),
@@ -147,11 +147,12 @@ class Node:
         await self._grpc.start()
         self._spawn("the loop clock", self._clock.run)
         self._spawn("entering the cluster", partial(self._enter, entry, group, pending[0]))
+        grpc_on = f"{config.grpc_listen_host}:{port}"
         log.info(
             "node %s: clients on %s, gRPC on %s, data in %s",
             group.id,
-            _describe(config.host, client_ports),
-            address,
+            _describe(config.client_listen_host, client_ports),
+            grpc_on if grpc_on == address else f"{grpc_on} (announced as {address})",
             node_dir,
         )
 
@@ -429,12 +430,13 @@ class Node:
     # ---- plumbing ----------------------------------------------------------------------------
 
     def _bind_grpc(self) -> int:
-        host = self.config.host
+        host = self.config.grpc_listen_host
         if self.config.tls is None and not is_loopback(host):
             # Whoever reaches a node's gRPC port can change every copy, join and vote.
             if not self.config.insecure:
+                flag = "--host" if self.config.grpc_host is None else "--grpc-host"
                 raise ConfigError(
-                    f"--host {host} would serve gRPC beyond loopback without TLS, where anyone "
+                    f"{flag} {host} would serve gRPC beyond loopback without TLS, where anyone "
                     "who reaches it could change every copy: give --tls-dir DIR (see kayit "
                     "certs), or --insecure to serve it plainly all the same"
                 )
