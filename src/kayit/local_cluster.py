@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -31,6 +32,8 @@ class ClusterPlan:
     data_dir: Path
     fsync: str
     report_every: float
+    log_level: str = "info"  # every node's --log-level
+    log_format: str = "text"  # every node's --log-format
     hosts: tuple[str, ...] = ()  # the address of each node, leader first; () is all loopback
     extra: tuple[str, ...] = ()  # more `kayit node` flags, for every node
     password_file: Path | None = None  # every node's --requirepass-file
@@ -89,6 +92,8 @@ class ClusterPlan:
             "--data-dir", str(self.data_dir),
             "--fsync", self.fsync,
             "--report-every", str(self.report_every),
+            "--log-level", self.log_level,
+            "--log-format", self.log_format,
             *self.extra,
         ]  # fmt: skip
         if self.password_file is not None:
@@ -226,12 +231,25 @@ async def _wait_for_port(port: int, timeout: float) -> None:
 
 
 async def _pump(name: str, process: asyncio.subprocess.Process) -> None:
-    """Print a node's output with its name in front; say so if it exits on its own."""
+    """Print a node's output with its name in front (in a JSON log line: as its "node"); say
+    so if it exits on its own."""
     assert process.stdout is not None
     while line := await process.stdout.readline():
-        print(f"[{name}] {line.decode(errors='replace').rstrip()}", flush=True)
+        print(named_line(name, line.decode(errors="replace").rstrip()), flush=True)
     code = await process.wait()
     print(f"[{name}] exited with code {code}", flush=True)
+
+
+def named_line(name: str, line: str) -> str:
+    """A line of node ``name``'s output as kayit cluster prints it."""
+    if line.startswith("{"):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            entry = None
+        if isinstance(entry, dict):
+            return json.dumps({"node": name, **entry})
+    return f"[{name}] {line}"
 
 
 async def _stop_all(processes: list[tuple[str, asyncio.subprocess.Process]]) -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import stat
 from dataclasses import replace
 from pathlib import Path
 
 from kayit.config import read_password_file
-from kayit.local_cluster import PASSWORD_FILE, ClusterPlan, save_password
+from kayit.local_cluster import PASSWORD_FILE, ClusterPlan, named_line, save_password
 
 
 def _plan(members: int, hosts: tuple[str, ...] = ()) -> ClusterPlan:
@@ -84,3 +85,16 @@ def test_the_password_goes_to_every_node_by_file_and_never_on_a_command_line(
         assert "other" not in " ".join(argv)
     for _, argv in _plan(members=1).node_commands():
         assert "--requirepass-file" not in argv and "--insecure" not in argv
+
+
+def test_log_flags_go_to_every_node_and_json_lines_stay_json() -> None:
+    plan = replace(_plan(members=2), log_level="debug", log_format="json")
+    for _, argv in plan.node_commands():
+        assert (_flag(argv, "--log-level"), _flag(argv, "--log-format")) == ("debug", "json")
+    entry = '{"time": "t", "level": "info", "logger": "kayit.report", "message": "m"}'
+    assert json.loads(named_line("member:8001", entry)) == {
+        "node": "member:8001",
+        **json.loads(entry),
+    }
+    assert named_line("member:8001", "2026-11-27 INFO m") == "[member:8001] 2026-11-27 INFO m"
+    assert named_line("leader:8000", "{not json") == "[leader:8000] {not json"
