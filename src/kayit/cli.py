@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
+import contextlib
 import os
 import ssl
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import NoReturn, TypeVar, cast
 
+from kayit import __version__
+from kayit.addresses import DEFAULT_HOST, Address, AddressError, format_address, parse_address
 from kayit.chaos.command import add_chaos_command
 from kayit.config import (
     CLIENT_PORT_OFFSET,
@@ -58,6 +60,10 @@ from kayit.tls.identity import TlsIdentity
 from kayit.tls.layout import ADMIN
 
 T = TypeVar("T")
+EXIT_DEGRADED = 1  # kayit status: the cluster answers, but not every part of it is well
+EXIT_UNREACHABLE = 3  # kayit status: the node asked does not answer
+# What every address argument takes; the parts left out are the argument's defaults.
+_FORMS = "HOST, HOST:PORT, :PORT or PORT"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,15 +85,30 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, naming where the usage is (exit code 2, as argparse's)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="kayit",
         description="A fault-tolerant distributed message store. Clients send SET <id> <message> "
         "and GET <id> over TCP to any node, which forwards them to the leader; the leader keeps "
         "each message on TOLERANCE + 1 nodes over gRPC. The nodes elect their leader (Raft): "
-        "when it dies, another takes over.",
+        f"when it dies, another takes over. Every address argument takes {_FORMS}: a host left "
+        f"out is 127.0.0.1, a port left out {DEFAULT_CLIENT_PORT} for a client port and "
+        f"{DEFAULT_GRPC_PORT} for a gRPC one. Errors are one line on stderr; usage errors exit "
+        "with code 2.",
     )
-    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"kayit {__version__}")
+    # The commands' parsers are _Parsers too; the commands' modules need only ArgumentParser.
+    commands = cast(
+        "argparse._SubParsersAction[argparse.ArgumentParser]",
+        parser.add_subparsers(required=True, metavar="COMMAND"),
+    )
     _add_node(commands)
     _add_cluster(commands)
     _add_client(commands)
@@ -151,7 +172,7 @@ def _add_node(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "until an election says otherwise)",
     )  # fmt: skip
     role.add_argument(
-        "--join", metavar="HOST:PORT[,...]",
+        "--join", type=_list(_grpc_address), metavar="HOST:PORT[,...]",
         help="join the cluster through the node(s) at HOST:PORT, any of its nodes; never form "
         "one",
     )  # fmt: skip
@@ -265,7 +286,9 @@ def _add_node(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     )  # fmt: skip
     node.add_argument(
         "--report-every", type=_seconds, default=10.0,
-        help="seconds between printed reports (%(default)s)",
+        help="seconds between reports; each logs only what changed since the one before: "
+        "the node's counts, each member's (on the leader), messages waiting for repair, a "
+        "disk failing to sync (%(default)s)",
     )  # fmt: skip
     node.add_argument(
         "--rpc-timeout", type=_seconds, default=5.0,
@@ -326,18 +349,33 @@ def _add_node(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="address the metrics port listens on; it asks no password, so whoever reaches it "
         "reads the metrics and the dashboard (%(default)s)",
     )  # fmt: skip
-    node.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    _add_log_flags(node)
+    node.add_argument(
+        "-q", "--quiet", dest="log_level", action="store_const", const="warning",
+        help="log warnings and errors only: --log-level warning",
+    )  # fmt: skip
     node.set_defaults(run=_run_node)
 
 
+def _add_log_flags(parser: argparse.ArgumentParser, nodes: str = "") -> None:
+    from kayit.logs import FORMATS, LEVELS
+
+    parser.add_argument(
+        "--log-level", choices=LEVELS, default="info",
+        help=f"the least important messages logged{nodes} (%(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--log-format", choices=FORMATS, default="text",
+        help=f"text: a line per message, timestamp and level first; json: one JSON object per "
+        f"line (time, level, logger, message){nodes} (%(default)s)",
+    )  # fmt: skip
+
+
 def _run_node(args: argparse.Namespace) -> int:
+    from kayit.logs import configure_logging
     from kayit.server.node import run_node
 
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO,
-        format="%(asctime)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(args.log_level, args.log_format)
     role = Role.LEADER if args.leader else Role.MEMBER if args.join or args.peers else Role.AUTO
     config = NodeConfig(
         role=role,
@@ -348,7 +386,7 @@ def _run_node(args: argparse.Namespace) -> int:
         grpc_port=args.grpc_port,
         client_port=args.client_port,
         shared_client_port=args.shared_client_port,
-        join=args.join,
+        join=",".join(args.join) if args.join else None,
         peers=tuple(args.peers or ()),
         data_dir=args.data_dir,
         tolerance=args.tolerance,
@@ -454,7 +492,11 @@ def _add_cluster(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--fsync", choices=[p.value for p in FsyncPolicy], default=FsyncPolicy.EVERYSEC.value,
         help="(%(default)s)",
     )  # fmt: skip
-    cluster.add_argument("--report-every", type=_seconds, default=10.0, help="(%(default)s)")
+    cluster.add_argument(
+        "--report-every", type=_seconds, default=10.0,
+        help="seconds between each node's reports (%(default)s)",
+    )  # fmt: skip
+    _add_log_flags(cluster, ", by every node")
     cluster.add_argument(
         "--no-tls", action="store_true",
         help="plain gRPC between the nodes instead of mutual TLS with certificates made in "
@@ -501,6 +543,8 @@ def _run_cluster(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         fsync=args.fsync,
         report_every=args.report_every,
+        log_level=args.log_level,
+        log_format=args.log_format,
         tls=not args.no_tls,
         client_tls=args.client_tls,
         password_file=None if password_file is None else password_file.resolve(),
@@ -586,14 +630,17 @@ def _add_client(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "client",
         help="send commands to a node, one per line",
         description="Read commands (SET <id> <message>, GET <id>) from standard input, one per "
-        "line, and print each reply. Works interactively and in a pipe. Given several "
+        "line, and print each reply. In a pipe every line is sent as it is. At a terminal, "
+        "lines can be edited and earlier ones recalled with the arrows, also those of earlier "
+        "sessions (kept in ~/.kayit_history, AUTH lines left out); help, quit and exit are "
+        "answered by the client itself. Given several "
         "addresses it connects to the first that answers and, when the connection fails, "
         "moves on to the next (the reply under way is lost: a SET may or may not be done).",
     )
     client.add_argument(
-        "address", nargs="*", default=[f"127.0.0.1:{DEFAULT_CLIENT_PORT}"],
-        help="HOST:PORT of a node's client port; several may be given, comma-separated or "
-        f"one after another (127.0.0.1:{DEFAULT_CLIENT_PORT})",
+        "address", nargs="*", type=_list(_client_address),
+        help=f"a node's client port: {_FORMS} (host 127.0.0.1, port {DEFAULT_CLIENT_PORT}); "
+        "several may be given, comma-separated or one after another",
     )  # fmt: skip
     client.add_argument(
         "-a", "--pass", dest="password", metavar="PASSWORD",
@@ -607,7 +654,8 @@ def _add_client(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 def _run_client(args: argparse.Namespace) -> int:
     from kayit.client import KayitClient
 
-    first, *rest = _addresses(args.address)
+    given = [address for listed in args.address for address in listed]
+    first, *rest = given or [(DEFAULT_HOST, DEFAULT_CLIENT_PORT)]
     try:
         client = KayitClient(*first, fallbacks=rest, password=args.password, tls=_client_tls(args))
     except OSError as error:
@@ -616,15 +664,8 @@ def _run_client(args: argparse.Namespace) -> int:
         )
         return 1
     interactive = sys.stdin.isatty()
-    with client:
-        while True:
-            try:
-                line = input("kayit> ") if interactive else sys.stdin.readline()
-            except EOFError:
-                return 0
-            if not interactive and not line:
-                return 0
-            line = line.rstrip("\r\n")
+    with client, _line_editing(interactive):
+        for line in _client_lines(interactive):
             if not line.strip():
                 continue
             lost = _joined([client.address])
@@ -644,30 +685,87 @@ def _run_client(args: argparse.Namespace) -> int:
                 print(f"kayit client: connected to {_joined([client.address])}", file=sys.stderr)
                 continue
             print(reply.decode("utf-8", "replace"), flush=True)
+    return 0
+
+
+def _line_editing(interactive: bool) -> contextlib.AbstractContextManager[None]:
+    from kayit.client_shell import line_editing
+
+    return line_editing() if interactive else contextlib.nullcontext()
+
+
+def _client_lines(interactive: bool) -> Iterator[str]:
+    """The lines for the node: read from a pipe as they come, each as it is; or typed at the
+    prompt, where help, quit and exit are answered here."""
+    if not interactive:
+        while line := sys.stdin.readline():
+            yield line.rstrip("\r\n")
+        return
+    from kayit.client_shell import HELP, QUIT, forget_if_secret
+
+    while True:
+        try:
+            line = input("kayit> ")
+        except EOFError:
+            print()  # the prompt's line ends, as the shell's does
+            return
+        forget_if_secret(line)
+        word = line.strip().lower()
+        if word == "help":
+            print(HELP)
+        elif word in QUIT:
+            return
+        else:
+            yield line
 
 
 def _add_status(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     status = commands.add_parser(
-        "status", help="ask a node (over gRPC) for its role, counts and members"
+        "status",
+        help="show every node of the cluster, and whether it is healthy",
+        description="Ask a node (over gRPC) for the cluster, then its leader for every node, "
+        "and each node for itself; print a line on the cluster and a table of its nodes: "
+        "ROLE as the node says (the leader's view if it does not answer), NODE id, gRPC "
+        "ADDRESS, TERM, ALIVE as the leader sees it, VOTER or learner in the metadata group, "
+        "MESSAGES (the leader: in its index; the others: on their own disk), ASSIGNED (copies "
+        "the leader's index places on it); '-' for what is not known. Exit code 0: healthy; "
+        f"{EXIT_DEGRADED}: degraded (a node dead, no leader, messages under-replicated, too "
+        f"few live nodes for TOLERANCE, a disk failing to sync; each said on a line of its "
+        f"own); {EXIT_UNREACHABLE}: the node does not answer; 2: a usage error.",
     )
     status.add_argument(
-        "address", nargs="?", default=f"127.0.0.1:{DEFAULT_GRPC_PORT}",
-        help="a node's gRPC address (%(default)s)",
+        "address", nargs="?", type=_grpc_address, default=f"127.0.0.1:{DEFAULT_GRPC_PORT}",
+        help=f"any node's gRPC address: {_FORMS} (host 127.0.0.1, port {DEFAULT_GRPC_PORT})",
+    )  # fmt: skip
+    status.add_argument(
+        "--json", action="store_true",
+        help="print the same as one JSON object: health, problems, leader, term, tolerance, "
+        "messages, under_replicated, and nodes (role, node_id, address, alive, voter, term, "
+        "messages, assigned; null for what is not known)",
+    )  # fmt: skip
+    status.add_argument(
+        "--timeout", type=_seconds, default=5.0, metavar="SECONDS",
+        help="how long each node may take to answer (%(default)s)",
     )  # fmt: skip
     add_tool_tls_flags(status)
     status.set_defaults(run=_run_status)
 
 
 def _run_status(args: argparse.Namespace) -> int:
-    from kayit.rpc.status import fetch_status, format_status
+    import json
+
+    from kayit.rpc.status import fetch_cluster
 
     try:
-        status = fetch_status(args.address, tls=tool_identity(args))
+        cluster = fetch_cluster(args.address, args.timeout, tls=tool_identity(args))
     except ConnectionError as error:
         print(f"kayit status: {error}", file=sys.stderr)
-        return 1
-    print(format_status(status))
-    return 0
+        if args.json:
+            unreachable = {"health": "unreachable", "problems": [str(error)], "asked": args.address}
+            print(json.dumps(unreachable))
+        return EXIT_UNREACHABLE
+    print(json.dumps(cluster.as_json()) if args.json else cluster.table())
+    return EXIT_DEGRADED if cluster.problems else 0
 
 
 def _add_member(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -766,9 +864,10 @@ def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "the throughput and latency percentiles, like redis-benchmark. Speaks kayit's text "
         "protocol or RESP (to kayit or to redis-server alike). Keys are key:000001234 style, "
         "uniform over the keyspace; values are runs of 'x'. Errors (ERROR or -ERR replies, "
-        "wrong replies) are counted. A connection that fails connects again, to the next "
-        "address given that answers, and the requests it had in flight count as errors; when "
-        "none answers, the run ends with exit code 1.",
+        "wrong replies) are counted, and a run with any ends with FAILED and exit code 1. A "
+        "connection that fails connects again, to the next address given that answers, and "
+        "the requests it had in flight count as errors; when none answers, the run ends with "
+        "exit code 1 at once.",
     )  # fmt: skip
     bench.add_argument("--help", action="help", help="show this help message and exit")
     bench.add_argument(
@@ -850,7 +949,11 @@ def _run_bench(args: argparse.Namespace) -> int:
         print(f"kayit bench: {error}", file=sys.stderr)
         return 1
     print(result.json_line() if args.json else result.summary(), flush=True)
-    return 0
+    if not result.errors:
+        return 0
+    if args.json:  # stdout holds the JSON object alone
+        print(f"kayit bench: {result.failure}", file=sys.stderr)
+    return 1
 
 
 def _add_client_tls_flag(parser: argparse.ArgumentParser) -> None:
@@ -867,17 +970,15 @@ def _client_tls(args: argparse.Namespace) -> ssl.SSLContext | None:
     return TlsIdentity.load(args.tls_dir, ADMIN).client_context()
 
 
-def _addresses(texts: list[str]) -> list[tuple[str, int]]:
-    from kayit.client import parse_addresses
-
+def _client_address(text: str) -> Address:
     try:
-        return parse_addresses(texts)
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
+        return parse_address(text, DEFAULT_CLIENT_PORT)
+    except AddressError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def _joined(addresses: list[tuple[str, int]]) -> str:
-    return ", ".join(f"{host}:{port}" for host, port in addresses)
+def _joined(addresses: list[Address]) -> str:
+    return ", ".join(format_address(address) for address in addresses)
 
 
 def _port(text: str) -> int:
@@ -891,11 +992,11 @@ def _port(text: str) -> int:
 
 
 def _grpc_address(text: str) -> str:
-    host, colon, port = text.rpartition(":")
-    if not (host and colon):
-        raise argparse.ArgumentTypeError(f"not HOST:PORT: {text!r}")
-    _port(port)
-    return text
+    """A node's gRPC address, as the nodes write it: HOST:PORT."""
+    try:
+        return format_address(parse_address(text, DEFAULT_GRPC_PORT))
+    except AddressError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _list(item: Callable[[str], T]) -> Callable[[str], list[T]]:

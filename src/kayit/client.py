@@ -14,34 +14,12 @@ import socket
 import ssl
 from collections.abc import Iterable, Sequence
 
+from kayit.addresses import DEFAULT_HOST, Address
 from kayit.config import DEFAULT_CLIENT_PORT
-
-Address = tuple[str, int]
-DEFAULT_HOST = "127.0.0.1"
 
 
 class AuthenticationFailed(ConnectionError):
     """A node did not accept the password: its reply to AUTH is in the message."""
-
-
-def parse_addresses(texts: Iterable[str], default_host: str = DEFAULT_HOST) -> list[Address]:
-    """``HOST:PORT`` (or ``:PORT``, or ``PORT``) entries, each text holding one or several
-    separated by commas. Raises ValueError naming a bad entry."""
-    addresses: list[Address] = []
-    for text in texts:
-        for entry in text.split(","):
-            entry = entry.strip()
-            host, _, port_text = entry.rpartition(":")
-            try:
-                port = int(port_text)
-            except ValueError:
-                raise ValueError(f"not HOST:PORT: {entry!r}") from None
-            if not 1 <= port <= 65535:
-                raise ValueError(f"port out of range in {entry!r}")
-            addresses.append((host or default_host, port))
-    if not addresses:
-        raise ValueError("no address given")
-    return addresses
 
 
 class KayitClient:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -35,6 +36,8 @@ class ClusterPlan:
     data_dir: Path
     fsync: str
     report_every: float
+    log_level: str = "info"  # every node's --log-level
+    log_format: str = "text"  # every node's --log-format
     hosts: tuple[str, ...] = ()  # the address of each node, leader first; () is all loopback
     extra: tuple[str, ...] = ()  # more `kayit node` flags, for every node
     password_file: Path | None = None  # every node's --requirepass-file
@@ -116,6 +119,8 @@ class ClusterPlan:
             "--data-dir", str(self.data_dir),
             "--fsync", self.fsync,
             "--report-every", str(self.report_every),
+            "--log-level", self.log_level,
+            "--log-format", self.log_format,
             *self.extra,
         ]  # fmt: skip
         if self.password_file is not None:
@@ -223,12 +228,13 @@ class _Started:
         self.pump = asyncio.create_task(self._pump(output))
 
     async def _pump(self, output: Output) -> None:
-        """Print the node's output with its name in front; say so if it exits on its own."""
+        """Print the node's output with its name in front (in a JSON log line: as its
+        "node"); say so if it exits on its own."""
         stdout = self.process.stdout
         assert stdout is not None
         while line := await stdout.readline():
             self.last_line = line.decode(errors="replace").rstrip()
-            output.line(f"[{self.name}] {self.last_line}")
+            output.line(named_line(self.name, self.last_line))
         code = await self.process.wait()
         output.line(f"[{self.name}] exited with code {code}")
 
@@ -375,6 +381,18 @@ async def _announce_ready(plan: ClusterPlan, output: Output) -> None:
             return
         await asyncio.sleep(0.2)
     output.line(f"cluster not complete: {alive} of {plan.members} members joined so far")
+
+
+def named_line(name: str, line: str) -> str:
+    """A line of node ``name``'s output as kayit cluster prints it."""
+    if line.startswith("{"):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            entry = None
+        if isinstance(entry, dict):
+            return json.dumps({"node": name, **entry})
+    return f"[{name}] {line}"
 
 
 async def _stop_all(nodes: list[_Started]) -> None:

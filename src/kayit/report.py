@@ -1,15 +1,27 @@
-"""The report a node prints every few seconds and `kayit status` shows: counts per node, and
-a line while the node's own disk fails to sync."""
+"""The report a node logs every few seconds: counts for itself and, on the leader, for every
+node; a line while messages wait for repair, and while the node's own disk fails to sync.
+
+A report is lines with subjects; ``ChangeReport`` logs only the lines that are new or read
+differently from the last report, so an idle cluster stays quiet and a line that no longer
+holds (repair finished, the disk syncs again) is not repeated."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from kayit.cluster.leader import MemberCounts
 from kayit.cluster.repair import RepairProgress
 from kayit.storage.store import SyncHealth
 
-_SYNCING = SyncHealth()
+log = logging.getLogger(__name__)
+
+
+class ReportLine(NamedTuple):
+    subject: str  # what the line is about: the node, a member's id, repair, the disk
+    text: str
+    level: int = logging.INFO
 
 
 def leader_report(
@@ -18,44 +30,77 @@ def leader_report(
     messages: int,
     tolerance: int,
     members: Sequence[MemberCounts],
-    own_disk: int | None = None,
-    repair: RepairProgress | None = None,
-    sync: SyncHealth = _SYNCING,
-) -> str:
+    own_disk: int,
+    under_replicated: int,
+    repair: RepairProgress,
+    sync: SyncHealth,
+) -> list[ReportLine]:
+    """``under_replicated``: messages repair has still to make whole; ``repair``: its pass."""
     alive = sum(1 for m in members if m.alive)
-    on_own_disk = "" if own_disk is None else f" ({own_disk} on own disk)"
     lines = [
-        f"leader {address} (term {term}): {messages} messages{on_own_disk}, "
-        f"TOLERANCE={tolerance}, {alive} of {len(members)} other nodes alive",
+        ReportLine(
+            "node",
+            f"leader {address} (term {term}): {messages} messages ({own_disk} on own disk), "
+            f"TOLERANCE={tolerance}, {alive} of {len(members)} other nodes alive",
+        ),
         *_sync_lines(sync),
     ]
-    if repair is not None and repair.under_replicated:
-        left = repair.under_replicated - repair.repaired
+    if under_replicated:
         lines.append(
-            f"  under-replicated: {left} (repaired {repair.repaired} of "
-            f"{repair.under_replicated} this pass)"
+            ReportLine(
+                "repair",
+                f"under-replicated: {under_replicated} (repaired {repair.repaired} of "
+                f"{repair.under_replicated} this pass)",
+            )
         )
     lines += [
-        f"  member {m.address:<21} {'alive' if m.alive else 'DEAD':<5} "
-        f"{m.assigned:>8} assigned  {'voter' if m.voter else 'learner'} {m.node_id}"
+        ReportLine(
+            f"member {m.node_id}",
+            f"member {m.address} {'alive' if m.alive else 'DEAD'}, {m.assigned} assigned, "
+            f"{'voter' if m.voter else 'learner'}, node {m.node_id}",
+        )
         for m in members
     ]
-    return "\n".join(lines)
+    return lines
 
 
 def member_report(
-    address: str, messages: int, leader: str | None, sync: SyncHealth = _SYNCING
-) -> str:
-    lines = [
-        f"member {address}: {messages} messages on disk; leader {leader or '(none known)'}",
+    address: str, messages: int, leader: str | None, sync: SyncHealth
+) -> list[ReportLine]:
+    return [
+        ReportLine(
+            "node",
+            f"member {address}: {messages} messages on disk; leader {leader or '(none known)'}",
+        ),
         *_sync_lines(sync),
     ]
-    return "\n".join(lines)
 
 
-def _sync_lines(sync: SyncHealth) -> list[str]:
+class ChangeReport:
+    """Logs, of each report, the lines that changed since the one before."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, str] = {}
+
+    def changes(self, lines: Sequence[ReportLine]) -> list[ReportLine]:
+        changed = [line for line in lines if self._last.get(line.subject) != line.text]
+        self._last = {line.subject: line.text for line in lines}
+        return changed
+
+    def log(self, lines: Sequence[ReportLine]) -> None:
+        for line in self.changes(lines):
+            log.log(line.level, "%s", line.text)
+
+
+def _sync_lines(sync: SyncHealth) -> list[ReportLine]:
     """A line while the node's last disk sync failed: what it stored since its last good
     sync is not on stable storage."""
     if not sync.error:
         return []
-    return [f"  disk sync FAILING: {sync.error} ({sync.failures} failed syncs since start)"]
+    return [
+        ReportLine(
+            "disk",
+            f"disk sync FAILING: {sync.error} ({sync.failures} failed syncs since start)",
+            logging.WARNING,
+        )
+    ]

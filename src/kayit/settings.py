@@ -352,7 +352,19 @@ def _shown(raw: object) -> str:
 
 
 def apply(settings: list[Setting], args: argparse.Namespace) -> None:
+    """Set each setting's value on ``args``. Flags that share a value (``-q`` is
+    ``--log-level warning``) are one: the strongest source wins, and a default that is
+    nothing never overrides one that is something."""
+    rank = list(Source)
+    chosen: dict[str, Setting] = {}
     for setting in settings:
+        held = chosen.get(setting.dest)
+        if held is None or (rank.index(setting.source), setting.value is None) < (
+            rank.index(held.source),
+            held.value is None,
+        ):
+            chosen[setting.dest] = setting
+    for setting in chosen.values():
         setattr(args, setting.dest, setting.value)
 
 

@@ -203,6 +203,6 @@ def test_what_cannot_be_removed_is_refused_with_exit_1(start_cluster: ClusterFac
     assert nobody.returncode == 1
     assert nobody.stderr == "kayit member remove: no answer from 127.0.0.1:1: UNAVAILABLE\n"
 
-    usage = _member_remove(cluster.workdir, leader, "--via", "no-port")
+    usage = _member_remove(cluster.workdir, leader, "--via", "host:no-port")
     assert usage.returncode == 2
-    assert "not HOST:PORT" in usage.stderr
+    assert "not a port number in 'host:no-port'" in usage.stderr

@@ -53,6 +53,8 @@ def test_copies_of_a_dead_member_are_made_again_so_a_second_failure_loses_nothin
     # Repaired once the committed index no longer places a copy on the dead member.
     wait_for(lambda: cluster.assigned()[first] == 0, 30, "the dead member's copies to be placed")
     assert "under-replicated" in cluster.leader.log()
+    # kayit status says so: nothing is left to repair.
+    wait_for(lambda: cluster.status().under_replicated == 0, 10, "no message left to repair")
     copies = good_copies(cluster, items)
     assert [k for k, ports in copies.items() if len(ports) != 2] == []  # TOLERANCE + 1, no more
 

@@ -201,3 +201,12 @@ def test_chart_is_written(tmp_path: Path) -> None:
 def test_fill_requests_in_both_protocols() -> None:
     assert suite.set_request("text", b"key:000000007", b"vvvv") == b"SET key:000000007 vvvv\n"
     assert suite.set_request("resp", b"k", b"vv") == b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\nvv\r\n"
+
+
+def test_a_run_with_errors_is_a_result_and_a_failure_to_run_is_not() -> None:
+    line = '{"throughput": 1.5, "latency_ms": {"p99": 2.0}, "errors": 3}'
+    with_errors = [sys.executable, "-c", f"print({line!r}); raise SystemExit(1)"]
+    assert suite.run_bench(with_errors, timeout=30)["errors"] == 3
+    no_server = [sys.executable, "-c", "import sys; sys.exit('kayit bench: cannot connect')"]
+    with pytest.raises(suite.BenchError, match="exited with code 1: kayit bench: cannot connect"):
+        suite.run_bench(no_server, timeout=30)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import stat
 from dataclasses import replace
 from pathlib import Path
@@ -9,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from kayit.config import read_password_file
-from kayit.local_cluster import PASSWORD_FILE, ClusterError, ClusterPlan, check_ports, save_password
+from kayit.local_cluster import (
+    PASSWORD_FILE,
+    ClusterError,
+    ClusterPlan,
+    check_ports,
+    named_line,
+    save_password,
+)
 
 
 def _plan(members: int, hosts: tuple[str, ...] = ()) -> ClusterPlan:
@@ -119,3 +127,16 @@ def test_ports_that_overlap_are_refused_before_anything_starts() -> None:
         r"of member:8002",
     ):
         check_ports(plan)
+
+
+def test_log_flags_go_to_every_node_and_json_lines_stay_json() -> None:
+    plan = replace(_plan(members=2), log_level="debug", log_format="json")
+    for _, argv in plan.node_commands():
+        assert (_flag(argv, "--log-level"), _flag(argv, "--log-format")) == ("debug", "json")
+    entry = '{"time": "t", "level": "info", "logger": "kayit.report", "message": "m"}'
+    assert json.loads(named_line("member:8001", entry)) == {
+        "node": "member:8001",
+        **json.loads(entry),
+    }
+    assert named_line("member:8001", "2026-11-27 INFO m") == "[member:8001] 2026-11-27 INFO m"
+    assert named_line("leader:8000", "{not json") == "[leader:8000] {not json"

@@ -17,6 +17,7 @@ from kayit.settings import (
     ConfigFile,
     Setting,
     Source,
+    apply,
     commands,
     env_name,
     given_on_command_line,
@@ -194,7 +195,7 @@ def test_a_flag_wins_over_the_other_flags_of_its_group_from_lesser_sources() -> 
     settings = _settle(["node"], {"KAYIT_LEADER": "1"}, "[node]\njoin = 'a:1'\n")
     assert (settings["leader"].value, settings["join"].value) == (True, None)
     settings = _settle(["node"], {}, "[node]\nleader = false\njoin = 'a:1'\n")
-    assert settings["join"].value == "a:1"
+    assert settings["join"].value == ["a:1"]
 
 
 @pytest.mark.parametrize(
@@ -337,3 +338,22 @@ def test_the_readme_example_is_a_valid_kayit_toml(
     code, out, err = _run(["config"], tmp_path, monkeypatch, capsys)
     assert (code, err) == (0, "")
     assert _rows(out)["via"] == '["127.0.0.1:5555"] # file (kayit.toml)'
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "level"),
+    [
+        (["node"], {}, "info"),
+        (["node", "-q"], {}, "warning"),
+        (["node", "--log-level", "debug"], {}, "debug"),
+        (["node"], {"KAYIT_LOG_LEVEL": "error"}, "error"),
+    ],
+)
+def test_flags_that_share_a_value_are_one_setting(
+    argv: list[str], environ: dict[str, str], level: str
+) -> None:
+    """-q is --log-level warning: the setting of neither, its default nothing, may not
+    undo the other's."""
+    args = argparse.Namespace()
+    apply(list(_settle(argv, environ).values()), args)
+    assert args.log_level == level

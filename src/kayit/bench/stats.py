@@ -93,5 +93,14 @@ class BenchResult:
                 f"  throughput  {self.throughput:.1f} requests/s",
                 f"  latency ms  p50 {lat.p50:.3f}  p95 {lat.p95:.3f}  p99 {lat.p99:.3f}  "
                 f"max {lat.max:.3f}",
+                *([self.failure] if self.errors else []),
             ]
+        )
+
+    @property
+    def failure(self) -> str:
+        """What a run with errors ends with (its exit code is 1)."""
+        return (
+            f"FAILED: {self.errors} of {self.requests} requests got an error, a wrong reply, "
+            "or none"
         )

@@ -23,6 +23,11 @@ _CONCURRENT_REPAIRS = 64
 class RepairProgress:
     under_replicated: int = 0  # messages found missing copies in the current pass
     repaired: int = 0  # of those, made whole again
+    failed: int = 0  # of those, tried and left for the next pass
+
+    @property
+    def untried(self) -> int:
+        return self.under_replicated - self.repaired - self.failed
 
 
 class Repairer:
@@ -56,6 +61,13 @@ class Repairer:
             for m in membership.view()
             if not m.alive and membership.silent_for(m.node_id) > self._repair_after
         }
+
+    @property
+    def outstanding(self) -> int:
+        """Messages known to lack copies that repair has still to make: those of the pass
+        under way not tried yet, and those waiting for the next pass (its failures among
+        them)."""
+        return self.progress.untried + len(self._leader.under_replicated)
 
     def member_joined(self, node_id: str) -> None:
         self._joined.add(node_id)
@@ -107,7 +119,8 @@ class Repairer:
             done = await asyncio.gather(*(self._leader.repair(key) for key in window))
             self.progress.repaired += sum(done)
             # A repair that failed (a member busy, a SET in the way) is tried again next pass.
-            failed = (key for key, ok in zip(window, done, strict=True) if not ok)
+            failed = [key for key, ok in zip(window, done, strict=True) if not ok]
+            self.progress.failed += len(failed)
             self._leader.under_replicated.update(failed)
             ahead = (first + len(window)) / self._rate - (self._clock() - started)
             if ahead > 0:

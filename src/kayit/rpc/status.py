@@ -1,16 +1,18 @@
-"""``kayit status``: ask a node over gRPC what it is and what it holds."""
+"""``kayit status``: ask nodes over gRPC what they are and what they hold."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import grpc
 
-from kayit.cluster.leader import MemberCounts
-from kayit.report import leader_report, member_report
+from kayit.cluster_status import ClusterStatus, cluster_status
 from kayit.rpc import kayit_pb2 as pb
 from kayit.rpc.channels import open_tool_channel
 from kayit.rpc.kayit_pb2_grpc import NodeStub
-from kayit.storage.store import SyncHealth
 from kayit.tls.identity import TlsIdentity
+
+_ASKED_AT_ONCE = 8
 
 
 def fetch_status(
@@ -27,13 +29,35 @@ def fetch_status(
     return reply
 
 
-def format_status(status: pb.StatusReply) -> str:
-    sync = SyncHealth(status.disk_sync_failures, status.disk_sync_error)
-    if status.role != "leader":
-        return member_report(status.address, status.message_count, status.leader_address, sync=sync)
-    members = [
-        MemberCounts(m.node_id, m.address, m.alive, m.assigned, m.voter) for m in status.members
-    ]
-    return leader_report(
-        status.address, status.term, status.message_count, status.tolerance, members, sync=sync
-    )
+def fetch_cluster(
+    address: str, timeout: float = 5.0, tls: TlsIdentity | None = None
+) -> ClusterStatus:
+    """The whole cluster, through the node at ``address``: its leader's view, and what each
+    other node says of itself. Raises ConnectionError if the node at ``address`` does not
+    answer; nodes after it that do not are shown as such."""
+    asked = fetch_status(address, timeout, tls)
+    leader: pb.StatusReply | None = asked if asked.role == "leader" else None
+    if leader is None and asked.leader_address:
+        try:
+            leader = fetch_status(asked.leader_address, timeout, tls)
+        except ConnectionError:
+            leader = None
+        if leader is not None and leader.role != "leader":
+            leader = None  # leadership moved on between the two calls
+    others: dict[str, pb.StatusReply] = {}
+    if leader is not None:
+        wanted = [m.address for m in leader.members if m.address != asked.address]
+        if asked is not leader:
+            others[asked.address] = asked
+
+        def ask(member: str) -> pb.StatusReply | None:
+            try:
+                return fetch_status(member, timeout, tls)
+            except ConnectionError:
+                return None
+
+        with ThreadPoolExecutor(max_workers=_ASKED_AT_ONCE) as pool:
+            for member, reply in zip(wanted, pool.map(ask, wanted), strict=True):
+                if reply is not None:
+                    others[member] = reply
+    return cluster_status(asked, leader, others)

@@ -32,7 +32,7 @@ from kayit.metrics.http import MetricsServer
 from kayit.metrics.instruments import NodeMetrics
 from kayit.metrics.replication import MeasuredTransport
 from kayit.metrics.state import LeaderState, NodeState, NodeStateCollector, bytes_in, size_of
-from kayit.report import leader_report, member_report
+from kayit.report import ChangeReport, leader_report, member_report
 from kayit.rpc import kayit_pb2 as pb
 from kayit.rpc.channels import SERVER_OPTIONS
 from kayit.rpc.kayit_pb2_grpc import add_NodeServicer_to_server, add_RaftServicer_to_server
@@ -335,6 +335,7 @@ class Node:
             return reply
         reply.role = "leader"
         reply.message_count = leading.leader.message_count
+        reply.under_replicated = leading.repairer.outstanding
         reply.members.extend(
             pb.MemberStatus(
                 address=m.address,
@@ -350,11 +351,12 @@ class Node:
     async def _report(self) -> None:
         group = self._group
         assert group is not None and self._store is not None
+        report = ChangeReport()
         while True:
             await asyncio.sleep(self.config.report_every)
             leading = self._leading
             if leading is None:
-                text = member_report(
+                lines = member_report(
                     group.address,
                     self._store.count,
                     group.leader_address,
@@ -362,17 +364,18 @@ class Node:
                 )
             else:
                 leader = leading.leader
-                text = leader_report(
+                lines = leader_report(
                     group.address,
                     leader.term,
                     leader.message_count,
                     leader.tolerance,
                     leader.member_counts(),
                     own_disk=self._store.count,
+                    under_replicated=leading.repairer.outstanding,
                     repair=leading.repairer.progress,
                     sync=self._store.sync_health,
                 )
-            print(text, flush=True)
+            report.log(lines)
 
     # ---- metrics and the dashboard -----------------------------------------------------------
 
