@@ -410,10 +410,11 @@ def _add_client(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     client = commands.add_parser(
         "client",
         help="send commands to a node, one per line",
-        description="Read commands (SET <id> <message>, GET <id>) from standard input, one per "
-        "line, and print each reply. Works interactively and in a pipe. Given several "
-        "addresses it connects to the first that answers and, when the connection fails, "
-        "moves on to the next (the reply under way is lost: a SET may or may not be done).",
+        description="Read commands (SET <id> <message>, GET <id>, EXISTS <id>, STRLEN <id>) "
+        "from standard input, one per line, and print each reply. Works interactively and in "
+        "a pipe. Given several addresses it connects to the first that answers and, when the "
+        "connection fails, moves on to the next (the reply under way is lost: a SET may or may "
+        "not be done).",
     )
     client.add_argument(
         "address", nargs="*", default=[f"127.0.0.1:{DEFAULT_CLIENT_PORT}"],
