@@ -629,11 +629,11 @@ def _add_client(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     client = commands.add_parser(
         "client",
         help="send commands to a node, one per line",
-        description="Read commands (SET <id> <message>, GET <id>) from standard input, one per "
-        "line, and print each reply. In a pipe every line is sent as it is. At a terminal, "
-        "lines can be edited and earlier ones recalled with the arrows, also those of earlier "
-        "sessions (kept in ~/.kayit_history, AUTH lines left out); help, quit and exit are "
-        "answered by the client itself. Given several "
+        description="Read commands (SET <id> <message>, GET <id>, EXISTS <id>, STRLEN <id>, "
+        "DEL <id>) from standard input, one per line, and print each reply. In a pipe every "
+        "line is sent as it is. At a terminal, lines can be edited and earlier ones recalled "
+        "with the arrows, also those of earlier sessions (kept in ~/.kayit_history, AUTH lines "
+        "left out); help, quit and exit are answered by the client itself. Given several "
         "addresses it connects to the first that answers and, when the connection fails, "
         "moves on to the next (the reply under way is lost: a SET may or may not be done).",
     )

@@ -16,6 +16,9 @@ HELP = """\
 Each line is sent to the node, and its reply printed:
   SET <id> <message>   store <message> under <id>: OK once it is on TOLERANCE + 1 nodes
   GET <id>             the message stored under <id>, or NOT_FOUND
+  EXISTS <id>          1 if <id> is set, else 0
+  STRLEN <id>          the length of its message in bytes, 0 if not set
+  DEL <id>             delete <id>: 1 if it was set, else 0
   AUTH <password>      for nodes started with --requirepass (never kept in the history)
 Answered here: help (this text), quit or exit (as Ctrl-D). Up and down arrows recall earlier
 lines, also those of earlier sessions (kept in ~/.kayit_history)."""

@@ -116,13 +116,14 @@ def test_resp_clients_meet_what_redis_answers(guarded: int) -> None:
         received = b""
         while not received.endswith(b"+PONG\r\n") and (chunk := raw.recv(65536)):
             received += chunk
-        assert received.startswith(b"*8\r\n$6\r\nserver\r\n$5\r\nkayit\r\n")
+        assert received.startswith(b"*14\r\n$6\r\nserver\r\n$5\r\nkayit\r\n")
     assert exchange(guarded, resp(b"QUIT") + resp(b"PING"), 2) == [b"+OK\r", b""]
 
 
 @pytest.mark.cluster
-def test_redis_py_with_a_password(guarded: int) -> None:
-    client = redis.Redis(port=guarded, protocol=2, password=PASSWORD)
+@pytest.mark.parametrize("protocol", [2, 3])  # 3: HELLO 3 AUTH default <password>
+def test_redis_py_with_a_password(guarded: int, protocol: int) -> None:
+    client = redis.Redis(port=guarded, protocol=protocol, password=PASSWORD)
     try:
         assert client.set("redis:1", b"with a password") is True
         assert client.get("redis:1") == b"with a password"
@@ -132,7 +133,7 @@ def test_redis_py_with_a_password(guarded: int) -> None:
     for password in (None, "wrong"):
         # Not retried: redis-py retries connection errors, refusals of a password among them.
         once = Retry(NoBackoff(), 0)
-        refused = redis.Redis(port=guarded, protocol=2, password=password, retry=once)
+        refused = redis.Redis(port=guarded, protocol=protocol, password=password, retry=once)
         try:
             with pytest.raises(redis.exceptions.AuthenticationError):
                 refused.get("redis:1")

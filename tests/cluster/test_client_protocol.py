@@ -62,7 +62,8 @@ BAD_INPUTS = [
     b"SET \xff\xfe x",
     b"SET 1 \xc3\x28",
     b"GET " + b"9" * 201,
-    b"DEL 1",
+    b"DELETE 1",
+    b"DEL 1 2",
 ]
 
 

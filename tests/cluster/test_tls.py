@@ -53,6 +53,7 @@ _CALLS: dict[str, Call] = {
         timeout=5,
         metadata=md,
     ),
+    "Keys": lambda ch, md: NodeStub(ch).Keys(pb.KeysRequest(count=10), timeout=5, metadata=md),
     "RecoveryState": lambda ch, md: NodeStub(ch).RecoveryState(
         pb.RecoveryStateRequest(), timeout=5, metadata=md
     ),
@@ -61,7 +62,7 @@ _CALLS: dict[str, Call] = {
     ),
     "Raft.Send": lambda ch, md: RaftStub(ch).Send(iter([pb.RaftBatch()]), timeout=5, metadata=md),
 }
-_DATA_PATH = {"Store", "StoreMany", "Retrieve", "Inventory", "Delete", "Execute"}
+_DATA_PATH = {"Store", "StoreMany", "Retrieve", "Inventory", "Delete", "Execute", "Keys"}
 
 
 def _code(call: Call, channel: grpc.Channel, metadata: tuple[tuple[str, str], ...] = ()) -> str:

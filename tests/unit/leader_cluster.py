@@ -29,7 +29,7 @@ from kayit.rpc.channels import SERVER_OPTIONS
 from kayit.rpc.kayit_pb2_grpc import add_NodeServicer_to_server, add_RaftServicer_to_server
 from kayit.rpc.peers import GrpcMemberTransport, Peers
 from kayit.rpc.service import NodeService
-from kayit.server.forwarding import execute_forwarded
+from kayit.server.forwarding import execute_forwarded, keys_forwarded
 from kayit.server.leadership import Leadership
 from kayit.storage.disk import DiskManager, FsyncPolicy, IoMode
 from kayit.storage.store import MessageStore
@@ -154,6 +154,7 @@ class LeaderCluster:
             status=lambda: pb.StatusReply(address=group.address, node_id=group.id),
             # No Leader serves clients here: forwarded commands are refused as on a follower.
             execute=partial(execute_forwarded, Leadership(group.address)),
+            keys=partial(keys_forwarded, Leadership(group.address)),
         )
         node = ClusterNode(
             name, root, port, group, store, pending, membership, Peers(RPC_TIMEOUT), service

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kayit.protocol import ErrorCode, GetCommand, InvalidCommand, SetCommand, resp
-from kayit.protocol.commands import MAX_ID_BYTES
+from kayit.protocol.commands import MAX_ID_BYTES, ExistsCommand, KeyQuery
 from kayit.rpc import kayit_pb2 as pb
 from kayit.server.command_wire import (
     batch_to_pb,
@@ -19,12 +19,15 @@ from kayit.server.command_wire import (
 )
 from kayit.server.outcome import (
     NOT_FOUND_OUTCOME,
+    PRESENT,
     RESP,
+    RESP3,
     STORED,
     TEXT,
     Failed,
     Found,
     Outcome,
+    render_query,
 )
 
 ids = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=40).filter(
@@ -33,17 +36,21 @@ ids = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=40)
 commands = st.one_of(
     st.builds(SetCommand, ids, st.binary(min_size=1, max_size=200)),
     st.builds(GetCommand, ids),
+    st.builds(ExistsCommand, ids),
 )
 outcomes: st.SearchStrategy[Outcome] = st.one_of(
     st.just(STORED),
     st.just(NOT_FOUND_OUTCOME),
+    st.just(PRESENT),
     st.builds(Found, st.binary(max_size=200)),
     st.builds(Failed, st.sampled_from(list(ErrorCode)), st.text(max_size=80)),
 )
 
 
 @given(st.lists(commands, max_size=20))
-def test_commands_cross_the_wire_unchanged(sent: list[SetCommand | GetCommand]) -> None:
+def test_commands_cross_the_wire_unchanged(
+    sent: list[SetCommand | GetCommand | ExistsCommand],
+) -> None:
     wire = pb.ClientBatch.FromString(batch_to_pb(sent).SerializeToString())
     assert commands_from_pb(wire) == sent
 
@@ -103,3 +110,23 @@ def test_each_outcome_reads_as_the_leader_has_always_answered() -> None:
     ]
     assert TEXT.render(Found(b"a\nb")).startswith(b"ERROR BADREQUEST ")
     assert resp.bulk(None) == RESP.not_found
+
+
+def test_reads_of_several_ids_answer_from_each_outcome() -> None:
+    one, two = Found(b"one"), Found(b"second")
+    failed = Failed(ErrorCode.UNAVAILABLE, "no holder")
+    mget = KeyQuery("MGET", ("a", "b", "c"))
+    assert render_query(mget, [one, NOT_FOUND_OUTCOME, two], RESP) == (
+        b"*3\r\n$3\r\none\r\n$-1\r\n$6\r\nsecond\r\n"
+    )
+    assert render_query(mget, [one, NOT_FOUND_OUTCOME, two], RESP3) == (
+        b"*3\r\n$3\r\none\r\n_\r\n$6\r\nsecond\r\n"
+    )
+    assert render_query(mget, [one, failed, two], RESP) == b"-UNAVAILABLE no holder\r\n"
+    exists = KeyQuery("EXISTS", ("a", "a", "b"))
+    assert render_query(exists, [PRESENT, PRESENT, NOT_FOUND_OUTCOME], RESP) == b":2\r\n"
+    assert render_query(KeyQuery("EXISTS", ("a",)), [NOT_FOUND_OUTCOME], TEXT) == b"0\n"
+    assert render_query(KeyQuery("STRLEN", ("b",)), [two], TEXT) == b"6\n"
+    assert render_query(KeyQuery("STRLEN", ("c",)), [NOT_FOUND_OUTCOME], RESP) == b":0\r\n"
+    assert render_query(KeyQuery("TYPE", ("a",)), [PRESENT], RESP3) == b"+string\r\n"
+    assert render_query(KeyQuery("TYPE", ("c",)), [NOT_FOUND_OUTCOME], RESP) == b"+none\r\n"

@@ -12,6 +12,7 @@ from kayit.protocol.commands import (
     GetCommand,
     InvalidAuth,
     InvalidCommand,
+    KeyQuery,
     SetCommand,
     parse_command,
     validate_id,
@@ -94,6 +95,14 @@ def test_get_with_trailing_space_is_rejected() -> None:
     assert isinstance(parse_command(b"GET 1 "), InvalidCommand)
 
 
+@pytest.mark.parametrize("verb", [b"EXISTS", b"exists", b"STRLEN", b"StrLen", b"DEL", b"del"])
+def test_exists_strlen_and_del_take_one_id(verb: bytes) -> None:
+    name = verb.decode().upper()
+    assert parse_command(verb + b" key:1") == KeyQuery(name, ("key:1",))
+    assert invalid_reason(verb + b" a b") == f"{name} takes one id: {name} <id>"
+    assert invalid_reason(verb) == "missing id"
+
+
 @pytest.mark.parametrize(
     "key",
     [
@@ -136,7 +145,7 @@ def test_non_utf8_line_is_invalid(line: bytes) -> None:
     assert invalid_reason(line) == "line is not valid UTF-8"
 
 
-@pytest.mark.parametrize("line", [b"DEL 1", b"SETX 1 a", b"GETS 1", b"PING", b"\tSET 1 a"])
+@pytest.mark.parametrize("line", [b"DELETE 1", b"SETX 1 a", b"GETS 1", b"PING", b"\tSET 1 a"])
 def test_unknown_command(line: bytes) -> None:
     reason = invalid_reason(line)
     assert reason.startswith("unknown command")
@@ -164,7 +173,8 @@ def test_set_without_space_before_id_is_unknown() -> None:
 
 @given(st.binary(max_size=300))
 def test_parse_never_raises_on_arbitrary_bytes(line: bytes) -> None:
-    assert isinstance(parse_command(line), SetCommand | GetCommand | InvalidCommand)
+    parsed = parse_command(line)
+    assert isinstance(parsed, SetCommand | GetCommand | AuthCommand | KeyQuery | InvalidCommand)
 
 
 @given(st.binary(max_size=60))

@@ -4,6 +4,7 @@ lost copies healed, and a new leader that serves what the old one acknowledged."
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -254,5 +255,30 @@ def test_a_leader_whose_group_no_longer_leads_answers_noleader_to_a_set(tmp_path
             await leader.set("a", b"after")
         assert new.group.metadata.entry("a") == before
         assert refused.value.code is ErrorCode.NOLEADER
+
+    run(tmp_path, scenario)
+
+
+def test_a_delete_commits_a_tombstone_that_goes_once_its_holders_let_go(tmp_path: Path) -> None:
+    async def scenario(cluster: LeaderCluster) -> None:
+        _, leader = await cluster.leading()
+        await leader.set("a", b"one")
+        entry = leader.metadata.entry("a")
+        assert entry is not None
+        await eventually(lambda: promoted(cluster, "a", entry), 5.0, "both holders to promote")
+
+        # Two DELs of one id at once: one finds it set, the other finds it gone.
+        assert sorted(await asyncio.gather(leader.delete("a"), leader.delete("a"))) == [
+            False,
+            True,
+        ]
+        assert await leader.get("a") is None and not await leader.exists("a")
+        assert await leader.delete("a") is False
+        for holder in entry.holders:
+            assert await cluster.by_id(holder).committed() == {}
+        assert leader.metadata.tombstone_count == 0  # every holder let go at once
+
+        await leader.set("a", b"two")  # a later SET works as for a new id
+        assert await leader.get("a") == b"two"
 
     run(tmp_path, scenario)

@@ -9,11 +9,14 @@ from hypothesis import strategies as st
 from kayit.metadata.commands import (
     AddressChanged,
     Command,
+    Deleted,
+    DeletedItem,
     Formed,
     NodeAdded,
     NodeRemoved,
     Placed,
     PlacedItem,
+    Released,
     decode,
 )
 from kayit.version import Version
@@ -34,6 +37,10 @@ commands: st.SearchStrategy[Command] = st.one_of(
     st.builds(NodeRemoved, names),
     st.builds(AddressChanged, names, names),
     st.builds(Placed, st.lists(items, max_size=30).map(tuple)),
+    st.builds(
+        Deleted, st.lists(st.builds(DeletedItem, message_ids, versions), max_size=10).map(tuple)
+    ),
+    st.builds(Released, names, st.lists(st.tuples(message_ids, versions), max_size=10).map(tuple)),
 )
 
 
@@ -78,7 +85,7 @@ def test_a_changed_byte_decodes_or_raises_value_error(
 
 
 def test_unknown_first_byte_is_refused() -> None:
-    for data in (b"", b"\x00", b"\x06", b"\xff" + NodeRemoved("a").encode()[1:]):
+    for data in (b"", b"\x00", b"\x08", b"\xff" + NodeRemoved("a").encode()[1:]):
         with pytest.raises(ValueError):
             decode(data)
 

@@ -1,6 +1,7 @@
 """The deletion rule: a node deletes a copy only when committed metadata says it may.
 
-A copy goes when the index has a newer version of its id, or the same version on other nodes;
+A copy goes when the index has a newer version of its id, or the same version on other nodes,
+or its id was deleted at a newer version (its tombstone is kept);
 or when its version was never committed and a leader of a later term has committed since.
 Never because an index lacks an entry: a fresh or lagging replica deletes nothing it should not.
 """
@@ -10,7 +11,19 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kayit.metadata import ClusterMetadata, Command, Formed, NodeAdded, Placed, PlacedItem
+from kayit.metadata import (
+    ClusterMetadata,
+    Command,
+    Deleted,
+    DeletedItem,
+    Formed,
+    NodeAdded,
+    NodeRemoved,
+    Placed,
+    PlacedItem,
+    Released,
+    Tombstone,
+)
 from kayit.version import UNKNOWN, Version
 
 NODES = ["n1", "n2", "n3", "n4"]
@@ -51,6 +64,37 @@ def test_a_copy_moved_off_the_node_goes_and_stays_where_it_went() -> None:
     log(place("m", Version(1, 1), "n2", "n3"))
     assert log.metadata.copies_to_delete("n1", [("m", Version(1, 1))]) == [("m", Version(1, 1))]
     assert log.metadata.copies_to_delete("n3", [("m", Version(1, 1))]) == []
+
+
+def test_a_deleted_ids_copies_go_and_its_tombstone_stays_until_each_holder_lets_go() -> None:
+    log = Log()
+    log(place("m", Version(1, 1), "n1", "n2"))
+    log(Deleted((DeletedItem("m", Version(1, 2)),)))
+    assert log.metadata.entry("m") is None
+    assert log.metadata.tombstone("m") == Tombstone(Version(1, 2), ("n1", "n2"))
+    for node_id in ("n1", "n2"):
+        assert log.metadata.copies_to_delete(node_id, [("m", Version(1, 1))]) == [
+            ("m", Version(1, 1))
+        ]
+    # A pending copy of a SET older than the delete, on a node of the current term, goes too.
+    assert log.metadata.copies_to_delete("n3", [("m", Version(1, 2))]) == [("m", Version(1, 2))]
+    log(place("m", Version(1, 1), "n3"))  # an older SET committed late: no effect
+    assert log.metadata.entry("m") is None
+    log(Released("n1", (("m", Version(1, 2)),)))
+    assert log.metadata.tombstones_on("n1") == [] and log.metadata.tombstone_count == 1
+    log(NodeRemoved("n2"))  # a removed node holds nothing: its part of the tombstone goes
+    assert log.metadata.tombstone_count == 0
+
+
+def test_a_set_newer_than_the_delete_takes_the_place_of_its_tombstone() -> None:
+    log = Log()
+    log(place("m", Version(1, 1), "n1", "n2"))
+    log(Deleted((DeletedItem("m", Version(1, 2)),)))
+    log(place("m", Version(1, 3), "n3", "n4"))
+    assert log.metadata.tombstone_count == 0
+    entry = log.metadata.entry("m")
+    assert entry is not None and entry.version == Version(1, 3)
+    assert log.metadata.copies_to_delete("n1", [("m", Version(1, 1))]) == [("m", Version(1, 1))]
 
 
 def test_an_unknown_copy_of_the_current_term_may_be_a_set_under_way_and_stays() -> None:

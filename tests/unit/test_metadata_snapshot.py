@@ -137,12 +137,12 @@ def test_random_bytes_are_a_value_error(data: bytes) -> None:
 
 def test_a_snapshot_of_another_format_is_refused() -> None:
     encoded = bytearray(snapshot(ClusterMetadata()))
-    # A whole, well-framed header that names format 2.
+    # A whole, well-framed header that names format 3.
     body = bytearray(encoded[8 : 8 + int.from_bytes(encoded[:4], "big")])
-    body[1 + len(b"kayit-metadata")] = 2
+    body[1 + len(b"kayit-metadata")] = 3
     encoded[4:8] = crc32(body).to_bytes(4, "big")
     encoded[8 : 8 + len(body)] = body
-    with pytest.raises(ValueError, match="format 2"):
+    with pytest.raises(ValueError, match="format 3"):
         restore(bytes(encoded))
 
 
@@ -152,3 +152,23 @@ def test_an_entry_costs_its_id_and_22_bytes_in_a_snapshot() -> None:
     assert len(ids) == 20_000
     id_bytes = sum(len(key.encode()) for key in ids)
     assert len(snapshot(metadata)) < id_bytes + 22 * len(ids) + 1024
+
+
+def test_a_snapshot_of_format_1_is_read_with_no_tombstones() -> None:
+    """As nodes wrote them before DEL: no tombstone count in the header, no T record."""
+    metadata = grown(2500)
+    encoded = snapshot(metadata)
+    records = []
+    while encoded:
+        length = int.from_bytes(encoded[:4], "big")
+        records.append(encoded[8 : 8 + length])
+        encoded = encoded[8 + length :]
+    header, *middle, tombstones = records
+    assert tombstones == b"T"
+    old_header = bytearray(header[:-4])  # without the tombstone count
+    old_header[1 + len(b"kayit-metadata")] = 1
+    old = b"".join(
+        len(body).to_bytes(4, "big") + crc32(body).to_bytes(4, "big") + body
+        for body in [bytes(old_header), *middle]
+    )
+    assert restore(old) == metadata

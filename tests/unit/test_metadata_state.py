@@ -14,12 +14,15 @@ from kayit.metadata import (
     AddressChanged,
     ClusterMetadata,
     Command,
+    Deleted,
+    DeletedItem,
     Formed,
     IndexEntry,
     NodeAdded,
     NodeRemoved,
     Placed,
     PlacedItem,
+    Released,
     restore,
     snapshot,
 )
@@ -234,6 +237,7 @@ class Model:
     nodes: dict[str, str] = field(default_factory=dict)
     removed: set[str] = field(default_factory=set)
     index: dict[str, IndexEntry] = field(default_factory=dict)
+    tombstones: dict[str, tuple[Version, tuple[str, ...]]] = field(default_factory=dict)
 
     def apply(self, command: Command | None) -> tuple[bool, ...]:
         if command is None:
@@ -245,8 +249,12 @@ class Model:
             return (fresh,)
         if isinstance(command, Placed):
             return tuple(self.place(item) for item in command.items)
+        if isinstance(command, Deleted):
+            return tuple(self.delete(item) for item in command.items)
         if not self.cluster_id:
             return (False,)
+        if isinstance(command, Released):
+            return (any([self.release(command.node_id, *item) for item in command.items]),)
         if isinstance(command, NodeRemoved):
             if command.node_id not in self.nodes:
                 return (False,)
@@ -255,6 +263,10 @@ class Model:
             for key, entry in self.index.items():
                 held = tuple(h for h in entry.holders if h != command.node_id)
                 self.index[key] = entry._replace(holders=held)
+            for key, (version, holders) in list(self.tombstones.items()):
+                self.tombstones[key] = (version, tuple(h for h in holders if h != command.node_id))
+                if not self.tombstones[key][1]:
+                    del self.tombstones[key]
             return (True,)
         taken = {a for n, a in self.nodes.items() if n != command.node_id}
         if isinstance(command, NodeAdded):
@@ -270,6 +282,10 @@ class Model:
         if not self.cluster_id:
             return False
         holders = tuple(sorted(set(item.holders) & set(self.nodes)))
+        tomb = self.tombstones.get(item.message_id)
+        if tomb is not None and item.version <= tomb[0]:
+            return False
+        self.tombstones.pop(item.message_id, None)
         old = self.index.get(item.message_id)
         if old is not None and (
             item.version < old.version
@@ -282,16 +298,39 @@ class Model:
         self.index[item.message_id] = IndexEntry(item.version, item.checksum, holders)
         return True
 
+    def delete(self, item: DeletedItem) -> bool:
+        old = self.index.get(item.message_id)
+        if not self.cluster_id or old is None or old.version >= item.version:
+            return False
+        del self.index[item.message_id]
+        if old.holders:
+            self.tombstones[item.message_id] = (item.version, old.holders)
+        return True
+
+    def release(self, node_id: str, message_id: str, version: Version) -> bool:
+        tomb = self.tombstones.get(message_id)
+        if tomb is None or tomb[0] != version or node_id not in tomb[1]:
+            return False
+        left = tuple(h for h in tomb[1] if h != node_id)
+        if left:
+            self.tombstones[message_id] = (version, left)
+        else:
+            del self.tombstones[message_id]
+        return True
+
     def load(self) -> dict[str, int]:
         counts = Counter(h for entry in self.index.values() for h in entry.holders)
         return {node_id: counts[node_id] for node_id in self.nodes}
 
 
 NODE_POOL = ["n1", "n2", "n3", "n4", "n5"]
+small_ids = st.sampled_from(["m1", "m2", "m3", "m4"])
+small_versions = st.builds(Version, st.integers(1, 3), st.integers(0, 3))
+small_deletes = st.builds(DeletedItem, small_ids, small_versions)
 small_items = st.builds(
     PlacedItem,
-    st.sampled_from(["m1", "m2", "m3", "m4"]),
-    st.builds(Version, st.integers(1, 3), st.integers(0, 3)),
+    small_ids,
+    small_versions,
     st.integers(0, 1),
     st.lists(st.sampled_from([*NODE_POOL, "ghost"]), max_size=4).map(tuple),
 )
@@ -302,6 +341,12 @@ log_commands: st.SearchStrategy[Command | None] = st.one_of(
     st.builds(NodeRemoved, st.sampled_from(NODE_POOL)),
     st.builds(AddressChanged, st.sampled_from(NODE_POOL), st.sampled_from(["a:1", "a:4"])),
     st.builds(Placed, st.lists(small_items, max_size=6).map(tuple)),
+    st.builds(Deleted, st.lists(small_deletes, max_size=3).map(tuple)),
+    st.builds(
+        Released,
+        st.sampled_from(NODE_POOL),
+        st.lists(st.tuples(small_ids, small_versions), max_size=3).map(tuple),
+    ),
 )
 # Formed and the nodes come first most of the time, so that the rest of a log does something.
 logs = st.tuples(
@@ -336,6 +381,12 @@ def test_the_packed_state_agrees_with_the_plain_model(
     for node_id in NODE_POOL:
         expected = {key for key, entry in model.index.items() if node_id in entry.holders}
         assert set(metadata.holders_on(node_id)) == expected
+        assert set(metadata.tombstones_on(node_id)) == {
+            (key, version) for key, (version, held) in model.tombstones.items() if node_id in held
+        }
+    for message_id in ("m1", "m2", "m3", "m4"):
+        tomb = model.tombstones.get(message_id)
+        assert metadata.tombstone(message_id) == tomb
 
 
 @settings(max_examples=200)

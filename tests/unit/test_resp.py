@@ -1,4 +1,4 @@
-"""RESP2 on the client port: framing of arrays, command parsing, reply encoding."""
+"""RESP on the client port: framing of arrays, command parsing, reply encoding."""
 
 from __future__ import annotations
 
@@ -8,16 +8,20 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kayit.protocol import GetCommand, InvalidCommand, SetCommand
-from kayit.protocol.commands import AuthCommand, InvalidAuth
+from kayit.protocol.commands import AuthCommand, InvalidAuth, KeyQuery
 from kayit.protocol.framing import BrokenResp, OverlongLine, RequestFramer, RespArray
 from kayit.protocol.resp import (
     Hello,
+    Scan,
     ServerCommand,
     bulk,
     error,
     integer,
+    mapping,
+    null,
     parse_hello,
     parse_resp_command,
+    parse_scan,
 )
 
 
@@ -191,18 +195,59 @@ def test_malformed_auth_is_answered_as_redis_does() -> None:
 
 def test_hello_options() -> None:
     assert parse_hello([]) == Hello(None)
-    assert parse_hello([b"2"]) == Hello(None)
-    assert parse_hello([b"2", b"auth", b"default", b"pw", b"SETNAME", b"me"]) == Hello(
-        AuthCommand(b"pw", b"default")
+    assert parse_hello([b"2"]) == Hello(None, 2)
+    assert parse_hello([b"3", b"auth", b"default", b"pw", b"SETNAME", b"me"]) == Hello(
+        AuthCommand(b"pw", b"default"), 3, b"me"
     )
-    assert parse_hello([b"2", b"SETNAME", b"me"]) == Hello(None)
+    assert parse_hello([b"2", b"SETNAME", b"me"]) == Hello(None, 2, b"me")
 
 
 def test_hello_refuses_another_protocol_before_a_bad_option() -> None:
-    assert parse_hello([b"3", b"AUTH", b"default", b"pw"]) == error(
-        "this server speaks RESP2 only", kind="NOPROTO"
+    assert parse_hello([b"4", b"AUTH", b"default", b"pw"]) == error(
+        "unsupported protocol version", kind="NOPROTO"
     )
-    bogus = parse_hello([b"3", b"BOGUS"])
+    bogus = parse_hello([b"1", b"BOGUS"])
     assert isinstance(bogus, bytes) and bogus.startswith(b"-NOPROTO ")
+    assert parse_hello([b"x"]) == error("Protocol version is not an integer or out of range")
     assert parse_hello([b"2", b"AUTH", b"default"]) == error("Syntax error in HELLO option 'AUTH'")
-    assert parse_hello([b"2", b"BOGUS"]) == error("Syntax error in HELLO option 'BOGUS'")
+    assert parse_hello([b"3", b"BOGUS"]) == error("Syntax error in HELLO option 'BOGUS'")
+
+
+def test_reads_of_several_ids_are_key_queries() -> None:
+    assert parse_resp_command([b"mget", b"a", b"b"]) == KeyQuery("MGET", ("a", "b"))
+    assert parse_resp_command([b"EXISTS", b"a", b"a"]) == KeyQuery("EXISTS", ("a", "a"))
+    assert parse_resp_command([b"STRLEN", b"a"]) == KeyQuery("STRLEN", ("a",))
+    assert parse_resp_command([b"type", b"a"]) == KeyQuery("TYPE", ("a",))
+    assert parse_resp_command([b"DEL", b"a", b"b"]) == KeyQuery("DEL", ("a", "b"))
+    assert parse_resp_command([b"unlink", b"a"]) == KeyQuery("DEL", ("a",))
+    assert parse_resp_command([b"UNLINK"]) == InvalidCommand(
+        "wrong number of arguments for 'unlink' command"
+    )
+    for args in [[b"MGET"], [b"STRLEN", b"a", b"b"], [b"TYPE"], [b"EXISTS", b"a", b"b c"]]:
+        assert isinstance(parse_resp_command(args), InvalidCommand), args
+
+
+def test_scan_options_as_redis_reads_them() -> None:
+    assert parse_scan([b"0"]) == Scan(0)
+    assert parse_scan([b"17", b"match", b"k*", b"COUNT", b"100", b"TYPE", b"hash"]) == Scan(
+        17, b"k*", 100, strings=False
+    )
+    assert parse_scan([b"5", b"MATCH", b"*"]) == Scan(5)  # every id, as no MATCH
+    assert parse_scan([str(2**64 - 1).encode()]) == Scan(2**64 - 1)
+    for args, reason in [
+        ([b"-1"], "invalid cursor"),
+        ([str(2**64).encode()], "invalid cursor"),
+        ([b"x"], "invalid cursor"),
+        ([b"0", b"COUNT", b"0"], "syntax error"),
+        ([b"0", b"COUNT", b"ten"], "value is not an integer or out of range"),
+        ([b"0", b"MATCH"], "syntax error"),
+        ([b"0", b"LIMIT", b"3"], "syntax error"),
+    ]:
+        assert parse_scan(args) == error(reason), args
+
+
+def test_resp3_replies() -> None:
+    assert null(2) == b"$-1\r\n" and null(3) == b"_\r\n"
+    pairs = [(b"proto", integer(3))]
+    assert mapping(pairs, 3) == b"%1\r\n$5\r\nproto\r\n:3\r\n"
+    assert mapping(pairs, 2) == b"*2\r\n$5\r\nproto\r\n:3\r\n"

@@ -5,7 +5,9 @@ its copies (pending on each holder), then commits a ``Placed`` entry naming the 
 is acknowledged once that entry is applied: holders promote their pending copy when they
 apply it. A GET confirms leadership (a read barrier) and reads the committed index, so it
 never returns a value a newer leader has overwritten. Copies are deleted only where the
-committed metadata allows it (``ClusterMetadata.copies_to_delete``).
+committed metadata allows it (``ClusterMetadata.copies_to_delete``). A DEL commits a
+``Deleted`` entry: the id leaves the index for a tombstone naming its holders, which delete
+their copies at once, or when they are next reconciled, and then release it (``Released``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from kayit.cluster.holders import HolderTransport
@@ -30,8 +32,9 @@ from kayit.cluster.transport import (
     MemberUnreachable,
 )
 from kayit.consensus.driver import DriverStopped, ProposalDropped
-from kayit.metadata.commands import PlacedItem
+from kayit.metadata.commands import Deleted, DeletedItem, PlacedItem, Released
 from kayit.metadata.index import IndexEntry
+from kayit.metadata.keyspace import KeyOrder, KeyPage
 from kayit.metadata.machine import MetadataView
 from kayit.protocol.errors import ErrorCode
 from kayit.storage.journal import checksum
@@ -94,6 +97,7 @@ class Leader:
         self._reserved: Counter[str] = Counter()  # copies being placed on each node
         # Ids found with fewer than TOLERANCE + 1 good copies, for the Repairer.
         self.under_replicated: set[str] = set()
+        self._key_order = KeyOrder()
 
     @property
     def metadata(self) -> MetadataView:
@@ -261,18 +265,37 @@ class Leader:
     async def get(self, message_id: str) -> bytes | None:
         """The message, or None if it was never set. Raises ClusterError if no copy answers
         or this node no longer leads."""
+        entry = await self._committed_entry(message_id)
+        if entry is None:
+            return None
+        return await self._read(message_id, entry)
+
+    async def exists(self, message_id: str) -> bool:
+        """Whether the id is set, as a GET would find it; the message is not read."""
+        return await self._committed_entry(message_id) is not None
+
+    async def _committed_entry(self, message_id: str) -> IndexEntry | None:
+        """The id's entry once the SET of it under way here is done and this node is known
+        to lead still (a read barrier): no newer leader can have changed it."""
         writing = self._writing.get(message_id)
         if writing is not None:
             await asyncio.shield(writing.done)
+        await self._read_barrier()
+        return self.metadata.entry(message_id)
+
+    async def _read_barrier(self) -> None:
         await self.ready()
         try:
             await self._group.read_barrier()
         except (NotLeading, DriverStopped) as error:
             raise _no_leader() from error
-        entry = self.metadata.entry(message_id)
-        if entry is None:
-            return None
-        return await self._read(message_id, entry)
+
+    async def key_page(
+        self, cursor: int, count: int, match: Callable[[str], bool] | None
+    ) -> KeyPage:
+        """One page of SCAN over the committed index (``KeyOrder``), after a read barrier."""
+        await self._read_barrier()
+        return self._key_order.page(self.metadata, cursor, count, match)
 
     async def _read(self, message_id: str, entry: IndexEntry) -> bytes:
         """The message at ``entry``'s version, from this node if it holds it, else from the
@@ -293,6 +316,54 @@ class Leader:
         raise ClusterError(
             ErrorCode.UNAVAILABLE, f"no holder of {message_id!r} answered with its current copy"
         )
+
+    # ---- DEL ---------------------------------------------------------------------------------
+
+    async def delete(self, message_id: str) -> bool:
+        """Whether the id was set. Once this returns True, the id reads as never set; its
+        holders' copies are deleted now, or when each is next reconciled (a holder that is
+        down keeps the tombstone until then)."""
+        entry = await self._committed_entry(message_id)
+        if entry is None:
+            return False
+        version = self._next_version()
+        (applied,) = await self._commit_deletion(Deleted((DeletedItem(message_id, version),)))
+        if not applied:
+            # Another DEL of the id committed first (it answers 1, this one 0), or a newer
+            # SET did: this DEL came before that SET.
+            return self.metadata.entry(message_id) is not None
+        tomb = self.metadata.tombstone(message_id)
+        if tomb is not None and tomb.version == version:  # the holders as it was deleted
+            await self._let_go(message_id, version, tomb.holders)
+        return True
+
+    async def _let_go(self, message_id: str, version: Version, holders: Iterable[str]) -> None:
+        """Each holder deletes its copy and releases the tombstone; one that cannot is left
+        to reconciliation."""
+
+        async def let_go(node_id: str) -> None:
+            try:
+                await self.holders.delete(node_id, [(message_id, version)])
+            except MemberUnreachable as error:
+                self.member_failed(node_id, error)
+                return
+            except Deposed:
+                return  # the DEL is committed all the same: a later leader releases it
+            with contextlib.suppress(ClusterError):  # the next reconciliation releases it
+                await self._commit_deletion(Released(node_id, ((message_id, version),)))
+
+        await asyncio.gather(*map(let_go, holders))
+
+    async def _commit_deletion(self, command: Deleted | Released) -> tuple[bool, ...]:
+        try:
+            return await self._group.propose_deletion(command, self.term)
+        except NotLeading as error:
+            raise _no_leader() from error
+        except (ProposalDropped, DriverStopped) as error:
+            raise ClusterError(
+                ErrorCode.TIMEOUT,
+                "leadership was lost before the delete committed; a new leader may still commit it",
+            ) from error
 
     # ---- healing -----------------------------------------------------------------------------
 
@@ -400,7 +471,22 @@ class Leader:
         ]
         if surplus:
             await self.holders.delete(node_id, surplus)
+        await self._release_deleted(node_id, versions, frozenset(surplus))
         return len(surplus)
+
+    async def _release_deleted(
+        self, node_id: str, held: dict[str, Version], deleted: frozenset[tuple[str, Version]]
+    ) -> None:
+        """Release the tombstones naming ``node_id`` whose copy it no longer holds, with
+        ``held`` its committed copies before ``deleted`` went."""
+        released = tuple(
+            (message_id, version)
+            for message_id, version in self.metadata.tombstones_on(node_id)
+            if message_id not in held or (message_id, held[message_id]) in deleted
+        )
+        if released:
+            with contextlib.suppress(ClusterError):  # the next reconciliation tries again
+                await self._commit_deletion(Released(node_id, released))
 
     def _may_delete(self, message_id: str, version: Version) -> bool:
         """While a SET or repair of the id is under way, only copies older than the indexed

@@ -61,11 +61,13 @@ from kayit.consensus.node import NotLeaderError, PersistedState, RaftConfig, Raf
 from kayit.metadata.commands import (
     AddressChanged,
     Command,
+    Deleted,
     Formed,
     NodeAdded,
     NodeRemoved,
     Placed,
     PlacedItem,
+    Released,
     decode,
 )
 from kayit.metadata.machine import MetadataMachine, MetadataView, PlacedListener
@@ -585,6 +587,15 @@ class MetadataGroup:
         if self._placer is None or self._placer.done():
             self._placer = asyncio.get_running_loop().create_task(self._place(), name="placed")
         return await future
+
+    async def propose_deletion(self, command: Deleted | Released, term: int) -> tuple[bool, ...]:
+        """Commit a DEL (``Deleted``) or its holders' letting go (``Released``) in ``term``, in
+        which this node must lead, as ``propose_placed`` does; returns which parts took
+        effect. Raises as ``propose_placed`` does."""
+        driver = self._leading_driver()
+        result = await self._as_leader(driver.propose(command.encode(), term))
+        assert isinstance(result, tuple)
+        return result
 
     # ---- internals ---------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """PendingCopies: a node's pending copies follow the committed metadata. A copy is promoted
 when the ``Placed`` entry of its version, naming this node, is applied; it is dropped once the
-metadata says it will never be (a newer version committed, or its version went elsewhere, or
-a later term committed without it). Every node runs this on its own copies, whoever leads."""
+metadata says it will never be (a newer version committed, its id deleted at a newer version,
+or its version went elsewhere, or a later term committed without it). Every node runs this on
+its own copies, whoever leads."""
 
 from __future__ import annotations
 
@@ -62,6 +63,8 @@ class PendingCopies:
                 (promote if self._node_id in entry.holders else drop).append((message_id, version))
             elif entry is not None and entry.version > version:
                 drop.append((message_id, version))  # overwritten
+            elif _deleted_since(metadata, message_id, version):
+                drop.append((message_id, version))
             elif version.term < metadata.last_leader_term:
                 drop.append((message_id, version))  # a later term committed: never will be
         for message_id, version in promote:
@@ -74,3 +77,9 @@ class PendingCopies:
                 len(promote),
                 len(drop),
             )
+
+
+def _deleted_since(metadata: MetadataView, message_id: str, version: Version) -> bool:
+    """The id was deleted at ``version`` or a newer one (its tombstone is kept)."""
+    tomb = metadata.tombstone(message_id)
+    return tomb is not None and version <= tomb.version

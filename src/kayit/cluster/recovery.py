@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 from kayit.cluster.metadata_group import MetadataGroup
 from kayit.consensus.node import AlreadyLeading
-from kayit.metadata.commands import Placed, PlacedItem
+from kayit.metadata.commands import Deleted, Placed, PlacedItem
 from kayit.storage.store import MessageStore
 from kayit.version import Version
 
@@ -106,20 +106,23 @@ def adopt(
 
 
 def placed_in_log(group: MetadataGroup) -> Callable[[str], Version | None]:
-    """The newest version of an id that ``group``'s log places: in the index, or in an entry
-    not applied yet (committed or not)."""
+    """The newest version of an id that ``group``'s log places or deletes: in the index (or a
+    tombstone), or in an entry not applied yet (committed or not)."""
     unapplied: dict[str, Version] = {}
     for command in group.unapplied_commands():
-        if isinstance(command, Placed):
-            for item in command.items:
-                known = unapplied.get(item.message_id)
-                if known is None or known < item.version:
-                    unapplied[item.message_id] = item.version
+        if isinstance(command, Placed | Deleted):
+            for message_id, version, *_ in command.items:
+                known = unapplied.get(message_id)
+                if known is None or known < version:
+                    unapplied[message_id] = version
     index = group.metadata
 
     def newest(message_id: str) -> Version | None:
         entry = index.entry(message_id)
         versions = [entry.version] if entry is not None else []
+        tomb = index.tombstone(message_id)
+        if tomb is not None:
+            versions.append(tomb.version)
         if message_id in unapplied:
             versions.append(unapplied[message_id])
         return max(versions, default=None)

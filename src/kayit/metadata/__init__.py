@@ -10,29 +10,36 @@ drivers persist, send and apply.
 from kayit.metadata.commands import (
     AddressChanged,
     Command,
+    Deleted,
+    DeletedItem,
     Formed,
     NodeAdded,
     NodeRemoved,
     Placed,
     PlacedItem,
+    Released,
     decode,
 )
 from kayit.metadata.index import CommittedIndex, IndexEntry
 from kayit.metadata.snapshot import SnapshotReader, restore, snapshot, snapshot_chunks
-from kayit.metadata.state import ClusterMetadata
+from kayit.metadata.state import ClusterMetadata, Tombstone
 
 __all__ = [
     "AddressChanged",
     "ClusterMetadata",
     "Command",
     "CommittedIndex",
+    "Deleted",
+    "DeletedItem",
     "Formed",
     "IndexEntry",
     "NodeAdded",
     "NodeRemoved",
     "Placed",
     "PlacedItem",
+    "Released",
     "SnapshotReader",
+    "Tombstone",
     "decode",
     "restore",
     "snapshot",

@@ -20,6 +20,8 @@ _NODE_ADDED = 2
 _NODE_REMOVED = 3
 _ADDRESS_CHANGED = 4
 _PLACED = 5
+_DELETED = 6
+_RELEASED = 7
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +112,42 @@ class Placed:
         return b"".join(parts)
 
 
-Command = Formed | NodeAdded | NodeRemoved | AddressChanged | Placed
+class DeletedItem(NamedTuple):
+    message_id: str
+    version: Version  # the delete's own, newer than the version it removes
+
+
+@dataclass(frozen=True, slots=True)
+class Deleted:
+    """DEL of ids. Each id indexed at an older version leaves the index for a tombstone of
+    this version naming its holders; the tombstone stays until each has let its copy go
+    (``Released``), so that no copy of the id outlives it and no older SET comes back."""
+
+    items: tuple[DeletedItem, ...]
+
+    def encode(self) -> bytes:
+        parts = [bytes((_DELETED,)), wire.u32(len(self.items))]
+        for message_id, (term, seq) in self.items:
+            parts += (wire.text(message_id), wire.u64(term), wire.u64(seq))
+        return b"".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Released:
+    """``node_id`` holds no copy any more of these deleted ids, at their tombstones'
+    versions (``items``: id, the tombstone's version) or older."""
+
+    node_id: str
+    items: tuple[tuple[str, Version], ...]
+
+    def encode(self) -> bytes:
+        parts = [bytes((_RELEASED,)), wire.text(self.node_id), wire.u32(len(self.items))]
+        for message_id, (term, seq) in self.items:
+            parts += (wire.text(message_id), wire.u64(term), wire.u64(seq))
+        return b"".join(parts)
+
+
+Command = Formed | NodeAdded | NodeRemoved | AddressChanged | Placed | Deleted | Released
 
 
 def decode(data: bytes) -> Command:
@@ -131,7 +168,16 @@ def _decode(cursor: wire.Cursor, tag: int) -> Command:
         return NodeRemoved(cursor.text())
     if tag == _ADDRESS_CHANGED:
         return AddressChanged(cursor.text(), cursor.text())
+    if tag == _DELETED:
+        return Deleted(tuple(DeletedItem(*_versioned_id(cursor)) for _ in range(cursor.u32())))
+    if tag == _RELEASED:
+        node_id = cursor.text()
+        return Released(node_id, tuple(_versioned_id(cursor) for _ in range(cursor.u32())))
     raise ValueError(f"no command is encoded with first byte {tag}")
+
+
+def _versioned_id(cursor: wire.Cursor) -> tuple[str, Version]:
+    return cursor.text(), Version(cursor.u64(), cursor.u64())
 
 
 def _decode_placed(cursor: wire.Cursor) -> Placed:

@@ -115,6 +115,15 @@ class CommittedIndex:
         self._packed[message_id] = (wanted << _CHECKSUM_BITS | checksum) << _SET_BITS | holder_set
         return True
 
+    def ids(self) -> list[str]:
+        return list(self._packed)
+
+    def remove(self, message_id: str) -> None:
+        """The id leaves the index (a DEL); nothing happens for an id it does not have."""
+        packed = self._packed.pop(message_id, None)
+        if packed is not None:
+            self._uses[packed & _SET_MASK] -= 1
+
     def drop_holder(self, node_id: str) -> None:
         """``node_id`` holds nothing any more. Rewrites the few holder sets, not the entries:
         two positions may then name equal sets, which only costs a table slot."""

@@ -4,11 +4,15 @@ A snapshot is a run of records ``<u32 body length><u32 crc32 of body><body>`` (b
 the journal frames its records), the first byte of each body naming its kind, in this order:
 
 - ``H`` header: magic, format, cluster id, tolerance, the Raft index and term applied, and how
-  many members, removed nodes, holder sets and entries follow;
+  many members, removed nodes, holder sets, entries and (format 2) tombstones follow;
 - ``N`` nodes: the members (id, address) in joining order, then the removed ids;
 - ``S`` holder sets: each a u8 count of u16 positions in the members;
 - ``E`` entries, repeated: index entries as columns (``wire.write_columns``) whose refs are
-  positions in the holder sets, up to the header's count.
+  positions in the holder sets, up to the header's count;
+- ``T`` tombstones (format 2, one record): each a deleted id, its delete's version (u64 term,
+  u64 seq) and a u8 count of u16 positions in the members, the holders yet to let go.
+
+Format 1 (before DEL) has no tombstones; it is read still.
 
 The bytes may be cut anywhere for transport: ``SnapshotReader`` takes them in any pieces.
 """
@@ -23,15 +27,17 @@ from zlib import crc32
 
 from kayit.metadata import wire
 from kayit.metadata.index import CommittedIndex
-from kayit.metadata.state import ClusterMetadata
+from kayit.metadata.state import ClusterMetadata, Tombstone
+from kayit.version import Version
 
 CHUNK_SIZE = 1 << 20
 _ENTRIES_PER_RECORD = 16_384  # about 0.7 MiB with 20-character ids
 _MAX_RECORD = 64 << 20
 _FRAME = struct.Struct(">II")
 _MAGIC = b"kayit-metadata"
-_FORMAT = 1
-_HEADER, _NODES, _SETS, _ENTRIES = b"H", b"N", b"S", b"E"
+_FORMAT = 2
+_FORMATS = (1, 2)  # the formats this node reads
+_HEADER, _NODES, _SETS, _ENTRIES, _TOMBSTONES = b"H", b"N", b"S", b"E", b"T"
 
 
 def snapshot(metadata: ClusterMetadata) -> bytes:
@@ -54,6 +60,7 @@ def snapshot_chunks(metadata: ClusterMetadata, chunk_size: int = CHUNK_SIZE) -> 
     removed = sorted(metadata.removed)
     holder_sets = metadata.index.holder_sets()
     batches = metadata.index.columns(_ENTRIES_PER_RECORD)
+    tombstones = dict(metadata.tombstones)
     position = {node_id: place for place, node_id in enumerate(nodes)}
     header = _Header(
         metadata.cluster_id,
@@ -64,6 +71,7 @@ def snapshot_chunks(metadata: ClusterMetadata, chunk_size: int = CHUNK_SIZE) -> 
         len(removed),
         len(holder_sets),
         len(metadata.index),
+        len(tombstones),
     )
     head = [
         _record(header.encode()),
@@ -89,7 +97,14 @@ def snapshot_chunks(metadata: ClusterMetadata, chunk_size: int = CHUNK_SIZE) -> 
         ),
     ]
     entries = (_record(_ENTRIES + wire.write_columns(batch)) for batch in batches)
-    return _pieces(chain(head, entries), chunk_size)
+    tail = [_record(_TOMBSTONES + b"".join(_tombstone(*t, position) for t in tombstones.items()))]
+    return _pieces(chain(head, entries, tail), chunk_size)
+
+
+def _tombstone(message_id: str, tomb: Tombstone, position: dict[str, int]) -> bytes:
+    held = b"".join(wire.u16(position[h]) for h in tomb.holders)
+    version = wire.u64(tomb.version.term) + wire.u64(tomb.version.seq)
+    return wire.text(message_id) + version + wire.u8(len(tomb.holders)) + held
 
 
 class SnapshotReader:
@@ -102,6 +117,7 @@ class SnapshotReader:
         self._removed: list[str] = []
         self._index: CommittedIndex | None = None
         self._entries = 0
+        self._tombstones: dict[str, Tombstone] | None = None
 
     def feed(self, piece: bytes) -> None:
         self._buffer += piece
@@ -123,6 +139,8 @@ class SnapshotReader:
         header, index = self._header, self._index
         if self._buffer or header is None or index is None or self._entries != header.entries:
             raise ValueError("the snapshot ends early")
+        if header.format >= 2 and self._tombstones is None:
+            raise ValueError("the snapshot ends early")
         return ClusterMetadata(
             cluster_id=header.cluster_id,
             tolerance=header.tolerance,
@@ -131,6 +149,7 @@ class SnapshotReader:
             index=index,
             applied_index=header.applied_index,
             applied_term=header.applied_term,
+            tombstones=self._tombstones,
         )
 
     def _read(self, cursor: wire.Cursor) -> None:
@@ -144,6 +163,12 @@ class SnapshotReader:
         elif self._index is None:
             self._expect(kind, _SETS)
             self._index = CommittedIndex(self._read_sets(cursor, self._header, self._nodes))
+        elif self._tombstones is not None:
+            raise ValueError("a snapshot record after its tombstones")
+        elif kind == _TOMBSTONES and self._header.format >= 2:
+            if self._entries != self._header.entries:
+                raise ValueError("tombstones before the last of the entries")
+            self._tombstones = self._read_tombstones(cursor, self._header, self._nodes)
         else:
             self._expect(kind, _ENTRIES)
             columns = wire.read_columns(cursor)
@@ -163,6 +188,22 @@ class SnapshotReader:
         self._removed = [cursor.text() for _ in range(header.removed)]
         if len(self._nodes) != header.nodes or len(set(self._removed)) != header.removed:
             raise ValueError("a node appears twice in the snapshot")
+
+    @staticmethod
+    def _read_tombstones(
+        cursor: wire.Cursor, header: _Header, nodes: Iterable[str]
+    ) -> dict[str, Tombstone]:
+        members = list(nodes)
+        tombstones = {}
+        for _ in range(header.tombstones):
+            message_id, version = cursor.text(), Version(cursor.u64(), cursor.u64())
+            positions = [cursor.u16() for _ in range(cursor.u8())]
+            if any(p >= len(members) for p in positions):
+                raise ValueError("a tombstone names a node that is not a member")
+            tombstones[message_id] = Tombstone(version, tuple(members[p] for p in positions))
+        if len(tombstones) != header.tombstones:
+            raise ValueError("a deleted id appears twice in the snapshot")
+        return tombstones
 
     @staticmethod
     def _read_sets(
@@ -188,6 +229,8 @@ class _Header:
     removed: int
     holder_sets: int
     entries: int
+    tombstones: int
+    format: int = _FORMAT
 
     def encode(self) -> bytes:
         return b"".join(
@@ -203,6 +246,7 @@ class _Header:
                 wire.u32(self.removed),
                 wire.u32(self.holder_sets),
                 wire.u64(self.entries),
+                wire.u32(self.tombstones),
             )
         )
 
@@ -211,8 +255,8 @@ class _Header:
         if cursor.take(len(_MAGIC)) != _MAGIC:
             raise ValueError("not a kayit metadata snapshot")
         version = cursor.u8()
-        if version != _FORMAT:
-            raise ValueError(f"snapshot format {version}; this node reads format {_FORMAT}")
+        if version not in _FORMATS:
+            raise ValueError(f"snapshot format {version}; this node reads formats {_FORMATS}")
         return cls(
             cursor.text(),
             cursor.u16(),
@@ -222,6 +266,8 @@ class _Header:
             cursor.u32(),
             cursor.u32(),
             cursor.u64(),
+            cursor.u32() if version >= 2 else 0,
+            version,
         )
 
 

@@ -16,11 +16,14 @@ from kayit.consensus.messages import Entry, EntryKind
 from kayit.metadata.commands import (
     AddressChanged,
     Command,
+    Deleted,
+    DeletedItem,
     Formed,
     NodeAdded,
     NodeRemoved,
     Placed,
     PlacedItem,
+    Released,
     decode,
 )
 from kayit.metadata.index import CommittedIndex, IndexEntry
@@ -28,6 +31,14 @@ from kayit.version import UNKNOWN, Version
 
 # Distinct holder lists remembered in their canonical form; a batch names only a few.
 _CANONICAL_CACHE = 4096
+
+
+class Tombstone(NamedTuple):
+    """What is left of a deleted id: the delete's version, and the nodes that held a copy
+    and have not yet said they let it go (``Released``)."""
+
+    version: Version
+    holders: tuple[str, ...]
 
 
 class Applied(NamedTuple):
@@ -46,6 +57,7 @@ class ClusterMetadata:
         index: CommittedIndex | None = None,
         applied_index: int = 0,
         applied_term: int = 0,
+        tombstones: Mapping[str, Tombstone] | None = None,
     ) -> None:
         """An empty state by default; with arguments, the state a snapshot describes. Raises
         ValueError for parts that contradict each other."""
@@ -56,11 +68,19 @@ class ClusterMetadata:
         self._index = CommittedIndex() if index is None else index
         self._applied_index = applied_index
         self._applied_term = applied_term
+        self._tombstones = dict(tombstones or {})
         self._canonical: dict[tuple[str, ...], tuple[str, ...]] = {}
         if not self._removed.isdisjoint(self._nodes):
             raise ValueError("a node is both a member and removed")
         if not self._index.nodes_named() <= self._nodes.keys():
             raise ValueError("the index names a holder that is not a member")
+        if any(key in self._index for key in self._tombstones):
+            raise ValueError("an id is both indexed and deleted")
+        if any(
+            not tomb.holders or not set(tomb.holders) <= self._nodes.keys()
+            for tomb in self._tombstones.values()
+        ):
+            raise ValueError("a tombstone names no holder, or one that is not a member")
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ClusterMetadata):
@@ -73,6 +93,7 @@ class ClusterMetadata:
             and self.applied_index == other.applied_index
             and self.last_leader_term == other.last_leader_term
             and self._index == other._index
+            and self._tombstones == other._tombstones
         )
 
     __hash__ = None  # type: ignore[assignment]  # mutable
@@ -124,6 +145,15 @@ class ClusterMetadata:
         return len(self._index)
 
     @property
+    def tombstone_count(self) -> int:
+        return len(self._tombstones)
+
+    @property
+    def tombstones(self) -> Mapping[str, Tombstone]:
+        """Deleted ids whose former holders have not all let their copies go."""
+        return MappingProxyType(self._tombstones)
+
+    @property
     def index(self) -> CommittedIndex:
         """The committed index, to read (snapshots do); only ``apply`` changes it."""
         return self._index
@@ -158,7 +188,45 @@ class ClusterMetadata:
             return ()
         if isinstance(command, Placed):
             return self._place(command.items)
+        if isinstance(command, Deleted):
+            return self._delete(command.items)
+        if isinstance(command, Released):
+            return (self._release(command.node_id, command.items),)
         return (self._apply_change(command),)
+
+    def _delete(self, items: Iterable[DeletedItem]) -> tuple[bool, ...]:
+        """Each id indexed at an older version than its delete leaves the index; its holders
+        are kept in a tombstone until they let their copies go."""
+        if not self.formed:
+            return tuple(False for _ in items)
+        applied = []
+        for message_id, version in items:
+            entry = self._index.get(message_id)
+            if entry is None or entry.version >= version:
+                applied.append(False)  # never set, deleted already, or set again since
+                continue
+            self._index.remove(message_id)
+            if entry.holders:
+                self._tombstones[message_id] = Tombstone(version, entry.holders)
+            applied.append(True)
+        return tuple(applied)
+
+    def _release(self, node_id: str, items: Iterable[tuple[str, Version]]) -> bool:
+        changed = False
+        for message_id, version in items:
+            tomb = self._tombstones.get(message_id)
+            if tomb is None or tomb.version != version or node_id not in tomb.holders:
+                continue
+            changed = True
+            self._drop_from_tombstone(message_id, tomb, node_id)
+        return changed
+
+    def _drop_from_tombstone(self, message_id: str, tomb: Tombstone, node_id: str) -> None:
+        holders = tuple(h for h in tomb.holders if h != node_id)
+        if holders:
+            self._tombstones[message_id] = Tombstone(tomb.version, holders)
+        else:
+            del self._tombstones[message_id]
 
     def _apply_change(self, command: Formed | NodeAdded | NodeRemoved | AddressChanged) -> bool:
         if isinstance(command, Formed):
@@ -183,6 +251,9 @@ class ClusterMetadata:
             del self._nodes[command.node_id]
             self._removed.add(command.node_id)
             self._index.drop_holder(command.node_id)
+            for message_id, tomb in list(self._tombstones.items()):
+                if command.node_id in tomb.holders:
+                    self._drop_from_tombstone(message_id, tomb, command.node_id)
             self._canonical.clear()
             return True
         assert_never(command)
@@ -198,11 +269,24 @@ class ClusterMetadata:
     def _place(self, items: Iterable[PlacedItem]) -> tuple[bool, ...]:
         if not self.formed:
             return tuple(False for _ in items)
+        if self._tombstones:
+            return tuple(map(self._place_past_tombstone, items))
         place, canonical = self._index.place, self._canonical_holders
         return tuple(
             place(message_id, version, checksum, canonical(holders))
             for message_id, version, checksum, holders in items
         )
+
+    def _place_past_tombstone(self, item: PlacedItem) -> bool:
+        """A version of a deleted id takes effect only if newer than the delete; then the
+        tombstone goes: the new version is enough to let older copies go."""
+        message_id, version, checksum, holders = item
+        tomb = self._tombstones.get(message_id)
+        if tomb is not None:
+            if version <= tomb.version:
+                return False
+            del self._tombstones[message_id]
+        return self._index.place(message_id, version, checksum, self._canonical_holders(holders))
 
     def _canonical_holders(self, listed: tuple[str, ...]) -> tuple[str, ...]:
         """A holder list as the index keeps it: sorted, without repeats, members only (a node
@@ -217,6 +301,18 @@ class ClusterMetadata:
 
     def entry(self, message_id: str) -> IndexEntry | None:
         return self._index.get(message_id)
+
+    def ids(self) -> list[str]:
+        """Every id in the committed index, as it is at this call."""
+        return self._index.ids()
+
+    def tombstone(self, message_id: str) -> Tombstone | None:
+        """What is left of a deleted id while its tombstone is kept; None for any other."""
+        return self._tombstones.get(message_id)
+
+    def tombstones_on(self, node_id: str) -> list[tuple[str, Version]]:
+        """The deleted ids (and their deletes' versions) ``node_id`` has not let go of."""
+        return [(key, t.version) for key, t in self._tombstones.items() if node_id in t.holders]
 
     def holders_on(self, node_id: str) -> list[str]:
         """The ids the index places a copy of on ``node_id`` (a scan of the whole index)."""
@@ -261,6 +357,7 @@ class ClusterMetadata:
         """The copies in ``node_id``'s inventory that committed metadata allows to delete.
 
         A copy may go only if
+        - its id was deleted at a newer version than the copy's (a tombstone is kept); or
         - the index has a newer version of its id (the copy was overwritten), or the same
           version with holders that exclude this node (the copy was moved, or the node lost
           it once and was replaced); or
@@ -282,11 +379,15 @@ class ClusterMetadata:
         ``inventory`` after this state applied every entry committed before those copies
         were stored (on the leader: after a read index), or a repair's new holder, not yet
         applied here, would look moved."""
+        tombstones = self._tombstones
         return [
             (message_id, version)
             for message_id, version in inventory
             if version != UNKNOWN
-            and _deletable(self._index.get(message_id), version, node_id, self.last_leader_term)
+            and (
+                (message_id in tombstones and version <= tombstones[message_id].version)
+                or _deletable(self._index.get(message_id), version, node_id, self.last_leader_term)
+            )
         ]
 
 

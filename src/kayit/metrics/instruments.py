@@ -22,8 +22,14 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from kayit.protocol.commands import (
+    DeleteCommand,
+    ExistsCommand,
+    GetCommand,
+    SetCommand,
+)
 from kayit.protocol.errors import ErrorCode
-from kayit.server.outcome import Failed, NotFound, Outcome
+from kayit.server.outcome import DataCommand, Failed, NotFound, Outcome
 
 # Seconds: from a GET served from memory to a SET that waits out a failover.
 LATENCY_BUCKETS = (
@@ -32,7 +38,7 @@ LATENCY_BUCKETS = (
 _BATCH_BUCKETS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0)
 
 # The kinds of client request counted, and what became of them.
-SET, GET = "set", "get"
+SET, GET, EXISTS, DEL = "set", "get", "exists", "del"
 AUTH, OTHER, INVALID = "auth", "other", "invalid"
 OK, NOT_FOUND = "ok", "not_found"
 
@@ -138,7 +144,8 @@ class SpreadFamily(_Family):
 
 
 class CommandMeter:
-    """One kind of data command (SET or GET): how each ended, and how long it took."""
+    """One kind of data command (SET, GET, EXISTS or DEL): how each ended, and how long it
+    took."""
 
     def __init__(
         self,
@@ -150,7 +157,7 @@ class CommandMeter:
         self._counts = counts
         self._kind = kind
         self.ok = counts.child(kind, OK)
-        self.not_found = counts.child(kind, NOT_FOUND) if kind == GET else None
+        self.not_found = counts.child(kind, NOT_FOUND) if kind != SET else None
         self.failed = {code: counts.child(kind, result_name(code)) for code in errors}
         self.latency = latency.child(kind)
 
@@ -205,6 +212,14 @@ class NodeMetrics(Collector):
         )
         self.sets = CommandMeter(self.commands, self.latency, SET, _SET_ERRORS)
         self.gets = CommandMeter(self.commands, self.latency, GET, _GET_ERRORS)
+        self.exists = CommandMeter(self.commands, self.latency, EXISTS, _GET_ERRORS)
+        self.deletes = CommandMeter(self.commands, self.latency, DEL, _SET_ERRORS)
+        self._meters: dict[type[DataCommand], CommandMeter] = {
+            SetCommand: self.sets,
+            GetCommand: self.gets,
+            ExistsCommand: self.exists,
+            DeleteCommand: self.deletes,
+        }
         self.auth_ok = self.commands.child(AUTH, OK)
         self.auth_failed = self.commands.child(AUTH, result_name(ErrorCode.WRONGPASS))
         self.other = self.commands.child(OTHER, OK)  # PING, INFO and the rest of RESP's own
@@ -260,6 +275,9 @@ class NodeMetrics(Collector):
     def collect(self) -> Iterator[Metric]:
         for family in self._families:
             yield family.export()
+
+    def meter(self, command: DataCommand) -> CommandMeter:
+        return self._meters[type(command)]
 
     def _counter(self, name: str, documentation: str, labels: tuple[str, ...] = ()) -> CountFamily:
         family = CountFamily("counter", name, documentation, labels)

@@ -4,6 +4,9 @@ Grammar (command names case-insensitive):
     SET <id> <message>   the message is the rest of the line after one space, kept exactly
     GET <id>
     AUTH <password>      the password is the rest of the line after one space, kept exactly
+    EXISTS <id>          1 if the id is set, else 0
+    DEL <id>             1 if the id was set (and is deleted now), else 0
+    STRLEN <id>          the message's length in bytes, 0 if the id is not set
 An id is 1..MAX_ID_BYTES bytes of UTF-8 without whitespace.
 """
 
@@ -26,6 +29,32 @@ class GetCommand:
 
 
 @dataclass(frozen=True, slots=True)
+class ExistsCommand:
+    """Whether an id is set: read from the committed index, the message is not read."""
+
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteCommand:
+    """DEL of one id: a versioned delete, committed as a SET is."""
+
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class KeyQuery:
+    """A command on one or more ids answered from the GETs (MGET, STRLEN), EXISTSs (EXISTS,
+    TYPE) or DELs (DEL) of each."""
+
+    name: str  # one of QUERY_NAMES
+    ids: tuple[str, ...]
+
+
+QUERY_NAMES = frozenset({"MGET", "EXISTS", "STRLEN", "TYPE", "DEL"})
+
+
+@dataclass(frozen=True, slots=True)
 class AuthCommand:
     """``AUTH [username] password``; a username comes only over RESP, as Redis takes it."""
 
@@ -45,7 +74,7 @@ class InvalidAuth(InvalidCommand):
     """A malformed AUTH: answered as such even before the client has authenticated."""
 
 
-Command = SetCommand | GetCommand | AuthCommand | InvalidCommand
+Command = SetCommand | GetCommand | AuthCommand | KeyQuery | InvalidCommand
 
 
 def parse_command(line: bytes) -> Command:
@@ -64,6 +93,9 @@ def parse_command(line: bytes) -> Command:
         if not rest:
             return InvalidAuth("AUTH needs a password: AUTH <password>")
         return AuthCommand(rest.encode("utf-8"))
+    if verb in ("EXISTS", "STRLEN", "DEL"):
+        parsed = _parse_get(rest, verb)
+        return KeyQuery(verb, (parsed.id,)) if isinstance(parsed, GetCommand) else parsed
     if not text.strip():
         return InvalidCommand("empty line; expected SET <id> <message> or GET <id>")
     return InvalidCommand(f"unknown command {_quote(name)}; expected SET or GET")
@@ -79,11 +111,11 @@ def _parse_set(rest: str) -> Command:
     return SetCommand(key, message.encode("utf-8"))
 
 
-def _parse_get(rest: str) -> Command:
+def _parse_get(rest: str, verb: str = "GET") -> GetCommand | InvalidCommand:
     problem = validate_id(rest)
     if problem:
         if rest and not rest[0].isspace() and any(c.isspace() for c in rest):
-            return InvalidCommand("GET takes one id: GET <id>")
+            return InvalidCommand(f"{verb} takes one id: {verb} <id>")
         return InvalidCommand(problem)
     return GetCommand(rest)
 

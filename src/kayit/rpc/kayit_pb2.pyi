@@ -284,9 +284,13 @@ class ClientCommand(_message.Message):
         KIND_UNSPECIFIED: _ClassVar[ClientCommand.Kind]
         SET: _ClassVar[ClientCommand.Kind]
         GET: _ClassVar[ClientCommand.Kind]
+        EXISTS: _ClassVar[ClientCommand.Kind]
+        DEL: _ClassVar[ClientCommand.Kind]
     KIND_UNSPECIFIED: ClientCommand.Kind
     SET: ClientCommand.Kind
     GET: ClientCommand.Kind
+    EXISTS: ClientCommand.Kind
+    DEL: ClientCommand.Kind
     KIND_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
@@ -310,11 +314,13 @@ class ClientResult(_message.Message):
         FOUND: _ClassVar[ClientResult.Outcome]
         NOT_FOUND: _ClassVar[ClientResult.Outcome]
         ERROR: _ClassVar[ClientResult.Outcome]
+        PRESENT: _ClassVar[ClientResult.Outcome]
     OUTCOME_UNSPECIFIED: ClientResult.Outcome
     STORED: ClientResult.Outcome
     FOUND: ClientResult.Outcome
     NOT_FOUND: ClientResult.Outcome
     ERROR: ClientResult.Outcome
+    PRESENT: ClientResult.Outcome
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
@@ -330,6 +336,28 @@ class ClientResults(_message.Message):
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[ClientResult]
     def __init__(self, results: _Optional[_Iterable[_Union[ClientResult, _Mapping]]] = ...) -> None: ...
+
+class KeysRequest(_message.Message):
+    __slots__ = ("cursor", "count", "pattern")
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    PATTERN_FIELD_NUMBER: _ClassVar[int]
+    cursor: int
+    count: int
+    pattern: bytes
+    def __init__(self, cursor: _Optional[int] = ..., count: _Optional[int] = ..., pattern: _Optional[bytes] = ...) -> None: ...
+
+class KeysReply(_message.Message):
+    __slots__ = ("ids", "cursor", "error_code", "reason")
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    cursor: int
+    error_code: str
+    reason: str
+    def __init__(self, ids: _Optional[_Iterable[str]] = ..., cursor: _Optional[int] = ..., error_code: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class RaftEntry(_message.Message):
     __slots__ = ("index", "term", "kind", "data")

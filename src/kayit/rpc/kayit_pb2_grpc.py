@@ -84,6 +84,11 @@ class NodeStub:
                 request_serializer=kayit_dot_rpc_dot_kayit__pb2.ClientBatch.SerializeToString,
                 response_deserializer=kayit_dot_rpc_dot_kayit__pb2.ClientResults.FromString,
                 _registered_method=True)
+        self.Keys = channel.unary_unary(
+                '/kayit.Node/Keys',
+                request_serializer=kayit_dot_rpc_dot_kayit__pb2.KeysRequest.SerializeToString,
+                response_deserializer=kayit_dot_rpc_dot_kayit__pb2.KeysReply.FromString,
+                _registered_method=True)
         self.RecoveryState = channel.unary_unary(
                 '/kayit.Node/RecoveryState',
                 request_serializer=kayit_dot_rpc_dot_kayit__pb2.RecoveryStateRequest.SerializeToString,
@@ -164,6 +169,13 @@ class NodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Keys(self, request, context):
+        """A page of a client's SCAN or KEYS that reached a node which does not lead.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RecoveryState(self, request, context):
         """kayit recover: a survivor's Raft state and pending copies, asked by the recovering node.
         """
@@ -230,6 +242,11 @@ def add_NodeServicer_to_server(servicer, server):
                     servicer.Execute,
                     request_deserializer=kayit_dot_rpc_dot_kayit__pb2.ClientBatch.FromString,
                     response_serializer=kayit_dot_rpc_dot_kayit__pb2.ClientResults.SerializeToString,
+            ),
+            'Keys': grpc.unary_unary_rpc_method_handler(
+                    servicer.Keys,
+                    request_deserializer=kayit_dot_rpc_dot_kayit__pb2.KeysRequest.FromString,
+                    response_serializer=kayit_dot_rpc_dot_kayit__pb2.KeysReply.SerializeToString,
             ),
             'RecoveryState': grpc.unary_unary_rpc_method_handler(
                     servicer.RecoveryState,
@@ -512,6 +529,33 @@ class Node:
             '/kayit.Node/Execute',
             kayit_dot_rpc_dot_kayit__pb2.ClientBatch.SerializeToString,
             kayit_dot_rpc_dot_kayit__pb2.ClientResults.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Keys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kayit.Node/Keys',
+            kayit_dot_rpc_dot_kayit__pb2.KeysRequest.SerializeToString,
+            kayit_dot_rpc_dot_kayit__pb2.KeysReply.FromString,
             options,
             channel_credentials,
             insecure,

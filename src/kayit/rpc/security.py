@@ -23,7 +23,7 @@ CLUSTER_METADATA = "kayit-cluster"
 # Calls only a node of the same cluster makes.
 _DATA_PATH = frozenset(
     f"/kayit.Node/{method}"
-    for method in ("Store", "StoreMany", "Retrieve", "Inventory", "Delete", "Execute")
+    for method in ("Store", "StoreMany", "Retrieve", "Inventory", "Delete", "Execute", "Keys")
 )
 
 ClusterId = Callable[[], str | None]  # this node's cluster, None before it is in one

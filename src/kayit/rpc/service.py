@@ -38,20 +38,22 @@ class NodeService(NodeServicer):  # type: ignore[misc]  # generated base class i
         remove_member: Callable[[str], Awaitable[RemovedMember]],
         status: Callable[[], pb.StatusReply],
         execute: Callable[[pb.ClientBatch], Awaitable[pb.ClientResults]],
+        keys: Callable[[pb.KeysRequest], Awaitable[pb.KeysReply]],
         recovery: Recovery | None = None,
     ) -> None:
         """``term``: this node's Raft term now. ``admit(node_id, address)``: admits a node
         while this one leads (raises NotLeading, AdmissionRefused). ``remove_member(member)``:
         removes the member a node id or address names while this one leads (raises
         NotLeading, RemovalRefused). ``execute``: carries out clients' commands that another
-        node forwarded. ``recovery``: this node's side of ``kayit recover``; without it the
-        node answers its calls UNIMPLEMENTED."""
+        node forwarded; ``keys``: a page of their SCAN. ``recovery``: this node's side of
+        ``kayit recover``; without it the node answers its calls UNIMPLEMENTED."""
         self.store = store
         self._term = term
         self._admit = admit
         self._remove_member = remove_member
         self._status = status
         self.execute = execute
+        self._keys = keys
         self._recovery = recovery
         self._fence = 0  # the highest term a call that changes copies came with
 
@@ -162,6 +164,11 @@ class NodeService(NodeServicer):  # type: ignore[misc]  # generated base class i
         self, request: pb.ClientBatch, context: grpc.aio.ServicerContext
     ) -> pb.ClientResults:
         return await self.execute(request)
+
+    async def Keys(
+        self, request: pb.KeysRequest, context: grpc.aio.ServicerContext
+    ) -> pb.KeysReply:
+        return await self._keys(request)
 
     async def RecoveryState(
         self, request: pb.RecoveryStateRequest, context: grpc.aio.ServicerContext

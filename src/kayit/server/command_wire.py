@@ -5,16 +5,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from kayit.protocol import ErrorCode, GetCommand, InvalidCommand, SetCommand
-from kayit.protocol.commands import validate_id
+from kayit.protocol.commands import DeleteCommand, ExistsCommand, validate_id
 from kayit.rpc import kayit_pb2 as pb
 from kayit.server.outcome import (
     NOT_FOUND_OUTCOME,
+    PRESENT,
     STORED,
     DataCommand,
     Failed,
     Found,
     NotFound,
     Outcome,
+    Present,
     Stored,
 )
 
@@ -30,6 +32,10 @@ def batch_to_pb(commands: Sequence[DataCommand]) -> pb.ClientBatch:
 def _command_to_pb(command: DataCommand) -> pb.ClientCommand:
     if isinstance(command, SetCommand):
         return pb.ClientCommand(kind=_Kind.SET, id=command.id, message=command.message)
+    if isinstance(command, ExistsCommand):
+        return pb.ClientCommand(kind=_Kind.EXISTS, id=command.id)
+    if isinstance(command, DeleteCommand):
+        return pb.ClientCommand(kind=_Kind.DEL, id=command.id)
     return pb.ClientCommand(kind=_Kind.GET, id=command.id)
 
 
@@ -48,6 +54,10 @@ def _command_from_pb(command: pb.ClientCommand) -> DataCommand | InvalidCommand:
         if not command.message:
             return InvalidCommand("SET needs a message: SET <id> <message>")
         return SetCommand(command.id, command.message)
+    if command.kind == _Kind.EXISTS:
+        return ExistsCommand(command.id)
+    if command.kind == _Kind.DEL:
+        return DeleteCommand(command.id)
     return InvalidCommand(f"unknown forwarded command kind {command.kind}")
 
 
@@ -58,6 +68,8 @@ def outcome_to_pb(outcome: Outcome) -> pb.ClientResult:
         return pb.ClientResult(outcome=_Outcome.FOUND, value=outcome.message)
     if isinstance(outcome, NotFound):
         return pb.ClientResult(outcome=_Outcome.NOT_FOUND)
+    if isinstance(outcome, Present):
+        return pb.ClientResult(outcome=_Outcome.PRESENT)
     return pb.ClientResult(
         outcome=_Outcome.ERROR, error_code=outcome.code.value, reason=outcome.reason
     )
@@ -72,10 +84,18 @@ def outcome_from_pb(result: pb.ClientResult) -> Outcome:
         return Found(result.value)
     if result.outcome == _Outcome.NOT_FOUND:
         return NOT_FOUND_OUTCOME
-    code = _CODES.get(result.error_code)
-    if result.outcome == _Outcome.ERROR and code is not None:
-        return Failed(code, result.reason)
-    shown = result.error_code or f"outcome {result.outcome}"
-    return Failed(
-        ErrorCode.INTERNAL, f"unreadable answer from the leader ({shown}): {result.reason}"
-    )
+    if result.outcome == _Outcome.PRESENT:
+        return PRESENT
+    if result.outcome == _Outcome.ERROR:
+        return failure_from_pb(result.error_code, result.reason)
+    return failure_from_pb(f"outcome {result.outcome}", result.reason)
+
+
+def failure_from_pb(error_code: str, reason: str) -> Failed:
+    """The leader's error; a code this node does not know (from a newer leader) leaves the
+    outcome unknown: INTERNAL."""
+    code = _CODES.get(error_code)
+    if code is not None:
+        return Failed(code, reason)
+    shown = error_code or "no code"
+    return Failed(ErrorCode.INTERNAL, f"unreadable answer from the leader ({shown}): {reason}")

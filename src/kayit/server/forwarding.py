@@ -12,17 +12,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import grpc
 
 from kayit.batching import Batcher
+from kayit.cluster.leader import ClusterError, Leader
+from kayit.metadata.keyspace import MAX_PAGE, KeyPage
 from kayit.protocol import ErrorCode, GetCommand, InvalidCommand, SetCommand
+from kayit.protocol.glob import glob_matcher
 from kayit.rpc import kayit_pb2 as pb
 from kayit.rpc.peers import Peers
 from kayit.server.command_wire import (
     batch_to_pb,
     commands_from_pb,
+    failure_from_pb,
     outcome_from_pb,
     outcome_to_pb,
 )
@@ -132,6 +137,24 @@ class Forwarder:
             return Failed(ErrorCode.NOLEADER, f"{leader_address} does not lead")
         return int(reply.message_count)
 
+    async def key_page(
+        self, leader_address: str, cursor: int, count: int, pattern: bytes | None
+    ) -> KeyPage | Failed:
+        """A page of SCAN, from the leader (``Keys``)."""
+        if not await connection_up(self._peers.channel(leader_address), self._connect_wait):
+            return _unreachable(leader_address)
+        request = pb.KeysRequest(cursor=cursor, count=count, pattern=pattern)
+        try:
+            reply = await self._peers.stub(leader_address).Keys(
+                request, timeout=self._peers.timeout, metadata=self._peers.metadata()
+            )
+        except grpc.aio.AioRpcError as error:
+            reason = f"the leader {leader_address} did not answer ({error.code().name})"
+            return Failed(ErrorCode.TIMEOUT, reason)
+        if reply.error_code:
+            return failure_from_pb(reply.error_code, reply.reason)
+        return KeyPage(list(reply.ids), reply.cursor)
+
     async def _send(self, address: str, commands: list[DataCommand]) -> list[Outcome]:
         if not await connection_up(self._peers.channel(address), self._connect_wait):
             return [_unreachable(address)] * len(commands)
@@ -170,8 +193,8 @@ NO_LEADER_KNOWN = Failed(ErrorCode.NOLEADER, "no leader is known")
 
 
 class ClientCommands:
-    """A client's SETs and GETs: carried out here while this node leads, else forwarded to
-    the leader it knows."""
+    """A client's SETs, GETs and the reads over the whole keyspace: carried out here while
+    this node leads, else forwarded to the leader it knows."""
 
     def __init__(
         self, leadership: Leadership, forwarder: Forwarder, leader_wait: float = LEADER_WAIT
@@ -207,6 +230,52 @@ class ClientCommands:
             log.exception("forwarding a command on %r failed", command.id)
             return _INTERNAL
 
+    async def key_page(self, cursor: int, count: int, pattern: bytes | None) -> KeyPage | Failed:
+        """A page of SCAN over the leader's committed index. Waits for a leader as
+        ``execute`` does: reading twice changes nothing."""
+        count = min(count, MAX_PAGE)  # what a page looks at anyway; and it fits the call
+
+        async def once() -> KeyPage | Failed:
+            leader = self.leadership.local
+            if leader is not None:
+                return await local_key_page(leader, cursor, count, pattern)
+            address = self.leadership.leader_address
+            if address is None:
+                return NO_LEADER_KNOWN
+            return await self._forwarder.key_page(address, cursor, count, pattern)
+
+        return await self._read_with_leader_wait(once)
+
+    async def keys(self, pattern: bytes | None) -> list[str] | Failed:
+        """Every id that matches (KEYS): a whole walk of SCAN, in pages."""
+        found: list[str] = []
+        cursor = 0
+        while True:
+            page = await self.key_page(cursor, MAX_PAGE, pattern)
+            if isinstance(page, Failed):
+                return page
+            found += page.ids
+            cursor = page.cursor
+            if cursor == 0:
+                return found
+
+    async def _read_with_leader_wait(
+        self, read: Callable[[], Awaitable[KeyPage | Failed]]
+    ) -> KeyPage | Failed:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._leader_wait
+        while True:
+            try:
+                result = await read()
+            except Exception:
+                log.exception("reading the leader's keyspace failed")
+                return _INTERNAL
+            left = deadline - loop.time()
+            retry = isinstance(result, Failed) and result.code in _READ_AGAIN
+            if left <= 0 or not retry:
+                return result
+            await self.leadership.wait_for_change(min(left, _RETRY_EVERY))
+
     async def count(self) -> int | Failed:
         """The number of messages the leader holds (DBSIZE)."""
         leader = self.leadership.local
@@ -223,6 +292,19 @@ class ClientCommands:
 
 
 _INTERNAL = Failed(ErrorCode.INTERNAL, "internal error; see the node's log")
+
+
+_READ_AGAIN = (ErrorCode.NOLEADER, ErrorCode.TIMEOUT)
+
+
+async def local_key_page(
+    leader: Leader, cursor: int, count: int, pattern: bytes | None
+) -> KeyPage | Failed:
+    try:
+        match = None if pattern is None else glob_matcher(pattern)
+        return await leader.key_page(cursor, count, match)
+    except ClusterError as error:
+        return Failed(error.code, str(error))
 
 
 def _worth_retrying(command: DataCommand, outcome: Outcome) -> bool:
@@ -250,3 +332,17 @@ async def execute_forwarded(leadership: Leadership, batch: pb.ClientBatch) -> pb
 
     outcomes = await asyncio.gather(*(one(command) for command in commands_from_pb(batch)))
     return pb.ClientResults(results=[outcome_to_pb(outcome) for outcome in outcomes])
+
+
+async def keys_forwarded(leadership: Leadership, request: pb.KeysRequest) -> pb.KeysReply:
+    """The leader's side of ``Keys``."""
+    leader = leadership.local
+    if leader is None:
+        return pb.KeysReply(
+            error_code=ErrorCode.NOLEADER.value, reason=f"{leadership.address} does not lead"
+        )
+    pattern = request.pattern if request.HasField("pattern") else None
+    page = await local_key_page(leader, request.cursor, request.count, pattern)
+    if isinstance(page, Failed):
+        return pb.KeysReply(error_code=page.code.value, reason=page.reason)
+    return pb.KeysReply(ids=page.ids, cursor=page.cursor)

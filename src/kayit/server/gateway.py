@@ -1,8 +1,9 @@
 """The client ports: requests in, one reply per request out, in order.
 
-Every node serves clients alike: SETs and GETs go to ClientCommands, which carries them out
-here while this node leads and forwards them to the leader otherwise. Text lines and RESP
-arrays may share a connection; each reply is encoded in the protocol of its request. An
+Every node serves clients alike: SETs, GETs, DELs and the other commands on the data go to
+ClientCommands, which carries them out here while this node leads and forwards them to the
+leader otherwise. Text lines and RESP arrays may share a connection; each reply is encoded in
+the protocol of its request (RESP3 once the connection said ``HELLO 3``). An
 ``asyncio.Protocol`` rather than streams: every complete request in a received chunk is
 started at once (pipelining without a round trip per command), and replies that are ready
 together leave in one write.
@@ -22,6 +23,7 @@ import logging
 import ssl
 import time
 from collections import deque
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import cast
@@ -43,8 +45,20 @@ from kayit.protocol import (
     parse_command,
     resp,
 )
-from kayit.protocol.commands import AuthCommand, InvalidAuth
-from kayit.protocol.resp import ServerCommand, parse_hello, parse_resp_command
+from kayit.protocol.commands import (
+    AuthCommand,
+    DeleteCommand,
+    ExistsCommand,
+    InvalidAuth,
+    KeyQuery,
+)
+from kayit.protocol.resp import (
+    COMMAND_COUNT,
+    ServerCommand,
+    parse_hello,
+    parse_resp_command,
+    parse_scan,
+)
 from kayit.server.access import (
     DENIED_REASON,
     HELLO_NOAUTH_REASON,
@@ -55,7 +69,25 @@ from kayit.server.access import (
 )
 from kayit.server.client_limits import ClientSlots, PartialLines, fit_open_files
 from kayit.server.forwarding import ClientCommands
-from kayit.server.outcome import RESP, TEXT, DataCommand, ReplyStyle
+from kayit.server.introspection import (
+    ClientInfo,
+    ClientStats,
+    NodeFacts,
+    client_line,
+    info,
+    sections_asked,
+)
+from kayit.server.outcome import (
+    RESP,
+    RESP3,
+    TEXT,
+    DataCommand,
+    Failed,
+    Found,
+    Outcome,
+    ReplyStyle,
+    render_query,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +100,11 @@ GETS_RUNNING = 32
 _BEFORE_AUTH = ("HELLO", "QUIT")
 # Bytes of SET messages under way across all connections before they all stop being read.
 SET_BYTES_IN_FLIGHT = 64 * 1024 * 1024
+MULTI_REFUSED = (
+    "MULTI is not supported: kayit carries out each command on its own; every command up to "
+    "EXEC or DISCARD is refused, so none of them is carried out"
+)
+IN_MULTI_REASON = "refused after MULTI (not supported); EXEC or DISCARD ends the transaction"
 
 
 class InflightBudget:
@@ -113,6 +150,14 @@ class Clients:
     metrics: NodeMetrics
     budget: InflightBudget = field(default_factory=InflightBudget)
     denial_logged: bool = False
+    stats: ClientStats = field(default_factory=ClientStats)
+    # The connections served, by their CLIENT ID.
+    connections: dict[int, ClientConnection] = field(default_factory=dict)
+    last_id: int = 0
+
+    def next_id(self) -> int:
+        self.last_id += 1
+        return self.last_id
 
     def log_denial(self, peer: str) -> None:
         """Say once why clients from other hosts are refused: the operator may not know."""
@@ -142,6 +187,17 @@ class ClientConnection(asyncio.Protocol):
         self._peer = "?"
         self._counted = False  # holds one of clients.slots
         self._authenticated = not clients.access.requires_auth
+        self._in_multi = False  # after a MULTI, until EXEC or DISCARD: every command refused
+        # Whether a request must be looked at before it is carried out: before AUTH, or after
+        # MULTI. One test of it is all the other requests pay.
+        self._restricted = not self._authenticated
+        self._protocol = 2  # of RESP replies: 3 after HELLO 3
+        self._resp = RESP
+        self.id = clients.next_id()
+        self._name = b""
+        self._library = {b"LIB-NAME": b"", b"LIB-VER": b""}
+        self._connected_at = time.monotonic()
+        self._active_at = self._connected_at
         self._reading_paused = False
         self._writing_paused = False
         self._flush_scheduled = False
@@ -158,15 +214,19 @@ class ClientConnection(asyncio.Protocol):
         if host:
             self._peer = f"[{host}]:{peer[1]}" if ":" in host else f"{host}:{peer[1]}"
         clients = self._clients
+        clients.stats.connections_received += 1
         if not clients.access.admits(host):
             clients.log_denial(self._peer)
+            clients.stats.rejected += 1
             self._refuse(encode_error(ErrorCode.DENIED, DENIED_REASON))
         elif not clients.slots.take():
+            clients.stats.rejected += 1
             self._refuse(encode_error(ErrorCode.LIMIT, "max number of clients reached"))
         else:
             self._counted = True
             clients.metrics.connections.inc()
             clients.metrics.connections_open.inc()
+            clients.connections[self.id] = self
             if clients.limits.timeout:
                 self._idle_since = asyncio.get_running_loop().time()
                 self._watch_idle(self._idle_since + clients.limits.timeout)
@@ -183,6 +243,7 @@ class ClientConnection(asyncio.Protocol):
             self._counted = False
             self._clients.slots.give()
             self._clients.metrics.connections_open.dec()
+            del self._clients.connections[self.id]
         self._drop_partial()
         if self._idle_timer is not None:
             self._idle_timer.cancel()
@@ -196,7 +257,12 @@ class ClientConnection(asyncio.Protocol):
         self._clients.metrics.bytes_in.inc(len(data))
         if self._clients.limits.timeout:
             self._idle_since = asyncio.get_running_loop().time()
-        for request in self._framer.feed(data):
+        self._active_at = time.monotonic()
+        requests = self._framer.feed(data)
+        stats = self._clients.stats
+        stats.bytes_in += len(data)
+        stats.commands += len(requests)
+        for request in requests:
             if self._closing:
                 break
             self._queue(self._start(request))
@@ -288,24 +354,49 @@ class ClientConnection(asyncio.Protocol):
             return resp.error(f"Protocol error: {request.reason}")
         command: Command | ServerCommand
         if isinstance(request, RespArray):
-            style = RESP
+            style = self._resp
             command = parse_resp_command(request.args)
         else:
             style = TEXT
             command = parse_command(request)
         metrics = self._clients.metrics
-        if not self._authenticated and not _allowed_before_auth(command):
-            metrics.unauthenticated.inc()
-            return style.error(ErrorCode.NOAUTH, NOAUTH_REASON)
+        if self._restricted:
+            refusal = self._refusal(command, style)
+            if refusal is not None:
+                return refusal
+        if isinstance(command, SetCommand | GetCommand):
+            return self._start_data(command, style)
         if isinstance(command, InvalidCommand):
             metrics.invalid.inc()
             return style.error(ErrorCode.BADREQUEST, command.reason)
         if isinstance(command, AuthCommand):
             return self._auth(command, style)
-        if isinstance(command, ServerCommand):
-            metrics.other.inc()
-            return self._serve(command)
-        return self._start_data(command, style)
+        metrics.other.inc()
+        if isinstance(command, KeyQuery):
+            return self._start_query(command, style)
+        return self._serve(command)
+
+    def _refusal(self, command: Command | ServerCommand, style: ReplyStyle) -> bytes | None:
+        """The answer to a command refused before AUTH or after MULTI; None if it may run."""
+        if not self._authenticated:
+            if _allowed_before_auth(command):
+                return None
+            self._clients.metrics.unauthenticated.inc()
+            return style.error(ErrorCode.NOAUTH, NOAUTH_REASON)
+        name = command.name if isinstance(command, ServerCommand) else None
+        if name == "QUIT":
+            return None
+        if name == "EXEC":
+            self._end_multi()
+            return resp.error("Transaction discarded because of previous errors.", "EXECABORT")
+        if name == "DISCARD":
+            self._end_multi()
+            return resp.OK
+        return style.error(ErrorCode.BADREQUEST, IN_MULTI_REASON)
+
+    def _end_multi(self) -> None:
+        self._in_multi = False
+        self._restricted = not self._authenticated
 
     def _auth(self, command: AuthCommand, style: ReplyStyle) -> bytes:
         """AUTH, as Redis answers it. A failed AUTH leaves an authenticated connection so."""
@@ -317,8 +408,12 @@ class ClientConnection(asyncio.Protocol):
             self._clients.metrics.auth_failed.inc()
             return style.error(ErrorCode.WRONGPASS, WRONGPASS_REASON)
         self._clients.metrics.auth_ok.inc()
-        self._authenticated = True
+        self._authenticate()
         return style.ok
+
+    def _authenticate(self) -> None:
+        self._authenticated = True
+        self._restricted = self._in_multi
 
     def _start_data(self, command: DataCommand, style: ReplyStyle) -> asyncio.Task[bytes]:
         # Commands of this connection on one id run one after another, in the order sent, so
@@ -334,6 +429,52 @@ class ClientConnection(asyncio.Protocol):
             task.add_done_callback(lambda _task: self._budget.give(size))
         return task
 
+    def _start_query(self, query: KeyQuery, style: ReplyStyle) -> asyncio.Task[bytes]:
+        """MGET, EXISTS, STRLEN, TYPE and DEL: a GET, EXISTS or DEL of each id, in order
+        after this connection's earlier commands on the same ids, as a GET is."""
+        per_id: list[DataCommand]
+        if query.name in ("MGET", "STRLEN"):
+            per_id = [GetCommand(message_id) for message_id in query.ids]
+        elif query.name == "DEL":  # a key named twice is deleted once, as in Redis
+            per_id = [DeleteCommand(message_id) for message_id in dict.fromkeys(query.ids)]
+        else:
+            per_id = [ExistsCommand(message_id) for message_id in query.ids]
+        earlier = {self._last_on_id[i] for i in query.ids if i in self._last_on_id}
+        task = asyncio.create_task(self._query(query, per_id, style, earlier))
+        for message_id in query.ids:
+            self._last_on_id[message_id] = task
+            task.add_done_callback(partial(self._settled, message_id))
+        task.add_done_callback(self._reply_ready)
+        return task
+
+    async def _query(
+        self,
+        query: KeyQuery,
+        per_id: list[DataCommand],
+        style: ReplyStyle,
+        earlier: set[asyncio.Task[bytes]],
+    ) -> bytes:
+        if earlier:
+            await asyncio.wait(earlier)
+        outcomes: list[Outcome] = []
+        size = 0
+        # GETS_RUNNING at a time, and no further once the values read would pass the output
+        # limit: this client would be disconnected for a reply that large anyway.
+        for start in range(0, len(per_id), GETS_RUNNING):
+            if self._transport is None:
+                return b""
+            async with self._gets:
+                chunk = per_id[start : start + GETS_RUNNING]
+                outcomes += await asyncio.gather(*map(self._measured, chunk))
+            size += sum(len(o.message) for o in outcomes[-len(chunk) :] if isinstance(o, Found))
+            if size > self._clients.limits.output_limit:
+                return style.error(
+                    ErrorCode.LIMIT,
+                    f"the values of this {query.name} pass --client-output-limit "
+                    f"({self._clients.limits.output_limit} bytes)",
+                )
+        return render_query(query, outcomes, style)
+
     def _settled(self, message_id: str, task: asyncio.Task[bytes]) -> None:
         if self._last_on_id.get(message_id) is task:
             del self._last_on_id[message_id]
@@ -343,23 +484,24 @@ class ClientConnection(asyncio.Protocol):
     ) -> bytes:
         if earlier is not None:
             await asyncio.wait([earlier])
-        metrics = self._clients.metrics
         if not isinstance(command, GetCommand):
-            started = time.perf_counter()
-            outcome = await self._commands.execute(command)
-            metrics.sets.record(outcome, time.perf_counter() - started)
-            return style.render(outcome)
+            return style.render(await self._measured(command))
         async with self._gets:
             if self._transport is None:
                 return b""  # the client is gone: no one would read the message
-            started = time.perf_counter()
-            outcome = await self._commands.execute(command)
-            metrics.gets.record(outcome, time.perf_counter() - started)
-            return style.render(outcome)
+            return style.render(await self._measured(command))
+
+    async def _measured(self, command: DataCommand) -> Outcome:
+        """Carry out one command on an id, counted by kind and result in the metrics."""
+        started = time.perf_counter()
+        outcome = await self._commands.execute(command)
+        self._clients.metrics.meter(command).record(outcome, time.perf_counter() - started)
+        return outcome
 
     def _serve(self, command: ServerCommand) -> bytes | asyncio.Task[bytes]:
-        """The commands Redis clients send besides SET and GET; all but DBSIZE (which the
-        leader answers) answered at once."""
+        """The RESP commands besides the reads and writes of ids. Those about the whole
+        keyspace (DBSIZE, KEYS, SCAN, INFO's keyspace) ask the leader, after this connection's
+        commands before them; the others are answered at once."""
         name, args = command.name, command.args
         if name == "PING":
             return resp.bulk(args[0]) if args else resp.simple("PONG")
@@ -369,71 +511,181 @@ class ClientConnection(asyncio.Protocol):
             self._closing = True
             return resp.OK
         if name == "DBSIZE":
-            task = asyncio.create_task(self._dbsize())
-            task.add_done_callback(self._reply_ready)
-            return task
+            return self._after_earlier(self._dbsize())
+        if name == "KEYS":
+            return self._after_earlier(self._keys(None if args[0] == b"*" else args[0]))
+        if name == "SCAN":
+            return self._scan(args)
         if name == "INFO":
-            return resp.bulk(self._info())
+            return self._after_earlier(self._info(sections_asked(args)))
+        if name == "CLIENT":
+            return self._client(args)
+        if name == "MULTI":
+            self._in_multi = self._restricted = True
+            return resp.error(MULTI_REFUSED)
+        if name in ("EXEC", "DISCARD"):
+            return resp.error(f"{name} without MULTI")
         if name == "CONFIG" and args[0].upper() != b"GET":
             return resp.error("CONFIG supports only GET here")
-        if name in ("COMMAND", "CONFIG"):
-            return resp.EMPTY_ARRAY  # nothing to describe: clients then use their defaults
+        if name == "CONFIG":  # nothing to tell: clients then use their defaults
+            return resp.EMPTY_MAP if self._protocol == 3 else resp.EMPTY_ARRAY
+        if name == "COMMAND" and args and args[0].upper() == b"COUNT":
+            return resp.integer(COMMAND_COUNT)
+        if name == "COMMAND":
+            return resp.EMPTY_ARRAY  # no command described: clients then use their defaults
         if name == "SELECT" and args[0] != b"0":
             return resp.error("DB index is out of range")
         if name == "HELLO":
             return self._hello(args)
-        return resp.OK  # CLIENT SETNAME/SETINFO, SELECT 0
+        return resp.OK  # SELECT 0
+
+    def _after_earlier(self, reply: Awaitable[bytes]) -> asyncio.Task[bytes]:
+        """``reply`` once every command this connection sent before has been carried out, so
+        a KEYS or DBSIZE sees the SETs pipelined before it."""
+        earlier = set(self._last_on_id.values())
+
+        async def in_turn() -> bytes:
+            if earlier:
+                await asyncio.wait(earlier)
+            return await reply
+
+        task = asyncio.create_task(in_turn())
+        task.add_done_callback(self._reply_ready)
+        return task
 
     def _hello(self, args: list[bytes]) -> bytes:
         hello = parse_hello(args)
         if isinstance(hello, bytes):
             return hello
+        if hello.name is not None and not _valid_name(hello.name):
+            return resp.error(_BAD_NAME)
         if hello.auth is not None:
             if not self._clients.access.accepts(hello.auth):
                 return resp.error(WRONGPASS_REASON, kind=ErrorCode.WRONGPASS.value)
-            self._authenticated = True
+            self._authenticate()
         if not self._authenticated:
             return resp.error(HELLO_NOAUTH_REASON, kind=ErrorCode.NOAUTH.value)
+        if hello.protocol is not None:
+            self._protocol = hello.protocol
+            self._resp = RESP3 if hello.protocol == 3 else RESP
+        if hello.name is not None:
+            self._name = hello.name
+        leader = self._commands.leadership.local
         fields = [
             (b"server", resp.bulk(b"kayit")),
             (b"version", resp.bulk(__version__.encode())),
-            (b"proto", resp.integer(2)),
+            (b"proto", resp.integer(self._protocol)),
+            (b"id", resp.integer(self.id)),
             (b"mode", resp.bulk(b"cluster")),
+            (b"role", resp.bulk(b"replica" if leader is None else b"master")),
+            (b"modules", resp.EMPTY_ARRAY),
         ]
-        return resp.array([part for key, value in fields for part in (resp.bulk(key), value)])
+        return resp.mapping(fields, self._protocol)
+
+    def _client(self, args: list[bytes]) -> bytes:
+        """CLIENT ID, GETNAME, SETNAME, LIST, INFO and SETINFO as Redis answers them; the
+        other subcommands answer +OK and do nothing."""
+        sub, rest = args[0].upper(), args[1:]
+        if sub == b"ID" and not rest:
+            return resp.integer(self.id)
+        if sub == b"GETNAME" and not rest:
+            return resp.bulk(self._name) if self._name else resp.null(self._protocol)
+        if sub == b"SETNAME" and len(rest) == 1:
+            if not _valid_name(rest[0]):
+                return resp.error(_BAD_NAME)
+            self._name = rest[0]
+            return resp.OK
+        if sub == b"INFO" and not rest:
+            return resp.bulk(client_line(self.describe()).encode() + b"\n")
+        if sub == b"LIST":
+            return self._client_list(rest)
+        if sub == b"SETINFO" and len(rest) == 2 and rest[0].upper() in self._library:
+            if not _valid_name(rest[1]):
+                return resp.error(_BAD_NAME)
+            self._library[rest[0].upper()] = rest[1]
+            return resp.OK
+        if sub in (b"ID", b"GETNAME", b"SETNAME", b"INFO", b"SETINFO"):
+            return resp.error(f"wrong number of arguments for 'client|{sub.lower().decode()}'")
+        return resp.OK
+
+    def _client_list(self, options: list[bytes]) -> bytes:
+        """``CLIENT LIST [TYPE normal] [ID id ...]``: every client is of the normal type."""
+        connections = list(self._clients.connections.values())
+        if len(options) == 2 and options[0].upper() == b"TYPE":
+            if options[1].lower() != b"normal":
+                connections = []
+        elif options and options[0].upper() == b"ID" and len(options) > 1:
+            if not all(option.isdigit() for option in options[1:]):
+                return resp.error("Invalid client ID")
+            wanted = {int(option) for option in options[1:]}
+            connections = [c for c in connections if c.id in wanted]
+        elif options:
+            return resp.error("syntax error")
+        lines = "".join(client_line(c.describe()) + "\n" for c in connections)
+        return resp.bulk(lines.encode())
+
+    def describe(self) -> ClientInfo:
+        now = time.monotonic()
+        transport = self._transport
+        local = transport.get_extra_info("sockname") if transport is not None else None
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        return ClientInfo(
+            id=self.id,
+            addr=self._peer,
+            laddr=f"{local[0]}:{local[1]}" if isinstance(local, tuple) else "?",
+            fd=sock.fileno() if sock is not None else -1,
+            name=self._name.decode(),
+            age=int(now - self._connected_at),
+            idle=int(now - self._active_at),
+            in_multi=self._in_multi,
+            protocol=self._protocol,
+            lib_name=self._library[b"LIB-NAME"].decode(),
+            lib_ver=self._library[b"LIB-VER"].decode(),
+        )
 
     async def _dbsize(self) -> bytes:
         count = await self._commands.count()
-        return resp.integer(count) if isinstance(count, int) else RESP.render(count)
+        return resp.integer(count) if isinstance(count, int) else self._resp.render(count)
 
-    def _info(self) -> bytes:
+    async def _keys(self, pattern: bytes | None) -> bytes:
+        found = await self._commands.keys(pattern)
+        if isinstance(found, Failed):
+            return self._resp.render(found)
+        return resp.array([resp.bulk(message_id.encode()) for message_id in found])
+
+    def _scan(self, args: list[bytes]) -> bytes | asyncio.Task[bytes]:
+        scan = parse_scan(args)
+        if isinstance(scan, bytes):
+            return scan
+
+        async def page() -> bytes:
+            found = await self._commands.key_page(scan.cursor, scan.count, scan.pattern)
+            if isinstance(found, Failed):
+                return self._resp.render(found)
+            ids = found.ids if scan.strings else []  # every id holds a string
+            cursor = resp.bulk(str(found.cursor).encode())
+            return resp.array([cursor, resp.array([resp.bulk(i.encode()) for i in ids])])
+
+        return self._after_earlier(page())
+
+    async def _info(self, sections: list[str]) -> bytes:
+        keys: int | None = None
+        if "keyspace" in sections:
+            count = await self._commands.count()
+            keys = count if isinstance(count, int) else None
+        clients = self._clients
         leadership = self._commands.leadership
-        leader = leadership.local
-        lines = [
-            "# Server",
-            f"kayit_version:{__version__}",
-            # Redis's words: a node that does not lead forwards SETs and GETs to the one that does.
-            f"role:{'slave' if leader is None else 'master'}",
-            f"tcp_port:{self._client_port}",
-            f"node:{leadership.address}",
-            "",
-            "# Cluster",
-        ]
-        if leader is None:
-            lines.append(f"leader:{leadership.leader_address or 'unknown'}")
-        else:
-            members = leader.member_counts()
-            lines += [
-                f"leader:{leadership.address}",
-                f"tolerance:{leader.tolerance}",
-                f"term:{leader.term}",
-                f"members:{len(members)}",
-                f"members_alive:{sum(1 for m in members if m.alive)}",
-                "",
-                "# Keyspace",
-                f"db0:keys={leader.message_count},expires=0,avg_ttl=0",
-            ]
-        return "\r\n".join(lines).encode() + b"\r\n"
+        facts = NodeFacts(
+            client_port=self._client_port,
+            address=leadership.address,
+            leader=leadership.local,
+            leader_address=leadership.leader_address,
+            connected_clients=len(clients.connections),
+            max_clients=clients.slots.limit,
+            stats=clients.stats,
+            keys=keys,
+        )
+        return resp.bulk(info(facts, sections))
 
     def _reply_ready(self, task: asyncio.Task[bytes]) -> None:
         if self._transport is None:
@@ -463,6 +715,7 @@ class ClientConnection(asyncio.Protocol):
         if ready:
             payload = b"".join(ready)
             self._unwritten -= len(payload)
+            self._clients.stats.bytes_out += len(payload)
             self._transport.write(payload)
             self._clients.metrics.bytes_out.inc(len(payload))
         if self._output_exceeded():
@@ -529,6 +782,14 @@ class ClientConnection(asyncio.Protocol):
         ):
             self._reading_paused = False
             self._transport.resume_reading()
+
+
+_BAD_NAME = "Client names cannot contain spaces, newlines or special characters."
+
+
+def _valid_name(name: bytes) -> bool:
+    """As Redis checks a client's name: printable ASCII without spaces."""
+    return all(33 <= byte <= 126 for byte in name)
 
 
 def _allowed_before_auth(command: Command | ServerCommand) -> bool:

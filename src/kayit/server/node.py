@@ -46,6 +46,7 @@ from kayit.server.forwarding import (
     ClientCommands,
     Forwarder,
     execute_forwarded,
+    keys_forwarded,
     leader_wait,
 )
 from kayit.server.gateway import serve_clients
@@ -140,6 +141,7 @@ class Node:
             remove_member=partial(remove_member, group),
             status=self._status,
             execute=partial(self._execute_forwarded, leadership),
+            keys=partial(keys_forwarded, leadership),
             recovery=Recovery(group, store, partial(ask_state, self._peers)),
         )
         add_NodeServicer_to_server(service, self._grpc)

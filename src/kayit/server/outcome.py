@@ -1,4 +1,4 @@
-"""What became of a client's SET or GET, and the reply that tells the client.
+"""What became of a client's SET, GET or EXISTS, and the reply that tells the client.
 
 The leader carries out every client command through ``carry_out``, whether it reached the
 leader's own client port or was forwarded by another node; the node the client is connected
@@ -22,10 +22,11 @@ from kayit.protocol import (
     encode_value,
     resp,
 )
+from kayit.protocol.commands import DeleteCommand, ExistsCommand, KeyQuery
 
 log = logging.getLogger(__name__)
 
-DataCommand = SetCommand | GetCommand
+DataCommand = SetCommand | GetCommand | ExistsCommand | DeleteCommand
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +41,12 @@ class Found:
 
 @dataclass(frozen=True, slots=True)
 class NotFound:
-    """A GET of an id never set."""
+    """A GET, EXISTS or DEL of an id never set (or deleted)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Present:
+    """An EXISTS of an id that is set, or a DEL of one that was."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,10 +55,11 @@ class Failed:
     reason: str
 
 
-Outcome = Stored | Found | NotFound | Failed
+Outcome = Stored | Found | NotFound | Present | Failed
 
 STORED = Stored()
 NOT_FOUND_OUTCOME = NotFound()
+PRESENT = Present()
 
 
 async def carry_out(leader: Leader, command: DataCommand) -> Outcome:
@@ -61,13 +68,19 @@ async def carry_out(leader: Leader, command: DataCommand) -> Outcome:
         if isinstance(command, SetCommand):
             await leader.set(command.id, command.message)
             return STORED
-        message = await leader.get(command.id)
+        if isinstance(command, GetCommand):
+            message = await leader.get(command.id)
+            return NOT_FOUND_OUTCOME if message is None else Found(message)
+        if isinstance(command, ExistsCommand):
+            found = await leader.exists(command.id)
+        else:
+            found = await leader.delete(command.id)
     except ClusterError as error:
         return Failed(error.code, str(error))
     except Exception:
         log.exception("command on %r failed", command.id)
         return Failed(ErrorCode.INTERNAL, "internal error; see the node's log")
-    return NOT_FOUND_OUTCOME if message is None else Found(message)
+    return PRESENT if found else NOT_FOUND_OUTCOME
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +91,7 @@ class ReplyStyle:
     not_found: bytes
     value: Callable[[bytes], bytes]
     error: Callable[[ErrorCode, str], bytes]
+    number: Callable[[int], bytes]
 
     def render(self, outcome: Outcome) -> bytes:
         if isinstance(outcome, Stored):
@@ -86,8 +100,27 @@ class ReplyStyle:
             return self.value(outcome.message)
         if isinstance(outcome, NotFound):
             return self.not_found
-        return self.error(outcome.code, outcome.reason)
+        if isinstance(outcome, Failed):
+            return self.error(outcome.code, outcome.reason)
+        raise TypeError(f"{outcome!r} is answered by the query that asked, not alone")
 
 
-TEXT = ReplyStyle(OK, NOT_FOUND, encode_value, encode_error)
-RESP = ReplyStyle(resp.OK, resp.bulk(None), resp.bulk, resp.coded_error)
+TEXT = ReplyStyle(OK, NOT_FOUND, encode_value, encode_error, lambda number: b"%d\n" % number)
+RESP = ReplyStyle(resp.OK, resp.NULL2, resp.bulk, resp.coded_error, resp.integer)
+RESP3 = ReplyStyle(resp.OK, resp.NULL3, resp.bulk, resp.coded_error, resp.integer)
+
+
+def render_query(query: KeyQuery, outcomes: list[Outcome], style: ReplyStyle) -> bytes:
+    """The reply to MGET, EXISTS, STRLEN, TYPE or DEL from the outcome of each id's GET
+    (MGET, STRLEN), EXISTS (EXISTS, TYPE) or DEL. The first failure answers for the whole
+    command."""
+    for outcome in outcomes:
+        if isinstance(outcome, Failed):
+            return style.error(outcome.code, outcome.reason)
+    if query.name in ("EXISTS", "DEL"):  # an id named twice counts twice, as in Redis
+        return style.number(sum(isinstance(outcome, Present) for outcome in outcomes))
+    if query.name == "STRLEN":
+        return style.number(sum(len(o.message) for o in outcomes if isinstance(o, Found)))
+    if query.name == "TYPE":
+        return resp.simple("string" if isinstance(outcomes[0], Present) else "none")
+    return resp.array([style.render(outcome) for outcome in outcomes])  # MGET
