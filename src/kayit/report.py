@@ -21,6 +21,7 @@ def leader_report(
     own_disk: int | None = None,
     repair: RepairProgress | None = None,
     sync: SyncHealth = _SYNCING,
+    backlog: int = 0,
 ) -> str:
     alive = sum(1 for m in members if m.alive)
     on_own_disk = "" if own_disk is None else f" ({own_disk} on own disk)"
@@ -28,6 +29,7 @@ def leader_report(
         f"leader {address} (term {term}): {messages} messages{on_own_disk}, "
         f"TOLERANCE={tolerance}, {alive} of {len(members)} other nodes alive",
         *_sync_lines(sync),
+        *_backlog_lines(backlog),
     ]
     if repair is not None and repair.under_replicated:
         left = repair.under_replicated - repair.repaired
@@ -44,11 +46,16 @@ def leader_report(
 
 
 def member_report(
-    address: str, messages: int, leader: str | None, sync: SyncHealth = _SYNCING
+    address: str,
+    messages: int,
+    leader: str | None,
+    sync: SyncHealth = _SYNCING,
+    backlog: int = 0,
 ) -> str:
     lines = [
         f"member {address}: {messages} messages on disk; leader {leader or '(none known)'}",
         *_sync_lines(sync),
+        *_backlog_lines(backlog),
     ]
     return "\n".join(lines)
 
@@ -59,3 +66,8 @@ def _sync_lines(sync: SyncHealth) -> list[str]:
     if not sync.error:
         return []
     return [f"  disk sync FAILING: {sync.error} ({sync.failures} failed syncs since start)"]
+
+
+def _backlog_lines(backlog: int) -> list[str]:
+    """A line while committed copies wait for their files (they are in the copy log)."""
+    return [f"  backlog: {backlog} copies not in their .msg files yet"] if backlog else []

@@ -223,4 +223,5 @@ def test_a_connection_whose_node_dies_moves_on_to_the_next(start_cluster: Cluste
     assert running.returncode == 0, err
     assert json.loads(out)["requests"] > 0
     # Every connection went on, on the leader: SETs kept arriving after the member died.
+    cluster.wait_drained()  # their files are written behind the OKs
     assert cluster.count_on_disk(cluster.leader_port) > stored_then + 100

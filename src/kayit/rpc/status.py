@@ -30,10 +30,22 @@ def fetch_status(
 def format_status(status: pb.StatusReply) -> str:
     sync = SyncHealth(status.disk_sync_failures, status.disk_sync_error)
     if status.role != "leader":
-        return member_report(status.address, status.message_count, status.leader_address, sync=sync)
+        return member_report(
+            status.address,
+            status.message_count,
+            status.leader_address,
+            sync=sync,
+            backlog=status.backlog,
+        )
     members = [
         MemberCounts(m.node_id, m.address, m.alive, m.assigned, m.voter) for m in status.members
     ]
     return leader_report(
-        status.address, status.term, status.message_count, status.tolerance, members, sync=sync
+        status.address,
+        status.term,
+        status.message_count,
+        status.tolerance,
+        members,
+        sync=sync,
+        backlog=status.backlog,
     )

@@ -311,6 +311,7 @@ class Node:
         reply.last_log_index, reply.last_log_term = group.last_log
         reply.disk_sync_failures = self._store.sync_health.failures
         reply.disk_sync_error = self._store.sync_health.error
+        reply.backlog = self._store.backlog
         if leading is None:
             reply.role = "member" if group.is_member else "joining"
             reply.message_count = self._store.count
@@ -341,6 +342,7 @@ class Node:
                     self._store.count,
                     group.leader_address,
                     sync=self._store.sync_health,
+                    backlog=self._store.backlog,
                 )
             else:
                 leader = leading.leader
@@ -353,6 +355,7 @@ class Node:
                     own_disk=self._store.count,
                     repair=leading.repairer.progress,
                     sync=self._store.sync_health,
+                    backlog=self._store.backlog,
                 )
             print(text, flush=True)
 
