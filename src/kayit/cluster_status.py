@@ -12,7 +12,7 @@ from kayit.rpc import kayit_pb2 as pb
 
 HEALTHY = "healthy"
 DEGRADED = "degraded"
-_COLUMNS = ("ROLE", "NODE", "ADDRESS", "TERM", "ALIVE", "VOTER", "MESSAGES", "ASSIGNED")
+_COLUMNS = ("ROLE", "NODE", "ADDRESS", "TERM", "ALIVE", "VOTER", "MESSAGES", "ASSIGNED", "BACKLOG")
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +25,7 @@ class NodeRow:
     term: int | None  # None: the node did not answer the tool
     messages: int | None  # the leader: in its index; the others: on their own disk
     assigned: int | None  # copies the leader's index places on it; None for the leader
+    backlog: int | None  # its copies not in their .msg files yet; None: it did not answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +115,7 @@ def cluster_status(
                 term=own.term if own else None,
                 messages=own.message_count if own else None,
                 assigned=member.assigned,
+                backlog=own.backlog if own else None,
             )
         )
         if not member.alive:
@@ -149,6 +151,7 @@ def _own_row(reply: pb.StatusReply) -> NodeRow:
         term=reply.term,
         messages=reply.message_count,
         assigned=None,
+        backlog=reply.backlog,
     )
 
 
@@ -176,4 +179,5 @@ def _cells(row: NodeRow) -> tuple[str, ...]:
         "-" if row.voter is None else "voter" if row.voter else "learner",
         shown(row.messages),
         shown(row.assigned),
+        shown(row.backlog),
     )

@@ -1,5 +1,6 @@
 """The report a node logs every few seconds: counts for itself and, on the leader, for every
-node; a line while messages wait for repair, and while the node's own disk fails to sync.
+node; a line while messages wait for repair, while the node's own disk fails to sync, and
+while copies wait for their files.
 
 A report is lines with subjects; ``ChangeReport`` logs only the lines that are new or read
 differently from the last report, so an idle cluster stays quiet and a line that no longer
@@ -34,8 +35,10 @@ def leader_report(
     under_replicated: int,
     repair: RepairProgress,
     sync: SyncHealth,
+    backlog: int = 0,
 ) -> list[ReportLine]:
-    """``under_replicated``: messages repair has still to make whole; ``repair``: its pass."""
+    """``under_replicated``: messages repair has still to make whole; ``repair``: its pass;
+    ``backlog``: committed copies of this node not in their files yet."""
     alive = sum(1 for m in members if m.alive)
     lines = [
         ReportLine(
@@ -44,6 +47,7 @@ def leader_report(
             f"TOLERANCE={tolerance}, {alive} of {len(members)} other nodes alive",
         ),
         *_sync_lines(sync),
+        *_backlog_lines(backlog),
     ]
     if under_replicated:
         lines.append(
@@ -65,7 +69,7 @@ def leader_report(
 
 
 def member_report(
-    address: str, messages: int, leader: str | None, sync: SyncHealth
+    address: str, messages: int, leader: str | None, sync: SyncHealth, backlog: int = 0
 ) -> list[ReportLine]:
     return [
         ReportLine(
@@ -73,6 +77,7 @@ def member_report(
             f"member {address}: {messages} messages on disk; leader {leader or '(none known)'}",
         ),
         *_sync_lines(sync),
+        *_backlog_lines(backlog),
     ]
 
 
@@ -104,3 +109,10 @@ def _sync_lines(sync: SyncHealth) -> list[ReportLine]:
             logging.WARNING,
         )
     ]
+
+
+def _backlog_lines(backlog: int) -> list[ReportLine]:
+    """A line while committed copies wait for their files (they are in the copy log)."""
+    if not backlog:
+        return []
+    return [ReportLine("backlog", f"backlog: {backlog} copies not in their .msg files yet")]

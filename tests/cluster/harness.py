@@ -11,9 +11,14 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
+import grpc
+
 from kayit.client import KayitClient
 from kayit.cluster.identity import CLUSTER_FILE, ClusterFacts
 from kayit.rpc import kayit_pb2 as pb
+from kayit.rpc.channels import open_tool_channel
+from kayit.rpc.kayit_pb2_grpc import NodeStub
+from kayit.rpc.security import cluster_metadata
 from kayit.rpc.status import fetch_status
 from kayit.server.ports import free_ports, port_is_free
 from kayit.storage.naming import file_name
@@ -359,20 +364,44 @@ class Cluster:
         return replies
 
     def wait_promoted(self, ids: Iterable[str], timeout: float = 10) -> None:
-        """Until no running node keeps a pending copy of ``ids``: a holder promotes its copy
-        into messages/ when it applies the entry that commits it, a moment after the OK."""
-        stems = {file_name(message_id).removesuffix(".msg") for message_id in ids}
+        """Until no running node keeps a pending copy of ``ids`` and every running node has
+        its committed copies in their messages/ files: a holder promotes its copy when it
+        applies the entry that commits it, a moment after the OK, and writes its file
+        behind (its backlog)."""
+        wanted = set(ids)
 
         def promoted() -> bool:
             for node in self.nodes:
-                pending = self.data_dir / f"node-{node.grpc_port}" / "pending"
-                if not (node.running and pending.is_dir()):
+                if not node.running:
                     continue
-                if any(path.name.split(".")[0] in stems for path in pending.iterdir()):
+                try:
+                    pending = self.pending_ids(node.grpc_port)
+                except grpc.RpcError:
+                    return False
+                status = node.own_status()
+                if pending & wanted or status is None or status.backlog:
                     return False
             return True
 
         wait_for(promoted, timeout, "acknowledged copies to be promoted on their holders")
+
+    def wait_drained(self, timeout: float = 10) -> None:
+        """Until every running node has its committed copies in their messages/ files."""
+
+        def drained() -> bool:
+            statuses = [node.own_status() for node in self.nodes if node.running]
+            return all(status is not None and not status.backlog for status in statuses)
+
+        wait_for(drained, timeout, "every node's backlog to be written to its files")
+
+    def pending_ids(self, port: int) -> set[str]:
+        """The ids of the pending copies the node on ``port`` holds, from its Inventory."""
+        metadata = cluster_metadata(self.cluster_id(port))
+        with open_tool_channel(f"127.0.0.1:{port}", self.tls) as channel:
+            chunks = NodeStub(channel).Inventory(
+                pb.InventoryRequest(verify=False), metadata=metadata, timeout=5
+            )
+            return {entry.id for chunk in chunks for entry in chunk.entries if entry.pending}
 
     def misread(self, expected: Mapping[str, str | bytes]) -> list[str]:
         """The ids whose GET does not answer the expected value (pipelined GETs)."""

@@ -240,4 +240,5 @@ def test_a_connection_whose_node_dies_moves_on_to_the_next(start_cluster: Cluste
     # The requests in flight on the member when it died got no reply: the run failed.
     assert running.returncode == (1 if result["errors"] else 0), err
     # Every connection went on, on the leader: SETs kept arriving after the member died.
+    cluster.wait_drained()  # their files are written behind the OKs
     assert cluster.count_on_disk(cluster.leader_port) > stored_then + 100

@@ -120,3 +120,32 @@ def test_a_leader_stopped_with_sigterm_hands_leadership_over(start_cluster: Clus
         assert f"handed leadership to node {successor.node_id}" in cluster.leader.log()
         assert client.set("k", "after") == b"OK"
         assert client.get("k") == b"after"
+
+
+@pytest.mark.cluster
+def test_nodes_killed_with_a_backlog_have_every_acknowledged_file_after_restart(
+    start_cluster: ClusterFactory,
+) -> None:
+    """SETs are acknowledged once in the copy log; their files are written behind. Nodes
+    killed right after the last OK, before the files are written, write them at start."""
+    cluster = start_cluster(tolerance=1, members=2, extra=("--fsync", "always"))
+    expected = {f"k{n}": f"{n} " + "v" * (500 + n % 1500) for n in range(2000)}
+    lines = [f"SET {k} {v}".encode() for k, v in expected.items()]
+    with cluster.client() as client:
+        assert client.pipeline(lines) == [b"OK"] * len(lines)
+    statuses = [node.own_status() for node in cluster.nodes]
+    for node in cluster.nodes:
+        node.kill()
+    print(f"backlog when killed: {[status.backlog if status else '?' for status in statuses]}")
+
+    for node in cluster.nodes:
+        node.start()
+    for node in cluster.nodes:
+        node.wait_ready()
+    cluster.wait_alive(2)
+    cluster.wait_promoted(expected)
+
+    for key, value in expected.items():
+        copies = cluster.copies(key)
+        assert len(copies) == cluster.tolerance + 1, key
+        assert set(copies.values()) == {value.encode()}, key

@@ -49,7 +49,7 @@ def test_a_healthy_cluster_from_any_node(cluster: Cluster) -> None:
     assert head.startswith(f"leader {cluster.leader.address} (term ")
     assert head.endswith(", 2 of 2 other nodes alive, 0 under-replicated: healthy")
     assert columns.split() == ["ROLE", "NODE", "ADDRESS", "TERM", "ALIVE", "VOTER", "MESSAGES",
-                               "ASSIGNED"]  # fmt: skip
+                               "ASSIGNED", "BACKLOG"]  # fmt: skip
     cells = [row.split() for row in rows]
     assert (cells[0][0], cells[0][2], cells[0][4], cells[0][5]) == (
         "leader", cluster.leader.address, "yes", "voter",
@@ -58,7 +58,8 @@ def test_a_healthy_cluster_from_any_node(cluster: Cluster) -> None:
         ("member", node.address, "yes", "voter") for node in cluster.members.values()
     )
     assert len({c[3] for c in cells}) == 1  # every node in the leader's term
-    assert cells[0][6:] == ["1", "-"]  # in the index; the leader assigns, is not assigned
+    assert cells[0][6:8] == ["1", "-"]  # in the index; the leader assigns, is not assigned
+    assert all(c[8].isdigit() for c in cells)  # every node answered with its backlog
     # Each copy is on TOLERANCE + 1 = 2 nodes: the leader and one member.
     assert sorted(c[7] for c in cells[1:]) == ["0", "1"]
 

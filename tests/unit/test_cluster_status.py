@@ -30,15 +30,15 @@ def own(port: int, leader_address: str = "h:1", **fields: Any) -> pb.StatusReply
 
 def test_healthy_table() -> None:
     reply = leader(member(2), member(3))
-    shown = cluster_status(reply, reply, {"h:2": own(2), "h:3": own(3)})
+    shown = cluster_status(reply, reply, {"h:2": own(2), "h:3": own(3, backlog=2)})
     assert shown.problems == ()
     assert shown.table().splitlines() == [
         "leader h:1 (term 4): 10 messages, TOLERANCE=1, 2 of 2 other nodes alive, "
         "0 under-replicated: healthy",
-        "ROLE    NODE  ADDRESS  TERM  ALIVE  VOTER  MESSAGES  ASSIGNED",
-        "leader  L     h:1      4     yes    voter  10        -",
-        "member  M2    h:2      4     yes    voter  5         5",
-        "member  M3    h:3      4     yes    voter  5         5",
+        "ROLE    NODE  ADDRESS  TERM  ALIVE  VOTER  MESSAGES  ASSIGNED  BACKLOG",
+        "leader  L     h:1      4     yes    voter  10        -         0",
+        "member  M2    h:2      4     yes    voter  5         5         0",
+        "member  M3    h:3      4     yes    voter  5         5         2",
     ]
 
 
@@ -54,11 +54,12 @@ def test_every_reason_to_be_degraded_is_said() -> None:
         "node M3 at h:3: disk sync FAILING: EIO (2 failed syncs since start)",
     )
     dead = shown.as_json()["nodes"][1]
-    assert (dead["alive"], dead["term"], dead["messages"], dead["assigned"]) == (
+    assert (dead["alive"], dead["term"], dead["messages"], dead["assigned"], dead["backlog"]) == (
         False,
         None,
         None,
         5,
+        None,
     )
 
 

@@ -30,6 +30,17 @@ def test_a_new_or_empty_single_leader_directory_is_marked_with_the_current_forma
     assert (empty / FORMAT_FILE).read_text() == f"{FORMAT_VERSION}\n"
 
 
+def test_a_directory_of_format_2_is_marked_3_and_its_pending_files_are_kept(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "pending").mkdir()
+    (tmp_path / "pending" / "k.1.2.msg").write_bytes(b"kept for the store to take over")
+    (tmp_path / FORMAT_FILE).write_text("2\n")
+    ensure_format(tmp_path)
+    assert (tmp_path / FORMAT_FILE).read_text() == f"{FORMAT_VERSION}\n" == "3\n"
+    assert (tmp_path / "pending" / "k.1.2.msg").exists()
+
+
 @pytest.mark.parametrize("marked", [True, False])
 @pytest.mark.parametrize("holds", ["messages/a.msg", "journal.log"])
 def test_a_single_leader_directory_with_messages_is_refused_and_left_alone(
@@ -47,7 +58,7 @@ def test_a_single_leader_directory_with_messages_is_refused_and_left_alone(
 
 @pytest.mark.parametrize(
     ("content", "words"),
-    [(b"3\n", "data format 3"), (b"", "is damaged"), (b"v1", "is damaged")],
+    [(b"4\n", "data format 4"), (b"", "is damaged"), (b"v1", "is damaged")],
 )
 def test_another_or_damaged_format_is_refused_and_left_alone(
     tmp_path: Path, content: bytes, words: str
@@ -77,7 +88,7 @@ def test_a_node_on_a_directory_of_another_format_exits_2_saying_why(tmp_path: Pa
     grpc_port, client_port = free_ports(2)
     node_dir = tmp_path / f"node-{grpc_port}"
     node_dir.mkdir()
-    (node_dir / FORMAT_FILE).write_text("3\n")
+    (node_dir / FORMAT_FILE).write_text("4\n")
     result = subprocess.run(
         [
             sys.executable, "-m", "kayit", "node",
@@ -87,5 +98,5 @@ def test_a_node_on_a_directory_of_another_format_exits_2_saying_why(tmp_path: Pa
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 2, result.stderr
-    assert "data format 3" in result.stderr
-    assert (node_dir / FORMAT_FILE).read_text() == "3\n"
+    assert "data format 4" in result.stderr
+    assert (node_dir / FORMAT_FILE).read_text() == "4\n"

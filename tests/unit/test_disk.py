@@ -12,8 +12,9 @@ from typing import TypeVar
 
 import pytest
 
+from kayit.storage.copylog import CopyLog, LoggedCopy
 from kayit.storage.data_format import FORMAT_FILE, FORMAT_VERSION
-from kayit.storage.disk import DiskManager, FsyncPolicy, IoMode, StagedFiles
+from kayit.storage.disk import DiskManager, FsyncPolicy, IoMode
 from kayit.storage.naming import file_name
 from kayit.storage.store import JOURNAL_FILE, MessageStore, StoreOutcome
 from kayit.version import Version
@@ -42,9 +43,9 @@ def disk(
     return DiskManager(root, io_mode, fsync)
 
 
-def write_many(manager: DiskManager, items: Iterable[tuple[str, bytes]]) -> int:
-    """Store committed copies in one batch with nothing to journal between its two steps."""
-    return manager.install(manager.stage(items, ()))
+def write_many(manager: DiskManager, items: Iterable[tuple[str, bytes]]) -> None:
+    for message_id, message in items:
+        manager.write(message_id, message)
 
 
 # -- DiskManager -------------------------------------------------------------------------------
@@ -68,8 +69,8 @@ def test_file_holds_exactly_the_message_bytes(tmp_path: Path) -> None:
 
 def test_overwrite_replaces_the_whole_file(tmp_path: Path) -> None:
     manager = disk(tmp_path)
-    assert write_many(manager, [("7", b"a long first message")]) == 1
-    assert write_many(manager, [("7", b"short")]) == 0
+    write_many(manager, [("7", b"a long first message")])
+    write_many(manager, [("7", b"short")])
     assert manager.path("7").read_bytes() == b"short"
     assert manager.read("7") == b"short"
     assert manager.count() == 1
@@ -80,7 +81,7 @@ def test_overwrite_replaces_the_whole_file(tmp_path: Path) -> None:
 def test_round_trip_in_every_mode(tmp_path: Path, io_mode: IoMode, fsync: FsyncPolicy) -> None:
     manager = disk(tmp_path, io_mode, fsync)
     items = [(f"id-{i}", payload) for i, payload in enumerate(PAYLOADS)]
-    assert write_many(manager, items) == len(items)
+    write_many(manager, items)
     for message_id, payload in items:
         assert manager.read(message_id) == payload
         assert manager.path(message_id).read_bytes() == payload
@@ -105,27 +106,11 @@ def test_read_missing_is_none(tmp_path: Path) -> None:
 def test_hostile_ids_stay_inside_messages(tmp_path: Path) -> None:
     manager = disk(tmp_path)
     ids = ["../escape", "/etc/passwd", "..", ".", "a\x00b", "\u011f"]
-    assert write_many(manager, ((i, i.encode()) for i in ids)) == len(ids)
+    write_many(manager, ((i, i.encode()) for i in ids))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["messages"]
     for message_id in ids:
         assert manager.read(message_id) == message_id.encode()
     assert manager.count() == len(ids)
-
-
-def test_write_many_returns_how_many_ids_were_new(tmp_path: Path) -> None:
-    manager = disk(tmp_path)
-    assert write_many(manager, [("a", b"1"), ("b", b"2")]) == 2
-    assert write_many(manager, [("a", b"3"), ("c", b"4")]) == 1
-    assert write_many(manager, [("d", b"5"), ("d", b"6")]) == 1
-    assert write_many(manager, []) == 0
-    assert manager.read("a") == b"3"
-    assert manager.read("d") == b"6"
-    assert manager.count() == 4
-
-
-def test_write_many_accepts_a_generator(tmp_path: Path) -> None:
-    manager = disk(tmp_path)
-    assert write_many(manager, ((str(i), b"x") for i in range(5))) == 5
 
 
 def test_stale_temp_file_is_removed_on_start_and_not_counted(tmp_path: Path) -> None:
@@ -175,22 +160,18 @@ def test_empty_id_is_refused_and_writes_nothing(tmp_path: Path) -> None:
 # -- MessageStore ------------------------------------------------------------------------------
 
 
-class RecordingDisk(DiskManager):
-    """A DiskManager that remembers the ids of the committed files of every batch staged."""
+@pytest.fixture
+def log_batches(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The ids of every batch appended to a copy log."""
+    batches: list[list[str]] = []
+    real_append = CopyLog.append
 
-    def __init__(self, root: Path, fsync: FsyncPolicy = FsyncPolicy.NEVER) -> None:
-        super().__init__(root, IoMode.BUFFERED, fsync)
-        self.calls: list[list[str]] = []
+    def append(self: CopyLog, copies: list[LoggedCopy]) -> int:
+        batches.append([copy.message_id for copy in copies])
+        return real_append(self, copies)
 
-    def stage(
-        self,
-        committed: Iterable[tuple[str, bytes]],
-        pending: Iterable[tuple[str, Version, bytes]],
-    ) -> StagedFiles:
-        batch = list(committed)
-        if batch:
-            self.calls.append([message_id for message_id, _ in batch])
-        return super().stage(batch, pending)
+    monkeypatch.setattr(CopyLog, "append", append)
+    return batches
 
 
 def run(main: Callable[[], Awaitable[T]], timeout: float = 10.0) -> T:
@@ -285,11 +266,11 @@ def test_equal_version_is_accepted(tmp_path: Path) -> None:
     assert (tmp_path / "messages" / "k.msg").read_bytes() == b"two"
 
 
-def test_concurrent_puts_coalesce_and_all_complete(tmp_path: Path) -> None:
-    recording = RecordingDisk(tmp_path)
-
+def test_concurrent_puts_coalesce_and_all_complete(
+    tmp_path: Path, log_batches: list[list[str]]
+) -> None:
     async def main() -> list[StoreOutcome]:
-        store = MessageStore(recording)
+        store = MessageStore(disk(tmp_path))
         await store.open()
         outcomes = await asyncio.gather(
             *(store.put(f"m{i}", f"v{i}".encode(), Version(1, i + 1)) for i in range(200))
@@ -300,16 +281,16 @@ def test_concurrent_puts_coalesce_and_all_complete(tmp_path: Path) -> None:
 
     outcomes = run(main)
     assert outcomes == [StoreOutcome(True, Version(1, i + 1)) for i in range(200)]
-    assert recording.calls == [[f"m{i}" for i in range(200)]]  # one batch
+    assert log_batches == [[f"m{i}" for i in range(200)]]  # one batch
     for i in range(200):
         assert (tmp_path / "messages" / f"m{i}.msg").read_bytes() == f"v{i}".encode()
 
 
-def test_puts_beyond_max_items_still_all_complete(tmp_path: Path) -> None:
-    recording = RecordingDisk(tmp_path)
-
+def test_puts_beyond_max_items_still_all_complete(
+    tmp_path: Path, log_batches: list[list[str]]
+) -> None:
     async def main() -> list[StoreOutcome]:
-        store = MessageStore(recording)
+        store = MessageStore(disk(tmp_path))
         await store.open()
         outcomes = await asyncio.gather(
             *(store.put(str(i), b"x", Version(1, 1)) for i in range(1030))
@@ -318,8 +299,8 @@ def test_puts_beyond_max_items_still_all_complete(tmp_path: Path) -> None:
         return list(outcomes)
 
     assert all(outcome.stored for outcome in run(main))
-    assert [len(call) for call in recording.calls] == [1024, 6]
-    assert recording.count() == 1030
+    assert [len(batch) for batch in log_batches] == [1024, 6]
+    assert disk(tmp_path).count() == 1030
 
 
 def test_count_tracks_new_ids(tmp_path: Path) -> None:
@@ -345,7 +326,7 @@ def test_count_tracks_new_ids(tmp_path: Path) -> None:
         await store.close()
         return counts
 
-    assert run(main) == [2, 3, 3, 3, 3, 4]
+    assert run(main) == [0, 1, 1, 1, 2, 3]  # files without a record are not counted
 
 
 def test_copy_found_on_disk_has_no_version_and_any_version_replaces_it(tmp_path: Path) -> None:
@@ -387,17 +368,13 @@ def test_close_leaves_files_in_place(tmp_path: Path, fsync: FsyncPolicy) -> None
     assert run(count_after_reopen) == 5
 
 
-def test_write_error_reaches_the_caller(tmp_path: Path) -> None:
-    class FailingDisk(DiskManager):
-        def stage(
-            self,
-            committed: Iterable[tuple[str, bytes]],
-            pending: Iterable[tuple[str, Version, bytes]],
-        ) -> StagedFiles:
-            raise OSError("no space left on device")
+def test_write_error_reaches_the_caller(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def append(self: CopyLog, copies: list[LoggedCopy]) -> int:
+        raise OSError("no space left on device")
 
     async def main() -> tuple[BaseException | StoreOutcome, Version | None, int]:
-        store = MessageStore(FailingDisk(tmp_path, IoMode.BUFFERED, FsyncPolicy.NEVER))
+        store = MessageStore(disk(tmp_path))
+        monkeypatch.setattr(CopyLog, "append", append)
         await store.open()
         [result] = await asyncio.gather(store.put("k", b"x", Version(1, 1)), return_exceptions=True)
         version, count = store.version("k"), store.count
@@ -410,36 +387,33 @@ def test_write_error_reaches_the_caller(tmp_path: Path) -> None:
     assert count == 0
 
 
-def test_a_crash_before_the_renames_leaves_the_record_and_serves_no_stale_bytes(
-    tmp_path: Path,
-) -> None:
-    """The journal is the commit point: a write that died after its record but before its
-    file was renamed into place (as a SIGKILL mid-batch does) is known at its new version on
-    restart, and the old bytes still in the file are not served as that version."""
+def test_a_copy_whose_file_was_never_written_gets_it_at_the_next_start(tmp_path: Path) -> None:
+    """The log is the commit point: a copy stored while its file could not be written (the
+    node stopped first, as a SIGKILL would stop it) is in its file after a restart."""
 
-    class DyingDisk(DiskManager):
-        def install(self, staged: StagedFiles) -> int:
-            raise OSError("killed before the files were renamed into place")
+    class FilelessDisk(DiskManager):
+        def write(self, message_id: str, message: bytes) -> None:
+            raise OSError("killed before the file was written")
 
     async def main() -> tuple[Version, tuple[bytes, Version] | None]:
         store = MessageStore(disk(tmp_path))
         await store.open()
         await store.put("k", b"old", Version(1, 1))
         await store.close()
-        dying = MessageStore(DyingDisk(tmp_path, IoMode.BUFFERED, FsyncPolicy.NEVER))
-        await dying.open()
-        await asyncio.gather(dying.put("k", b"new", Version(1, 2)), return_exceptions=True)
-        await dying.close()
+        fileless = MessageStore(FilelessDisk(tmp_path, IoMode.BUFFERED, FsyncPolicy.NEVER))
+        await fileless.open()
+        await fileless.put("k", b"new", Version(1, 2))
+        assert await fileless.get_verified("k") == (b"new", Version(1, 2))  # from memory
+        await fileless.close()
+        assert (tmp_path / "messages" / file_name("k")).read_bytes() == b"old"
         restarted = MessageStore(disk(tmp_path))
         records = await restarted.open()
         served = await restarted.get_verified("k")
         await restarted.close()
         return records["k"].version, served
 
-    version, served = run(main)
-    assert version == Version(1, 2)
-    assert served is None
-    assert (tmp_path / "messages" / file_name("k")).read_bytes() == b"old"
+    assert run(main) == (Version(1, 2), (b"new", Version(1, 2)))
+    assert (tmp_path / "messages" / file_name("k")).read_bytes() == b"new"
 
 
 def test_store_put_right_after_a_put(tmp_path: Path) -> None:

@@ -3,8 +3,8 @@ batch (or a small file's replacement), and a process out of file descriptors whe
 every second is due.
 
 A failed batch leaves no temp file or half-written pending copy behind, and the copies held
-before are still served, also after a restart; a failed sync is reported, retried, and syncs
-what it missed once it can."""
+before are still served, also after a restart; files the materializer cannot write stay in the
+backlog, served, until it can."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import pytest
 
 from kayit.storage.atomic import replace_durably
 from kayit.storage.disk import PENDING_DIR, DiskManager, FsyncPolicy, IoMode
-from kayit.storage.store import MessageStore, StoreOutcome
+from kayit.storage.store import BacklogLimit, MessageStore, StoreOutcome
 from kayit.version import Version
 
 T = TypeVar("T")
@@ -181,37 +181,30 @@ def no_file_descriptors_left() -> Iterator[None]:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-def test_a_sync_that_failed_is_reported_and_syncs_what_it_missed_once_it_can(
-    tmp_path: Path, fsyncs: list[str]
+def test_files_that_cannot_be_written_stay_in_the_backlog_served_until_they_can(
+    tmp_path: Path,
 ) -> None:
     root = tmp_path.resolve()
-    synced = fsyncs  # one fsync per file, not one syncfs for all: which files were synced shows
 
     async def main() -> None:
-        store = MessageStore(DiskManager(root, IoMode.BUFFERED, FsyncPolicy.EVERYSEC))
+        disk = DiskManager(root, IoMode.BUFFERED, FsyncPolicy.EVERYSEC)
+        store = MessageStore(disk, backlog=BacklogLimit(records=1))
         await store.open()
         loop = asyncio.get_running_loop()
-        # The sync of every second may run between a write and the limit, with nothing left
-        # to sync then: the episode is tried again until a sync had the file to sync.
-        for attempt in range(5):
-            await store.put(f"k{attempt}", b"value", V1)
-            with no_file_descriptors_left():
-                deadline = loop.time() + 2.5
-                while not store.sync_health.error and loop.time() < deadline:
-                    await asyncio.sleep(0.05)
-            if store.sync_health.error:
-                break
-        health = store.sync_health
-        assert "Too many open files" in health.error
-        assert health.failures >= 1
-        missed = str(root / "messages" / f"k{attempt}.msg")
-        synced.clear()
+        with no_file_descriptors_left():
+            # The log's file is open already: the copy is stored, its file cannot be made.
+            assert await store.put("k", b"value", V1) == StoreOutcome(True, V1)
+            await asyncio.sleep(0.3)
+            assert store.backlog == 1
+            assert await store.get_verified("k") == (b"value", V1)
+            # The backlog is full and cannot drain: a store fails rather than waits forever.
+            with pytest.raises(OSError, match="message files cannot be written"):
+                await store.put("j", b"value", V1)
+        assert not (root / "messages" / "k.msg").exists()
         deadline = loop.time() + 5
-        while store.sync_health.error and loop.time() < deadline:
+        while store.backlog and loop.time() < deadline:
             await asyncio.sleep(0.05)
-        assert store.sync_health.error == ""
-        assert store.sync_health.failures == health.failures
-        assert missed in synced  # the failed sync's files were synced by the next one
+        assert (root / "messages" / "k.msg").read_bytes() == b"value"
         await store.close()
 
     run(main)

@@ -170,17 +170,26 @@ class Leader:
             self._settle(message_id)
 
     async def _set(self, copy: Copy, holders: list[str]) -> None:
-        confirmed = await self._replicate(copy, holders)
-        wanted = self.tolerance + 1
-        if len(confirmed) < wanted:
-            # The pending copies stored are never promoted: their version is never committed.
-            raise ClusterError(
-                ErrorCode.NOREPLICAS,
-                f"stored on {len(confirmed)} of {wanted} nodes; the others failed and no "
-                "live node was left to replace them",
+        # Reserved until the commit is applied, as a repair's are: the metadata's load counts
+        # the copies only from then on, and SETs placed meanwhile would pass over these nodes.
+        reserved = list(holders)
+        self._reserved.update(reserved)
+        try:
+            confirmed = await self._replicate(copy, holders, reserved)
+            wanted = self.tolerance + 1
+            if len(confirmed) < wanted:
+                # The pending copies stored are never promoted: their version never commits.
+                raise ClusterError(
+                    ErrorCode.NOREPLICAS,
+                    f"stored on {len(confirmed)} of {wanted} nodes; the others failed and no "
+                    "live node was left to replace them",
+                )
+            item = PlacedItem(
+                copy.message_id, copy.version, checksum(copy.message), tuple(confirmed)
             )
-        item = PlacedItem(copy.message_id, copy.version, checksum(copy.message), tuple(confirmed))
-        await self._commit([item])
+            await self._commit([item])
+        finally:
+            self._reserved.subtract(reserved)
         # Not taking effect means a newer version of the id committed first: this SET was
         # overwritten at once, which a client may not tell from one that took effect. A
         # holder removed from the cluster meanwhile is not named: repair replaces it.
@@ -199,39 +208,35 @@ class Leader:
                 "leadership was lost before the write committed; a new leader may still commit it",
             ) from error
 
-    async def _replicate(self, copy: Copy, holders: list[str]) -> list[str]:
+    async def _replicate(self, copy: Copy, holders: list[str], reserved: list[str]) -> list[str]:
         """Store on every holder in parallel; a holder that fails is replaced by another live
-        node while there is one. Returns the holders that stored the copy."""
+        node while there is one, reserved (added to ``reserved``, which the caller releases).
+        Returns the holders that stored the copy."""
         confirmed: list[str] = []
         tried = set(holders)
         pending = holders
-        reserved = list(holders)
-        self._reserved.update(reserved)
-        try:
-            while pending:
-                results = await asyncio.gather(
-                    *(self._store(node_id, copy) for node_id in pending),
-                    return_exceptions=True,
-                )
-                retry: list[str] = []
-                for node_id, result in zip(pending, results, strict=True):
-                    if result is None:
-                        confirmed.append(node_id)
-                        continue
-                    if isinstance(result, Deposed):
-                        raise _no_leader() from result
-                    if not isinstance(result, MemberUnreachable):
-                        raise result
-                    self.member_failed(node_id, result)
-                    candidates = [n for n in self.alive() if n not in tried]
-                    replacement = choose_holders(self._load(), candidates, 1) or []
-                    tried.update(replacement)
-                    self._reserved.update(replacement)
-                    reserved += replacement
-                    retry += replacement
-                pending = retry
-        finally:
-            self._reserved.subtract(reserved)
+        while pending:
+            results = await asyncio.gather(
+                *(self._store(node_id, copy) for node_id in pending),
+                return_exceptions=True,
+            )
+            retry: list[str] = []
+            for node_id, result in zip(pending, results, strict=True):
+                if result is None:
+                    confirmed.append(node_id)
+                    continue
+                if isinstance(result, Deposed):
+                    raise _no_leader() from result
+                if not isinstance(result, MemberUnreachable):
+                    raise result
+                self.member_failed(node_id, result)
+                candidates = [n for n in self.alive() if n not in tried]
+                replacement = choose_holders(self._load(), candidates, 1) or []
+                tried.update(replacement)
+                self._reserved.update(replacement)
+                reserved += replacement
+                retry += replacement
+            pending = retry
         return confirmed
 
     async def _store(self, node_id: str, copy: Copy) -> None:

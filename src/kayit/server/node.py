@@ -331,6 +331,7 @@ class Node:
         reply.last_log_index, reply.last_log_term = group.last_log
         reply.disk_sync_failures = self._store.sync_health.failures
         reply.disk_sync_error = self._store.sync_health.error
+        reply.backlog = self._store.backlog
         if leading is None:
             reply.role = "member" if group.is_member else "joining"
             reply.message_count = self._store.count
@@ -363,6 +364,7 @@ class Node:
                     self._store.count,
                     group.leader_address,
                     sync=self._store.sync_health,
+                    backlog=self._store.backlog,
                 )
             else:
                 leader = leading.leader
@@ -376,6 +378,7 @@ class Node:
                     under_replicated=leading.repairer.outstanding,
                     repair=leading.repairer.progress,
                     sync=self._store.sync_health,
+                    backlog=self._store.backlog,
                 )
             report.log(lines)
 

@@ -1,8 +1,12 @@
 """The version of a node directory's layout (``node-*/format``), so that a kayit never reads a
 layout it does not know as if it were its own.
 
-Format 2 is the layout of a cluster whose metadata Raft replicates: ``raft/`` beside
-``messages/``, ``pending/`` and ``journal.log``, copies versioned by Raft term.
+Format 3 is the layout of a cluster whose metadata Raft replicates: ``raft/`` beside
+``messages/``, ``copylog/`` and ``journal.log``, copies versioned by Raft term. A kayit of format
+2 would not read ``copylog/``, and would drop the copies only it holds.
+
+Format 2 kept pending copies as files in ``pending/``: it is marked 3 here, and the store takes
+those files into its copy log when it opens.
 
 Format 1 was the single-leader layout (the leader's index in its journal, a ``term`` file); an
 unmarked directory is of format 1 too, or new. Its messages are in no replicated index, and
@@ -18,7 +22,8 @@ from pathlib import Path
 from kayit.config import ConfigError
 from kayit.storage.atomic import replace_durably
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+_PENDING_FILES_FORMAT = 2
 _SINGLE_LEADER_FORMAT = 1
 FORMAT_FILE = "format"
 
@@ -34,6 +39,9 @@ def ensure_format(node_dir: Path) -> None:
     if text == str(_SINGLE_LEADER_FORMAT):
         _refuse_if_it_holds_messages(node_dir)
         node_dir.mkdir(parents=True, exist_ok=True)
+        replace_durably(path, b"%d\n" % FORMAT_VERSION)
+        return
+    if text == str(_PENDING_FILES_FORMAT):
         replace_durably(path, b"%d\n" % FORMAT_VERSION)
         return
     if not text.isdecimal():

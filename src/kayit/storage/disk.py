@@ -1,14 +1,9 @@
-"""DiskManager: one file per message, ``messages/<id>.msg``, holding exactly the message bytes,
-and beside them the pending copies, ``pending/<id>.<term>.<seq>.msg``: versions stored but not
-yet committed, each promoted by renaming it over the committed file.
+"""DiskManager: one file per message, ``messages/<id>.msg``, holding exactly the message bytes.
 
-Synchronous on purpose: callers run it on a worker thread (see MessageStore), never on the
-event loop. Every write replaces the file atomically (temp file in the same directory, then
-rename), so a crash leaves the old message or the new one, never a torn file. A batch is written
-in two steps, so that its caller can journal the batch in between: ``stage`` writes every new
-file (temp files, and pending copies under their own names), ``install`` renames the temp files
-over the committed ones. A step that fails removes what the batch wrote and nothing else, before
-the error goes on: a full disk leaves no files behind.
+Synchronous on purpose: callers run it on a worker thread (see MessageStore and Materializer),
+never on the event loop. Files are written in place: the copy log, not a rename, makes a crash
+safe (a file a crash cut short is written again from the log at the next start). ``pending/``
+held the pending copies of the releases before the copy log; it is only read, once, at start.
 """
 
 from __future__ import annotations
@@ -20,12 +15,10 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
-from kayit.storage.naming import file_name, is_message_file, pending_file_name
-from kayit.version import Version
+from kayit.storage.naming import file_name, is_message_file
 
 log = logging.getLogger(__name__)
 
@@ -52,21 +45,8 @@ class IoMode(enum.StrEnum):
 
 class FsyncPolicy(enum.StrEnum):
     ALWAYS = "always"  # file and directory synced before a write returns
-    EVERYSEC = "everysec"  # written files synced by sync_dirty(), called about once a second
+    EVERYSEC = "everysec"  # logs synced about once a second, message files as they are written
     NEVER = "never"  # the kernel decides
-
-
-@dataclass(slots=True)
-class StagedFiles:
-    """The files of one batch that ``DiskManager.stage`` wrote: none is named by a journal
-    record yet, so ``DiskManager.discard`` may remove them all."""
-
-    # Temp files in messages/ and the committed files each is to replace.
-    renames: dict[Path, Path] = field(default_factory=dict)
-    # Pending copies, written in place; ``new_pending`` those of them that were not there
-    # before (a pending copy of the same version may be written again).
-    pending: list[Path] = field(default_factory=list)
-    new_pending: list[Path] = field(default_factory=list)
 
 
 class DiskManager:
@@ -81,8 +61,6 @@ class DiskManager:
         """``sync_timed`` is told how long each sync took (the node's metrics)."""
         self.directory = root / "messages"
         self.directory.mkdir(parents=True, exist_ok=True)
-        # Made by the first pending copy, so that a node that never had one keeps the layout
-        # of the releases before pending copies.
         self.pending_directory = root / PENDING_DIR
         self.io_mode = io_mode
         self.fsync = fsync
@@ -93,108 +71,25 @@ class DiskManager:
     def path(self, message_id: str) -> Path:
         return self.directory / file_name(message_id)
 
-    def pending_path(self, message_id: str, version: Version) -> Path:
-        return self.pending_directory / pending_file_name(message_id, version)
+    def write(self, message_id: str, message: bytes) -> None:
+        """Write the id's file in place (not synced: see ``sync_written``)."""
+        self._write_file(self.path(message_id), message)
 
-    def stage(
-        self,
-        committed: Iterable[tuple[str, bytes]],
-        pending: Iterable[tuple[str, Version, bytes]],
-    ) -> StagedFiles:
-        """Write a batch's files where no reader looks yet: each committed (id, message) to a
-        temp file beside the file it replaces, each pending (id, version, message) under its
-        own name in pending/. Committed files stay as they are until ``install``.
-
-        A pending copy needs no temp file: its name holds its version, so there is no older
-        content to keep, and the checksum of its journal record refuses a file a crash cut
-        short (a file without a record is removed at start). If a write fails, every file this
-        call wrote is removed before the error is raised."""
-        staged = StagedFiles()
-        writing: list[Path] = []  # the pending file being written: torn if its write fails
-        try:
-            # An id written twice in one batch: only its last message counts.
-            latest = {file_name(message_id): message for message_id, message in committed}
-            for name, message in latest.items():
-                temp = self.directory / (_TEMP_PREFIX + name)
-                staged.renames[temp] = self.directory / name
-                self._write_file(temp, message)
-            files = {pending_file_name(key, version): data for key, version, data in pending}
-            if files and not self.pending_directory.exists():
-                self.pending_directory.mkdir()
-                self._synced_by_policy([self.pending_directory])
-            for name, message in files.items():
-                path = self.pending_directory / name
-                staged.pending.append(path)
-                if not path.exists():
-                    staged.new_pending.append(path)
-                writing = [path]
-                self._write_file(path, message)
-            writing = []
-            if self.fsync is FsyncPolicy.ALWAYS:
-                # New bytes reach the disk before their names replace the old files, so a
-                # crash can only leave the old message or the new one.
-                self._sync([*staged.renames, *staged.pending])
-        except BaseException:
-            self._remove_staged(staged, torn=writing)
-            raise
-        if self.fsync is FsyncPolicy.EVERYSEC:
-            self._dirty.update(staged.pending)
-        return staged
-
-    def install(self, staged: StagedFiles) -> int:
-        """Rename the staged temp files over the committed files they replace, so that a
-        crash leaves the old file or the new one; returns how many ids had no committed file
-        before. If a rename fails, the temp files not renamed yet are removed before the
-        error is raised."""
-        created = 0
-        renamed: list[Path] = []
-        try:
-            for temp, final in staged.renames.items():
-                if not final.exists():
-                    created += 1
-                os.replace(temp, final)
-                renamed.append(final)
-        except BaseException:
-            _remove(list(staged.renames)[len(renamed) :])
-            if self.fsync is FsyncPolicy.EVERYSEC:
-                self._dirty.update(renamed)
-            raise
-        self._synced_by_policy(renamed)
-        return created
-
-    def discard(self, staged: StagedFiles) -> None:
-        """Remove what ``stage`` wrote, for a batch whose records could not be journaled:
-        its temp files, and the pending copies it created (one written again over a copy
-        that was there stays: its record still names it)."""
-        self._remove_staged(staged, torn=[])
-
-    def promote_many(self, copies: Iterable[tuple[str, Version]]) -> int:
-        """Rename each pending copy over its id's committed file, so that a crash leaves the
-        old file or the new one; returns how many ids had no committed file before."""
-        created = 0
-        moved: list[Path] = []
-        for message_id, version in copies:
-            source, final = self.pending_path(message_id, version), self.path(message_id)
-            if not final.exists():
-                created += 1
-            os.replace(source, final)
-            moved += [final, source]  # the source's directory loses an entry
-        self._synced_by_policy(moved)
-        return created
+    def sync_written(self, paths: list[Path]) -> None:
+        """Make written files durable, by the fsync policy: at once unless it is ``never``
+        (the materializer releases their log records only after this)."""
+        if paths and self.fsync is not FsyncPolicy.NEVER:
+            self._sync(paths)
 
     def delete(self, message_id: str) -> bool:
         """Remove a message file; False if there was none."""
         return self._unlink(self.path(message_id))
 
-    def delete_pending(self, message_id: str, version: Version) -> bool:
-        """Remove a pending copy; False if there was none."""
-        return self._unlink(self.pending_path(message_id, version))
-
     def read(self, message_id: str) -> bytes | None:
         return self._read(self.path(message_id))
 
-    def read_pending(self, message_id: str, version: Version) -> bytes | None:
-        return self._read(self.pending_path(message_id, version))
+    def read_legacy_pending(self, name: str) -> bytes | None:
+        return self._read(self.pending_directory / name)
 
     def pending_names(self) -> list[str]:
         """The names of the files in pending/ (temp files aside)."""
@@ -203,6 +98,13 @@ class DiskManager:
                 return [e.name for e in entries if not e.name.startswith(_TEMP_PREFIX)]
         except FileNotFoundError:
             return []
+
+    def remove_legacy_pending(self) -> None:
+        """Remove pending/ once its copies are in the copy log."""
+        for name in self.pending_names():
+            (self.pending_directory / name).unlink(missing_ok=True)
+        if self.pending_directory.exists():
+            self.pending_directory.rmdir()
 
     def count(self) -> int:
         with os.scandir(self.directory) as entries:
@@ -218,17 +120,6 @@ class DiskManager:
             except BaseException:
                 self._dirty |= paths
                 raise
-
-    def _remove_staged(self, staged: StagedFiles, torn: list[Path]) -> None:
-        """Remove the temp files and the new pending copies of ``staged``, and ``torn``: a
-        pending file whose write failed, whatever it held before."""
-        _remove(list(dict.fromkeys([*staged.renames, *staged.new_pending, *torn])))
-
-    def _synced_by_policy(self, paths: list[Path]) -> None:
-        if self.fsync is FsyncPolicy.ALWAYS:
-            self._sync(paths)
-        elif self.fsync is FsyncPolicy.EVERYSEC:
-            self._dirty.update(paths)
 
     def _unlink(self, path: Path) -> bool:
         try:
@@ -289,16 +180,6 @@ class DiskManager:
                 for entry in directory.iterdir():
                     if entry.name.startswith(_TEMP_PREFIX):
                         entry.unlink(missing_ok=True)
-
-
-def _remove(paths: list[Path]) -> None:
-    """Remove the files of a batch that failed, while its error goes on: a file that cannot be
-    removed either (the disk failing) is left to the next start, which removes it."""
-    for path in paths:
-        try:
-            path.unlink(missing_ok=True)
-        except OSError as error:
-            log.warning("could not remove %s after a failed write: %s", path, error)
 
 
 def _fsync(path: Path) -> None:

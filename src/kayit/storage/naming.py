@@ -1,4 +1,5 @@
-"""Map message ids to file names: ``messages/<id>.msg`` and ``pending/<id>.<term>.<seq>.msg``.
+"""Map message ids to file names: ``messages/<id>.msg``, and ``pending/<id>.<term>.<seq>.msg``
+where the releases before the copy log kept pending copies.
 
 Bytes in [A-Za-z0-9_-] stay as they are, so integer ids give ``42.msg``; every other byte of
 the UTF-8 id becomes ``%XX``. The escaped id therefore never holds '/', '.', or NUL and cannot
@@ -25,19 +26,8 @@ def file_name(message_id: str) -> str:
 
 
 def pending_file_name(message_id: str, version: Version) -> str:
-    """The name of a pending copy: for one id, every version has its own file."""
+    """The name of a pending copy's file (before the copy log): one per version of an id."""
     return f"{_stem(message_id, _MAX_NAME - _VERSION_ROOM)}.{version.term}.{version.seq}{SUFFIX}"
-
-
-def pending_version(name: str) -> Version | None:
-    """The version a pending file name carries; None for a name no pending copy has."""
-    parts = name.split(".")
-    if len(parts) != 4 or not parts[0] or "." + parts[3] != SUFFIX:
-        return None
-    term, seq = parts[1], parts[2]
-    if not (term.isascii() and term.isdigit() and seq.isascii() and seq.isdigit()):
-        return None
-    return Version(int(term), int(seq))
 
 
 def is_message_file(name: str) -> bool:

@@ -2,7 +2,11 @@
 
 Besides the committed copy of each id, a node may hold pending copies: versions stored but not
 committed yet. A pending copy never touches the committed one; once its version commits, it is
-promoted (renamed over the committed file), and a pending copy that never commits is dropped.
+promoted, and a pending copy that never commits is dropped.
+
+A copy is stored when its bytes are in the copy log and its record in the journal, synced by
+the fsync policy; committed copies reach their ``messages/<id>.msg`` files behind that, written
+by the materializer (the backlog, bounded: stores wait while it is full).
 """
 
 from __future__ import annotations
@@ -11,22 +15,24 @@ import asyncio
 import contextlib
 import errno
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from kayit.batching import Batcher
 from kayit.storage.cache import ValueCache
+from kayit.storage.copylog import LOG_DIR, CopyLog, LoggedCopy
 from kayit.storage.data_format import ensure_format
 from kayit.storage.disk import DiskManager, FsyncPolicy
 from kayit.storage.journal import CopyRecord, Journal, checksum
-from kayit.storage.pending_recovery import recover_pending
+from kayit.storage.materializer import DEFAULT_BACKLOG, BacklogLimit, Materializer
+from kayit.storage.pending_recovery import recover_copies
 from kayit.storage.write_plan import Copy, StoreOutcome, Write, WriteKind, plan_writes
 from kayit.supervision import supervise
 from kayit.version import UNKNOWN, Version
 
-__all__ = ["JOURNAL_FILE", "MessageStore", "StoreOutcome", "SyncHealth"]
+__all__ = ["JOURNAL_FILE", "BacklogLimit", "MessageStore", "StoreOutcome", "SyncHealth"]
 
 log = logging.getLogger(__name__)
 
@@ -48,28 +54,33 @@ class _VersionRead(NamedTuple):
     message_id: str
     version: Version
     checksum: int
-    committed: bool  # where the copy was when the read was asked for
 
 
 class MessageStore:
-    """Async face of a DiskManager and its journal.
+    """Async face of a DiskManager, its copy log and its journal.
 
-    Writes go to one dedicated thread, so they reach the disk in submission order and a batch
+    Writes go to one dedicated thread, so they reach the log in submission order and a batch
     shares one sync; reads use their own threads and never wait behind a sync. A copy is
     replaced only by a newer version. Each copy's version and checksum are journaled beside
     the message files, so they survive a restart.
     """
 
-    def __init__(self, disk: DiskManager, *, cache_bytes: int = 0) -> None:
+    def __init__(
+        self, disk: DiskManager, *, cache_bytes: int = 0, backlog: BacklogLimit = DEFAULT_BACKLOG
+    ) -> None:
         self.disk = disk
         self._cache = ValueCache(cache_bytes)
-        self._journal = Journal(disk.directory.parent / JOURNAL_FILE)
+        node_dir = disk.directory.parent
+        self._journal = Journal(node_dir / JOURNAL_FILE)
+        self._log = CopyLog(node_dir / LOG_DIR)
+        self._materializer = Materializer(disk, self._log, backlog, self._progress)
         self._copies: dict[str, Copy] = {}  # id -> (version, checksum)
         # id -> version -> checksum (there are few pending copies). Only the
         # writer thread changes it, and it replaces an id's map instead of changing it, so the
         # loop and the readers may look without a lock.
         self._pending: dict[str, Mapping[Version, int]] = {}
-        self._count = 0
+        # (id, version) -> (bytes, segment of their log record), of every pending copy.
+        self._pending_bytes: dict[tuple[str, Version], tuple[bytes, int]] = {}
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="kayit-disk-write")
         self._readers = ThreadPoolExecutor(_READ_THREADS, thread_name_prefix="kayit-disk-read")
         self._writes: Batcher[Write, StoreOutcome] = Batcher(
@@ -82,30 +93,53 @@ class MessageStore:
         self._version_reads: Batcher[_VersionRead, bytes | None] = Batcher(
             self._read_versions, max_items=256, in_flight=_READ_THREADS
         )
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._room = asyncio.Event()  # set whenever the materializer made progress
         self._syncer: asyncio.Task[None] | None = None
         self.sync_health = SyncHealth()
         self._sync_failures_in_a_row = 0
 
     async def open(self) -> dict[str, CopyRecord]:
-        """Read the journal and the directories; returns the latest record of every good
-        committed copy. The pending copies are found again too (``pending_inventory``), and a
-        promotion a crash cut short is finished or undone."""
-        loop = asyncio.get_running_loop()
+        """Read the journal and the copy log, and write every committed copy the log holds
+        whose file does not hold it yet; returns the latest record of every good committed
+        copy. The pending copies are found again too (``pending_inventory``)."""
+        self._loop = loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._writer, ensure_format, self.disk.directory.parent)
-        records = await loop.run_in_executor(self._writer, self._journal.replay)
-        pending = await loop.run_in_executor(
-            self._writer, recover_pending, self.disk, self._journal, records
-        )
-        self._pending = dict(pending)
+        records = await loop.run_in_executor(self._writer, self._recover)
         if self._journal.lost_records and not self._journal.damaged:
             log.warning(
                 "the journal lost records at an earlier start (kept in %s)",
                 self._journal.damaged_copy,
             )
-        self._count = await loop.run_in_executor(self._writer, self.disk.count)
         self._copies = {key: (r.version, r.checksum) for key, r in records.items()}
+        self._materializer.start()
         if self.disk.fsync is FsyncPolicy.EVERYSEC:
             self._syncer = supervise("the disk sync", self._sync_every_second)
+        return records
+
+    def _recover(self) -> dict[str, CopyRecord]:
+        """Runs on the writer thread."""
+        records = self._journal.replay()
+        recovered = recover_copies(self.disk, self._journal, records, self._log.open())
+        if recovered.files_written:
+            log.warning(
+                "wrote %d message files from the copy log (not written before the last stop)",
+                recovered.files_written,
+            )
+        pending = recovered.pending
+        for _, segment in pending.values():
+            self._log.hold(segment)
+        if recovered.legacy:  # each record appended holds its segment
+            segment = self._log.append(recovered.legacy)
+            self._log.sync()
+            pending |= {(c.message_id, c.version): (c.message, segment) for c in recovered.legacy}
+        self.disk.remove_legacy_pending()
+        self._log.collect()
+        self._pending_bytes = pending
+        by_id: dict[str, dict[Version, int]] = {}
+        for key, version in pending:
+            by_id.setdefault(key, {})[version] = checksum(pending[key, version][0])
+        self._pending = dict(by_id)
         return records
 
     async def close(self) -> None:
@@ -113,22 +147,30 @@ class MessageStore:
             self._syncer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._syncer
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._writer, self._materializer.stop)
         try:
-            await asyncio.get_running_loop().run_in_executor(self._writer, self._sync_all)
+            await loop.run_in_executor(self._writer, self._sync_all)
         except OSError as error:
             log.error(
                 "the last sync before closing failed: %s; what this node stored since its last "
                 "good sync may be lost in a power failure",
                 error,
             )
+        self._log.close()
         self._journal.close()
         self._writer.shutdown()
         self._readers.shutdown()
 
     @property
     def count(self) -> int:
-        """Messages on this disk."""
-        return self._count
+        """Messages on this node (committed copies, in their files or on their way)."""
+        return len(self._copies)
+
+    @property
+    def backlog(self) -> int:
+        """Committed copies not in their files yet."""
+        return self._materializer.records
 
     def version(self, message_id: str) -> Version | None:
         copy = self._copies.get(message_id)
@@ -136,25 +178,25 @@ class MessageStore:
 
     async def put(self, message_id: str, message: bytes, version: Version) -> StoreOutcome:
         """Store a committed copy, unless a newer one is here; pending copies of the id up to
-        ``version`` are dropped."""
+        ``version`` are dropped. Waits while the backlog is full (``_backlog_room``)."""
+        await self._backlog_room()
         record = CopyRecord(message_id, version, checksum(message))
         return await self._writes.submit(Write(WriteKind.COMMITTED, record, message))
-
-    async def record(self, record: CopyRecord) -> StoreOutcome:
-        """Journal a new record for a copy already on this disk, such as new holders."""
-        return await self._writes.submit(Write(WriteKind.COMMITTED, record, None))
 
     async def put_pending(self, message_id: str, message: bytes, version: Version) -> StoreOutcome:
         """Store a copy of ``version`` beside the committed one, which stays as it is, durably
         by the fsync policy. Refused (``stored`` False, ``current`` the committed version)
-        unless newer than the committed copy; a pending copy of the same version is replaced."""
+        unless newer than the committed copy; a pending copy of the same version is replaced.
+        Waits while the backlog is full."""
+        await self._backlog_room()
         record = CopyRecord(message_id, version, checksum(message), pending=True)
         return await self._writes.submit(Write(WriteKind.PENDING, record, message))
 
     async def promote(self, message_id: str, version: Version) -> bool:
-        """Make the pending copy of ``version`` the committed one (a rename: a crash leaves the
-        old committed copy or this one) and drop the older pending copies of the id. False,
-        changing nothing, if there is no such pending copy: promoted already, or never here."""
+        """Make the pending copy of ``version`` the committed one (its record is the commit
+        point; its file is written behind) and drop the older pending copies of the id. False,
+        changing nothing, if there is no such pending copy: promoted already, or never here.
+        Never waits for the backlog: it is how the backlog's copies get there."""
         record = CopyRecord(message_id, version, 0)
         outcome = await self._writes.submit(Write(WriteKind.PROMOTE, record, None))
         return outcome.stored
@@ -174,10 +216,16 @@ class MessageStore:
             self._cache.drop(message_id)
         return deleted
 
+    async def drained(self) -> None:
+        """Wait until every committed copy is in its file."""
+        while self._materializer.records:
+            self._room.clear()
+            await self._room.wait()
+
     async def inventory(self, verify: bool) -> list[tuple[str, Version]]:
-        """Every copy this store has a record of and a file for; with ``verify``, only those
-        whose bytes still match their checksum, and the others are removed: they can never
-        be served, and the leader has them made again."""
+        """Every copy this store has a record of and a file (or a copy on its way to it)
+        for; with ``verify``, only those whose bytes still match their checksum, and the
+        others are removed: they can never be served, and the leader has them made again."""
         loop = asyncio.get_running_loop()
         held, broken = await loop.run_in_executor(self._readers, self._inventory, verify)
         if broken:
@@ -186,35 +234,27 @@ class MessageStore:
         return held
 
     async def pending_inventory(self, verify: bool) -> list[tuple[str, Version]]:
-        """Every pending copy, as ``inventory`` lists the committed ones: with ``verify``,
-        only those whose bytes match their checksum, and the others are dropped."""
-        loop = asyncio.get_running_loop()
-        held, broken = await loop.run_in_executor(self._readers, self._pending_held, verify)
-        # A copy promoted while this looked is gone from pending/ too: drop_pending knows it
-        # no longer as pending, and counts only the copies it really dropped.
-        dropped = await self.drop_pending(broken) if broken else 0
-        if dropped:
-            log.warning("%d pending copies failed their checksum or are gone; dropped", dropped)
-        return held
+        """Every pending copy. Their bytes are in memory, checked against their checksum when
+        the log was read, so ``verify`` finds none damaged."""
+        return list(self._pending_bytes)
 
     async def pending_copies(self) -> list[tuple[str, Version, int]]:
-        """Every pending copy whose bytes match its checksum (read from its file, as
-        ``pending_inventory(verify=True)`` does), with that checksum; the others are
-        dropped."""
-        held = await self.pending_inventory(verify=True)
-        copies = []
-        for message_id, version in held:
-            expected = self._pending.get(message_id, {}).get(version)
-            if expected is not None:  # else promoted or dropped since
-                copies.append((message_id, version, expected))
-        return copies
+        """Every pending copy, with its checksum."""
+        return [
+            (message_id, version, expected)
+            for message_id, versions in list(self._pending.items())
+            for version, expected in versions.items()
+        ]
 
     async def get(self, message_id: str) -> bytes | None:
-        """The bytes of the committed copy's file, unchecked (``get_verified`` checks)."""
+        """The bytes of the committed copy, unchecked (``get_verified`` checks)."""
         known = self._copies.get(message_id)
         cached = self._cache.get(message_id)
         if cached is not None and known is not None and checksum(cached) == known[1]:
             return cached
+        waiting = self._materializer.waiting(message_id)
+        if waiting is not None:
+            return waiting
         return await self._reads.submit(message_id)
 
     async def _read_batch(self, message_ids: list[str]) -> list[bytes | None]:
@@ -227,32 +267,25 @@ class MessageStore:
         """The copy and its version, if its bytes match the journaled checksum; a missing,
         unrecorded or damaged copy is None."""
         known = self._copies.get(message_id)
-        message = await self.get(message_id)
-        if known is None or message is None:
+        if known is None:
             return None
-        version, expected = known
-        if checksum(message) != expected:
-            log.warning("copy of %r does not match its checksum; not served", message_id)
-            return None
-        return message, version
+        message = await self.get_version(message_id, known[0])
+        return (message, known[0]) if message is not None else None
 
     async def get_version(self, message_id: str, version: Version) -> bytes | None:
         """The copy of exactly ``version``, committed or pending, if its bytes match its
         checksum; a missing, unrecorded or damaged copy is None."""
         committed = self._copies.get(message_id)
-        if committed is not None and committed[0] == version:
-            read = _VersionRead(message_id, version, committed[1], committed=True)
-        else:
-            expected = self._pending.get(message_id, {}).get(version)
-            if expected is None:
-                return None
-            read = _VersionRead(message_id, version, expected, committed=False)
+        if committed is None or committed[0] != version:
+            found = self._pending_bytes.get((message_id, version))
+            return found[0] if found is not None else None
+        expected = committed[1]
         # The cache holds the bytes last written for the id, of whatever version: the
         # checksum tells whether they are this version's.
-        cached = self._cache.get(message_id)
-        if cached is not None and checksum(cached) == read.checksum:
-            return cached
-        return await self._version_reads.submit(read)
+        for message in (self._cache.get(message_id), self._materializer.waiting(message_id)):
+            if message is not None and checksum(message) == expected:
+                return message
+        return await self._version_reads.submit(_VersionRead(message_id, version, expected))
 
     async def _read_versions(self, reads: list[_VersionRead]) -> list[bytes | None]:
         loop = asyncio.get_running_loop()
@@ -261,19 +294,20 @@ class MessageStore:
         )
 
     def _read_version(self, read: _VersionRead) -> bytes | None:
-        """Runs on a reader thread. A promotion may move the copy while this reads, so the
-        other place is read too before the copy is taken for missing."""
-        key, version = read.message_id, read.version
-        places: list[Callable[[], bytes | None]] = [
-            lambda: self.disk.read(key),
-            lambda: self.disk.read_pending(key, version),
-        ]
-        for place in places if read.committed else reversed(places):
-            message = place()
-            if message is not None and checksum(message) == read.checksum:
-                return message
-        log.warning("copy of %r at %s is missing or damaged; not served", key, version)
+        """Runs on a reader thread."""
+        message = self._read_committed(read.message_id, read.checksum)
+        if message is not None:
+            return message
+        log.warning("copy of %r at %s is missing or damaged; not served", *read[:2])
         return None
+
+    def _read_committed(self, message_id: str, expected: int) -> bytes | None:
+        """The committed bytes, if they match ``expected``. A file read while the materializer
+        overwrites it may not: then it is read again under the materializer's lock."""
+        message = self.disk.read(message_id)
+        if message is None or checksum(message) != expected:
+            message = self._materializer.read(message_id)
+        return message if message is not None and checksum(message) == expected else None
 
     async def _flush(self, batch: list[Write]) -> list[StoreOutcome]:
         loop = asyncio.get_running_loop()
@@ -288,37 +322,50 @@ class MessageStore:
         return outcomes
 
     def _write_batch(self, batch: list[Write]) -> list[StoreOutcome]:
-        """Runs on the writer thread: the only place that changes files, journal and versions."""
-        plan = plan_writes(batch, self._copies.get, self._pending_on_disk)
-        # The new bytes are staged first, under names no reader looks at and no record names
-        # (a failure there, such as a full disk, removes them and leaves everything as it
-        # was); then journaled, before any committed file is replaced: the record is the
-        # commit point. A crash before the renames leaves the old file under the new record,
-        # which its checksum refuses to serve, and the leader's index (rebuilt from the
-        # journal) names the new version, which its members already hold. Renames first would
-        # leave the reverse on the leader: the new bytes under the old record, the old version
-        # held nowhere any more. A batch that fails from here on leaves what a crash there
-        # would; what this store knows stays as it was, so a copy whose file changed is not
-        # served until the next start reads its record.
-        staged = self.disk.stage(plan.committed_files.items(), plan.pending_files)
+        """Runs on the writer thread: the only place that changes the logs and versions."""
+        plan = plan_writes(batch, self._copies.get, lambda key: self._pending.get(key, {}))
+        # The bytes are logged before the records that name them: a crash between leaves
+        # log records no journal record names, which nothing reads. The journal record is the
+        # commit point; a failure before it leaves what this store knows as it was.
+        logged = [
+            LoggedCopy(key, version, checksum(data), data)
+            for key, version, data in plan.pending_files
+        ]
+        logged += [
+            LoggedCopy(key, plan.committed[key][0], checksum(data), data)
+            for key, data in plan.committed_files.items()
+        ]
+        segment = self._log.append(logged) if logged else 0
         try:
-            self._journal_durably(plan.records)
+            self._journal.append([*plan.records, *plan.promotion_records])
         except BaseException:
-            self.disk.discard(staged)
+            for _ in logged:
+                self._log.release(segment)
             raise
-        self._count += self.disk.install(staged)
-        if plan.promotions:
-            # Promotions go the other way, file first: a crash after the rename leaves the
-            # new bytes beside the pending record whose file is gone, which open() finishes
-            # (pending_recovery); no crash can leave an id with neither copy.
-            self._count += self.disk.promote_many(plan.promotions)
-            self._journal_durably(plan.promotion_records)
-        for message_id, version in plan.leftovers:
-            self.disk.delete_pending(message_id, version)
+        if self.disk.fsync is FsyncPolicy.ALWAYS:
+            self._log.sync()
+            self._journal.sync()
+        for key, version, data in plan.pending_files:
+            self._forget_pending(key, version)
+            self._pending_bytes[key, version] = (data, segment)
+        for key, version in plan.leftovers:
+            self._forget_pending(key, version)
+        to_files = [(key, data, segment) for key, data in plan.committed_files.items()]
+        to_files += [(key, *self._pending_bytes[key, version]) for key, version in plan.promotions]
+        # Into the backlog before the new versions are known and before out of the pending
+        # copies: a reader (an inventory) that finds a version then finds its bytes too.
+        self._materializer.add(to_files)
         self._copies.update(plan.committed)
+        for key, version in plan.promotions:  # its log record went with it
+            del self._pending_bytes[key, version]
         for key, versions in plan.pending.items():
             self._set_pending(key, versions)
         return plan.outcomes
+
+    def _forget_pending(self, message_id: str, version: Version) -> None:
+        found = self._pending_bytes.pop((message_id, version), None)
+        if found is not None:
+            self._log.release(found[1])
 
     def _drop_pending(self, copies: list[tuple[str, Version]]) -> int:
         """Runs on the writer thread."""
@@ -329,9 +376,9 @@ class MessageStore:
             expected = versions.pop(version, None)
             if expected is not None:
                 gone.append(CopyRecord(message_id, version, expected, deleted=True, pending=True))
-        self._journal_durably(gone)  # before the files: a file left behind is removed at start
+        self._journal_durably(gone)
         for record in gone:
-            self.disk.delete_pending(record.message_id, record.version)
+            self._forget_pending(record.message_id, record.version)
         for message_id, versions in left.items():
             self._set_pending(message_id, versions)
         return len(gone)
@@ -348,46 +395,17 @@ class MessageStore:
         else:
             self._pending.pop(message_id, None)
 
-    def _pending_on_disk(self, message_id: str) -> dict[Version, int]:
-        """The pending copies of an id that still have a file: one that went missing is
-        forgotten rather than promoted (journaling a copy this node does not hold)."""
-        return {
-            version: expected
-            for version, expected in self._pending.get(message_id, {}).items()
-            if self.disk.pending_path(message_id, version).exists()
-        }
-
     def _delete(self, copies: list[tuple[str, Version]]) -> int:
         """Runs on the writer thread."""
         gone = []
         for message_id, version in copies:
-            known = self._known_version(message_id)
-            if known > version:
+            if self._known_version(message_id) > version:
                 continue
-            if self.disk.delete(message_id):
-                self._count -= 1
-            self._copies.pop(message_id, None)
+            self._copies.pop(message_id, None)  # first: no reader looks for the file then
+            self._materializer.delete(message_id)
             gone.append(CopyRecord(message_id, version, 0, deleted=True))
-        self._journal.append(gone)
-        if self.disk.fsync is FsyncPolicy.ALWAYS:
-            self._journal.sync()
+        self._journal_durably(gone)
         return len(gone)
-
-    def _pending_held(
-        self, verify: bool
-    ) -> tuple[list[tuple[str, Version]], list[tuple[str, Version]]]:
-        """(pending copies held, pending copies recorded but missing or damaged)."""
-        held: list[tuple[str, Version]] = []
-        broken: list[tuple[str, Version]] = []
-        for message_id, versions in list(self._pending.items()):
-            for version, expected in versions.items():
-                if verify:
-                    message = self.disk.read_pending(message_id, version)
-                    good = message is not None and checksum(message) == expected
-                else:
-                    good = self.disk.pending_path(message_id, version).exists()
-                (held if good else broken).append((message_id, version))
-        return held, broken
 
     def _inventory(
         self, verify: bool
@@ -396,11 +414,14 @@ class MessageStore:
         held: list[tuple[str, Version]] = []
         broken: list[tuple[str, Version]] = []
         for message_id, (version, expected) in list(self._copies.items()):
-            if verify:
-                message = self.disk.read(message_id)
-                good = message is not None and checksum(message) == expected
+            if self._materializer.waiting(message_id) is not None:
+                good = True  # its bytes were checked when they were logged
+            elif verify:
+                good = self._read_committed(message_id, expected) is not None
             else:
-                good = self.disk.path(message_id).exists()
+                good = self.disk.path(message_id).exists() or (
+                    self._materializer.read(message_id) is not None
+                )
             (held if good else broken).append((message_id, version))
         return held, broken
 
@@ -408,8 +429,25 @@ class MessageStore:
         copy = self._copies.get(message_id)
         return copy[0] if copy else UNKNOWN
 
+    async def _backlog_room(self) -> None:
+        """Back-pressure: wait while the backlog is full. While it is full because files
+        cannot be written at all (no inodes left, say), waiting would not end: the store
+        fails instead, as a write to a failing disk does."""
+        while self._materializer.full():
+            if self._materializer.failure:
+                raise OSError(f"message files cannot be written: {self._materializer.failure}")
+            self._room.clear()
+            await self._room.wait()
+
+    def _progress(self) -> None:
+        """The materializer wrote files (called on its thread)."""
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
+                self._loop.call_soon_threadsafe(self._room.set)
+
     def _sync_all(self) -> None:
         self.disk.sync_dirty()
+        self._log.sync()
         self._journal.sync()
 
     async def _sync_every_second(self) -> None:

@@ -1,11 +1,11 @@
 """What a batch of writes does to one node's copies, decided before any of it reaches the disk.
 
-The writer thread plans a batch against the copies it knows, then carries the plan out in a
-fixed order: new pending files and committed files staged (not in place yet), records, the
-staged committed files renamed into place and promotions, the promotions' records, then the
-pending files nothing needs any more. Only the last file action on an id's committed file is
-carried out, so that order gives every id the outcome its writes would have one by one,
-whatever else shares the batch.
+The writer thread plans a batch against the copies it knows, then carries the plan out: the new
+bytes (pending copies, committed ones) appended to the copy log, the records (the promotions'
+too) to the journal, then what the store knows, and the committed copies handed to the
+materializer for their files. Only the last bytes of an id's committed copy are written to its
+file, so every id gets the outcome its writes would have one by one, whatever else shares the
+batch.
 
 The rules: a committed copy is replaced by a version at least as new; a pending copy must be
 newer than the committed one; a promotion needs the pending copy of its version; and a
@@ -46,12 +46,12 @@ class Write:
 @dataclass(slots=True)
 class WritePlan:
     outcomes: list[StoreOutcome] = field(default_factory=list)
-    records: list[CopyRecord] = field(default_factory=list)  # journaled before any rename
-    pending_files: list[tuple[str, Version, bytes]] = field(default_factory=list)
-    committed_files: dict[str, bytes] = field(default_factory=dict)
-    promotions: list[tuple[str, Version]] = field(default_factory=list)
-    promotion_records: list[CopyRecord] = field(default_factory=list)  # after the renames
-    leftovers: list[tuple[str, Version]] = field(default_factory=list)  # pending files to go
+    records: list[CopyRecord] = field(default_factory=list)
+    pending_files: list[tuple[str, Version, bytes]] = field(default_factory=list)  # to log
+    committed_files: dict[str, bytes] = field(default_factory=dict)  # to log, then to files
+    promotions: list[tuple[str, Version]] = field(default_factory=list)  # pending -> files
+    promotion_records: list[CopyRecord] = field(default_factory=list)
+    leftovers: list[tuple[str, Version]] = field(default_factory=list)  # pending copies to go
     committed: dict[str, Copy] = field(default_factory=dict)  # changed committed copies
     pending: dict[str, dict[Version, int]] = field(default_factory=dict)  # of every id touched
 
@@ -62,7 +62,7 @@ def plan_writes(
     pending_of: Callable[[str], Mapping[Version, int]],
 ) -> WritePlan:
     """``committed_of(id)``: the committed copy known now; ``pending_of(id)``: the pending
-    copies on disk now, version -> checksum."""
+    copies held now, version -> checksum."""
     planner = _Planner(committed_of, pending_of)
     for write in batch:
         planner.plan.outcomes.append(planner.add(write))
@@ -81,8 +81,8 @@ class _Planner:
         self._committed: dict[str, Copy | None] = {}
         self._pending_before: dict[str, frozenset[Version]] = {}
         self._new_files: dict[tuple[str, Version], bytes] = {}
-        # The last action on each id's committed file: new bytes, or the pending version
-        # renamed over it.
+        # The last action on each id's committed copy: new bytes, or the pending version
+        # promoted over it.
         self._last_action: dict[str, bytes | Version] = {}
 
     def add(self, write: Write) -> StoreOutcome:
