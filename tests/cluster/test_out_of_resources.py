@@ -84,7 +84,8 @@ def test_a_node_out_of_file_descriptors_syncs_again_answers_and_stops_cleanly(
                     assert "Too many open files" in failing.disk_sync_error
                     shown = cluster_status(failing, failing, {})  # as kayit status shows it
                     assert any(
-                        "disk sync FAILING: [Errno 24] Too many open files" in problem
+                        "disk sync FAILING:" in problem
+                        and "[Errno 24] Too many open files" in problem
                         for problem in shown.problems
                     )
                     # Still serving the connections it has.
@@ -102,8 +103,10 @@ def test_a_node_out_of_file_descriptors_syncs_again_answers_and_stops_cleanly(
             assert fresh.get("before") == b"kept"
         assert node.stop() == 0
         log = node.log()
-        assert "syncing this node's disk failed: [Errno 24] Too many open files" in log
-        assert "syncing this node's disk works again" in log
+        # What runs out is the writing of the message files behind the copy log (the logs
+        # themselves keep their descriptors); the sync of every second may fail as well.
+        assert "writing message files failed: [Errno 24] Too many open files" in log
+        assert "writing message files works again" in log
         assert "restarting it" not in log  # the sync's own loop coped, nothing died
         # No traceback through kayit's code. (asyncio's accept in Python 3.11 logs one for each
         # accept that failed, and for its retries after the port closed: cpython#151615.)

@@ -70,6 +70,7 @@ class Materializer:
         self._written = threading.Condition(self._lock)
         self._stopping = False
         self.failure = ""  # why files cannot be written now; "" while they can
+        self.failures = 0  # attempts to write or sync files that failed, since the start
         # Files written and not synced yet, with the log segment of their record.
         self._unsynced: list[tuple[Path, int]] = []
         self._synced_at = time.monotonic()
@@ -148,6 +149,7 @@ class Materializer:
                     self._sync()
             except OSError as error:
                 self.failure = str(error)
+                self.failures += 1
                 self._on_progress()  # stores waiting for room learn that none is coming
                 if not failing:
                     log.error(

@@ -44,10 +44,11 @@ JOURNAL_FILE = "journal.log"
 
 @dataclass(frozen=True, slots=True)
 class SyncHealth:
-    """How the sync of every second (fsync=everysec) fares."""
+    """How the disk takes the node's writes: the sync of every second (fsync=everysec), and
+    the message files written behind the copy log."""
 
-    failures: int = 0  # syncs that failed since the store opened
-    error: str = ""  # why the last sync failed; "" once one succeeded since (or none failed)
+    failures: int = 0  # syncs and file writes that failed since the store opened
+    error: str = ""  # why the last one failed; "" once one succeeded since (or none failed)
 
 
 class _VersionRead(NamedTuple):
@@ -96,7 +97,7 @@ class MessageStore:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._room = asyncio.Event()  # set whenever the materializer made progress
         self._syncer: asyncio.Task[None] | None = None
-        self.sync_health = SyncHealth()
+        self._sync_health = SyncHealth()
         self._sync_failures_in_a_row = 0
 
     async def open(self) -> dict[str, CopyRecord]:
@@ -464,9 +465,20 @@ class MessageStore:
             else:
                 self._synced()
 
+    @property
+    def sync_health(self) -> SyncHealth:
+        """How the disk takes this node's writes: the sync of every second, and the writing
+        of message files behind the copy log (a failure of either means what the node holds
+        is not all where it should be)."""
+        sync, files = self._sync_health, self._materializer
+        failures = sync.failures + files.failures
+        if sync.error or not files.failure:
+            return SyncHealth(failures, sync.error)
+        return SyncHealth(failures, f"writing message files: {files.failure}")
+
     def _sync_failed(self, error: OSError) -> None:
         in_a_row = self._sync_failures_in_a_row = self._sync_failures_in_a_row + 1
-        failures = self.sync_health.failures + 1
+        failures = self._sync_health.failures + 1
         if in_a_row == 1:
             # After an fsync that failed with EIO, Linux may have dropped the pages it could
             # not write: a later sync that succeeds does not bring them back.
@@ -481,9 +493,9 @@ class MessageStore:
                 error,
                 risk,
             )
-        elif in_a_row % _SYNC_LOG_EVERY == 0 or str(error) != self.sync_health.error:
+        elif in_a_row % _SYNC_LOG_EVERY == 0 or str(error) != self._sync_health.error:
             log.error("syncing this node's disk still fails (%d in a row): %s", in_a_row, error)
-        self.sync_health = SyncHealth(failures, str(error))
+        self._sync_health = SyncHealth(failures, str(error))
 
     def _synced(self) -> None:
         if self._sync_failures_in_a_row:
@@ -492,4 +504,4 @@ class MessageStore:
                 self._sync_failures_in_a_row,
             )
             self._sync_failures_in_a_row = 0
-            self.sync_health = SyncHealth(self.sync_health.failures)
+            self._sync_health = SyncHealth(self._sync_health.failures)
