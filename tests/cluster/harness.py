@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import socket
@@ -40,10 +41,11 @@ def port_open(port: int) -> bool:
 
 def free_port_run(count: int) -> int:
     """The first of ``count`` consecutive free ports on loopback (kayit cluster takes runs),
-    below 32768, where Linux hands out the local ports of outgoing connections: a test running
-    beside this one connects all the time, and would take one of them meanwhile."""
+    below 32768: from there up Linux hands out the local ports of outgoing connections, and a
+    test running beside this one, connecting all the time, would take one of them meanwhile."""
     start = 10000 + os.getpid() * 7 % 20000
-    for base in [*range(start, 32000 - count, 7), *range(10000, start, 7)]:
+    bases: Iterable[int] = itertools.chain(range(start, 32000 - count, 7), range(10000, start, 7))
+    for base in bases:
         if all(port_is_free("127.0.0.1", port) for port in range(base, base + count)):
             return base
     raise AssertionError("no run of free ports")

@@ -136,6 +136,7 @@ def test_the_dashboard_shows_every_node_with_its_role_in_a_browser(
     view = json.loads(fetch(member.metrics_port, "/cluster.json"))
     assert {node["address"]: node["role"] for node in view["nodes"]} == roles
     assert view["leader"] == cluster.leader.address
+    assert view["under_replicated"] == 0  # the leader's word, on a member's page too
 
     page = f"http://127.0.0.1:{member.metrics_port}/"
     browser = [chromium, "--headless", "--no-sandbox", "--disable-gpu",
@@ -146,6 +147,7 @@ def test_the_dashboard_shows_every_node_with_its_role_in_a_browser(
     for address, role in roles.items():
         assert f'data-address="{address}" data-role="{role}"' in dom, dom
     assert "leader: " + cluster.leader.address in dom
+    assert "under-replicated: 0" in dom
     screenshot = tmp_path / "dashboard.png"
     subprocess.run(
         [*browser, f"--screenshot={screenshot}", page], capture_output=True, timeout=30, check=True

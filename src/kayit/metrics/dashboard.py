@@ -67,8 +67,8 @@ class ClusterView:
             "term": (leader or own).term,
             "tolerance": (leader or own).tolerance,
             "messages": leader.message_count if leader is not None else None,
-            # Only the leader knows; another node's page sends its reader to the leader's.
-            "under_replicated": state.leader.under_replicated if state.leader else None,
+            # The leader's word, as kayit status shows it: unknown without a leader.
+            "under_replicated": leader.under_replicated if leader is not None else None,
             "repair": (
                 {
                     "messages": state.leader.repair_pass_messages,
