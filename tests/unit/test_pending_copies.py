@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from kayit.storage.copylog import LOG_DIR
@@ -664,6 +664,18 @@ async def check(store: MessageStore, model: Model, root: Path) -> None:
 
 @settings(max_examples=120, deadline=None)
 @given(st.lists(_step, min_size=1, max_size=25), st.sampled_from(list(FsyncPolicy)))
+# A put after a promotion of its id in one batch: the journal takes the writes in their order.
+@example(
+    steps=[
+        [
+            ("put_pending", ("a", Version(1, 1))),
+            ("promote", ("a", Version(1, 1))),
+            ("put", ("a", Version(1, 1))),
+        ],
+        [("restart", ("a", Version(1, 1)))],
+    ],
+    fsync=FsyncPolicy.ALWAYS,
+)
 def test_the_store_agrees_with_a_model_after_every_step(
     steps: list[list[tuple[str, tuple[str, Version]]]], fsync: FsyncPolicy
 ) -> None:

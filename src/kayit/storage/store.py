@@ -338,7 +338,7 @@ class MessageStore:
         ]
         segment = self._log.append(logged) if logged else 0
         try:
-            self._journal.append([*plan.records, *plan.promotion_records])
+            self._journal.append(plan.records)
         except BaseException:
             for _ in logged:
                 self._log.release(segment)

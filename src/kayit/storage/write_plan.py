@@ -46,11 +46,11 @@ class Write:
 @dataclass(slots=True)
 class WritePlan:
     outcomes: list[StoreOutcome] = field(default_factory=list)
+    # To the journal, in the order of the writes: replay takes the last record of an id.
     records: list[CopyRecord] = field(default_factory=list)
     pending_files: list[tuple[str, Version, bytes]] = field(default_factory=list)  # to log
     committed_files: dict[str, bytes] = field(default_factory=dict)  # to log, then to files
     promotions: list[tuple[str, Version]] = field(default_factory=list)  # pending -> files
-    promotion_records: list[CopyRecord] = field(default_factory=list)
     leftovers: list[tuple[str, Version]] = field(default_factory=list)  # pending copies to go
     committed: dict[str, Copy] = field(default_factory=dict)  # changed committed copies
     pending: dict[str, dict[Version, int]] = field(default_factory=dict)  # of every id touched
@@ -106,7 +106,7 @@ class _Planner:
             expected = pending.get(version)
             if expected is None:
                 return StoreOutcome(False, current)
-            self.plan.promotion_records.append(CopyRecord(key, version, expected))
+            self.plan.records.append(CopyRecord(key, version, expected))
             self._commit(key, version, expected, version)
         return StoreOutcome(True, version)
 
