@@ -867,7 +867,7 @@ def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "wrong replies) are counted, and a run with any ends with FAILED and exit code 1. A "
         "connection that fails connects again, to the next address given that answers, and "
         "the requests it had in flight count as errors; when none answers, the run ends with "
-        "exit code 1 at once.",
+        "exit code 1 at once. --course behaves as the course's own stress client instead.",
     )  # fmt: skip
     bench.add_argument("--help", action="help", help="show this help message and exit")
     bench.add_argument(
@@ -912,6 +912,15 @@ def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="text: kayit's line protocol; resp: RESP2 as Redis speaks it (%(default)s)",
     )  # fmt: skip
     bench.add_argument(
+        "--course", action="store_true",
+        help="the course's stress client: ONE connection, one command at a time (a line out, "
+        "its reply line in), 80%% SET / 20%% GET, keys 0-9999 as bare integers, 5-2000-byte "
+        "values and a 1000000-byte SET every 200th command; after an ERROR reply or a failed "
+        "connection it connects again to the same address and goes on. Reports ops/s and "
+        "p50/p99 per command type (SET, GET, big SET). Takes one address; fixes -c, -P, "
+        "--set-ratio, -d, --keyspace and --protocol (text)",
+    )  # fmt: skip
+    bench.add_argument(
         "--json", action="store_true", help="print one JSON object and nothing else on stdout"
     )
     bench.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
@@ -925,26 +934,34 @@ def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _run_bench(args: argparse.Namespace) -> int:
-    from kayit.bench import BenchError, BenchSettings, run_bench
-    from kayit.bench.settings import combine_addresses
+    from kayit.bench import BenchError, BenchSettings, run_bench, run_course
+    from kayit.bench.settings import combine_addresses, course_settings
 
-    settings = BenchSettings(
-        addresses=combine_addresses(args.host, args.port),
-        connections=args.connections,
-        requests=args.requests,
-        duration=args.duration,
-        pipeline=args.pipeline,
-        set_ratio=args.set_ratio,
-        size=args.size,
-        keyspace=args.keyspace,
-        protocol=args.protocol,
-        seed=args.seed,
-        password=args.password,
-        tls=_client_tls(args),
-    )
+    addresses = combine_addresses(args.host, args.port)
+    if args.course:
+        _check_course_flags(args, addresses)
+        settings = course_settings(
+            addresses[0], args.requests, args.duration, args.seed, args.password, _client_tls(args)
+        )
+    else:
+        settings = BenchSettings(
+            addresses=addresses,
+            connections=args.connections,
+            requests=args.requests,
+            duration=args.duration,
+            pipeline=args.pipeline,
+            set_ratio=args.set_ratio,
+            size=args.size,
+            keyspace=args.keyspace,
+            protocol=args.protocol,
+            seed=args.seed,
+            password=args.password,
+            tls=_client_tls(args),
+        )
     progress = None if args.no_progress or not sys.stderr.isatty() else sys.stderr
+    run = run_course if settings.course else run_bench
     try:
-        result = asyncio.run(run_bench(settings, progress))
+        result = asyncio.run(run(settings, progress))
     except BenchError as error:
         print(f"kayit bench: {error}", file=sys.stderr)
         return 1
@@ -954,6 +971,26 @@ def _run_bench(args: argparse.Namespace) -> int:
     if args.json:  # stdout holds the JSON object alone
         print(f"kayit bench: {result.failure}", file=sys.stderr)
     return 1
+
+
+def _check_course_flags(args: argparse.Namespace, addresses: tuple[Address, ...]) -> None:
+    """--course is a whole preset: a flag it fixes, given another value, is a usage error."""
+    from kayit.bench import BenchSettings
+
+    usual = BenchSettings()  # what those flags are when not given
+    fixed = {
+        "-c": args.connections != usual.connections,
+        "-P": args.pipeline != usual.pipeline,
+        "--set-ratio": args.set_ratio != usual.set_ratio,
+        "-d": args.size != usual.size,
+        "--keyspace": args.keyspace != usual.keyspace,
+        "--protocol": args.protocol != usual.protocol,
+    }
+    clashing = [flag for flag, given in fixed.items() if given]
+    if clashing:
+        raise ConfigError(f"bench --course fixes {', '.join(clashing)}: leave them out")
+    if len(addresses) > 1:
+        raise ConfigError("bench --course keeps one connection to one address: give one host/port")
 
 
 def _add_client_tls_flag(parser: argparse.ArgumentParser) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -17,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from kayit.bench.settings import course_settings
+from kayit.bench.wire import CourseRequests
 from kayit.client import KayitClient
 from kayit.server.ports import free_ports
 from tests.cluster.conftest import ClusterFactory
@@ -151,6 +154,42 @@ def test_a_server_that_dies_mid_run_is_a_clear_failure(tmp_path: Path) -> None:
     assert out == ""
     assert re.match(rf"kayit bench: connection \d+ to 127\.0\.0\.1:{port} (failed|was closed)", err)
     assert "Traceback" not in err
+
+
+@pytest.mark.cluster
+def test_course_after_an_error_reply_connects_again_and_goes_on(kayit_port: int) -> None:
+    # This node's lines end at 4096 bytes: the big SETs (commands 200 and 400) get ERROR.
+    result = bench_json(kayit_port, "--course", "-n", "401", "--seed", "2")
+    assert (result["requests"], result["errors"], result["reconnects"]) == (401, 2, 2)
+    commands = result["commands"]
+    assert commands["big_set"]["requests"] == commands["big_set"]["errors"] == 2
+    assert commands["set"]["errors"] == commands["get"]["errors"] == 0
+    assert commands["set"]["requests"] + commands["get"]["requests"] == 399
+    assert 0 < commands["set"]["latency_ms"]["p50"] <= commands["set"]["latency_ms"]["p99"]
+
+
+@pytest.mark.cluster
+def test_course_stores_what_the_stress_client_sends(tmp_path: Path) -> None:
+    node, port = start_lone_node(tmp_path, "-q")
+    try:
+        result = bench_json(port, "--course", "-n", "250", "--seed", "9")
+        assert (result["requests"], result["errors"], result["reconnects"]) == (250, 0, 0)
+        assert result["commands"]["big_set"]["requests"] == 1
+        # The same seed gives the same commands: every key holds its last SET's value.
+        settings = course_settings(("127.0.0.1", port), 250, None, 9, None, None)
+        replay = CourseRequests(settings, random.Random(9))
+        last: dict[bytes, int] = {}
+        for _ in range(250):
+            kind, line = replay.next()
+            if kind != "get":
+                _, key, value = line.split(b" ", 2)
+                last[key] = len(value)
+        with KayitClient("127.0.0.1", port) as client:
+            stored = client.pipeline([b"GET " + key for key in last])
+        assert [len(value) for value in stored] == list(last.values())
+        assert 1_000_000 in last.values()
+    finally:
+        node.kill()
 
 
 @pytest.fixture(scope="module")

@@ -11,18 +11,22 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kayit.bench.settings import (
+    COURSE_BIG_EVERY,
+    COURSE_BIG_SIZE,
     BenchSettings,
     Protocol,
     combine_addresses,
+    course_settings,
     format_key,
     parse_positive,
     parse_ratio,
     parse_size,
 )
-from kayit.bench.stats import BenchResult, latency_of, percentiles
+from kayit.bench.stats import BenchResult, CommandFigures, latency_of, percentiles
 from kayit.bench.wire import (
     GET_KIND,
     SET_KIND,
+    CourseRequests,
     RequestPool,
     RespError,
     RespReplies,
@@ -94,6 +98,24 @@ def test_bad_flags_are_usage_errors(args: list[str], capsys: pytest.CaptureFixtu
     assert error.count("\n") == 1
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["-c", "2"],
+        ["-P", "4"],
+        ["--set-ratio", "0.5"],
+        ["-d", "100"],
+        ["--keyspace", "10"],
+        ["--protocol", "resp"],
+        ["-p", "6666,6667"],
+    ],
+)
+def test_course_takes_no_flag_it_fixes(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--course", *args]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("kayit: bench --course ") and error.count("\n") == 1
+
+
 def test_h_is_the_host_and_help_is_spelled_out(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as stop:
         main(["bench", "--help"])
@@ -163,7 +185,69 @@ def test_json_has_exactly_the_documented_shape() -> None:
     }
 
 
+def test_course_json_adds_figures_per_command() -> None:
+    settings = course_settings(("127.0.0.1", 6666), 100, None, 1, None, None)
+    result = BenchResult(
+        settings=settings,
+        requests=3,
+        errors=1,
+        seconds=2.0,
+        latency=latency_of([1.0, 2.0, 9.0]),
+        commands={
+            "set": CommandFigures(1, 0, latency_of([1.0])),
+            "get": CommandFigures(1, 0, latency_of([2.0])),
+            "big_set": CommandFigures(1, 1, latency_of([9.0])),
+        },
+        reconnects=1,
+    )
+    figures = result.as_json()
+    assert (figures["connections"], figures["set_ratio"], figures["size"]) == (1, 0.8, [5, 2000])
+    assert (figures["keyspace"], figures["course"], figures["reconnects"]) == (10_000, True, 1)
+    assert figures["commands"]["big_set"] == {
+        "requests": 1,
+        "errors": 1,
+        "throughput": 0.5,
+        "latency_ms": {"p50": 9.0, "p99": 9.0},
+    }
+    summary = result.summary().splitlines()
+    assert summary[5:9] == [
+        "  SET         0.5 requests/s  p50 1.000  p99 1.000  (1 requests, 0 errors)",
+        "  GET         0.5 requests/s  p50 2.000  p99 2.000  (1 requests, 0 errors)",
+        "  big SET     0.5 requests/s  p50 9.000  p99 9.000  (1 requests, 1 errors)",
+        "  reconnects  1",
+    ]
+
+
 # -- requests ----------------------------------------------------------------------------------
+
+
+def test_course_mix_is_the_stress_clients() -> None:
+    settings = course_settings(("127.0.0.1", 6666), 100, None, None, None, None)
+    requests = CourseRequests(settings, random.Random(5))
+    commands = [requests.next() for _ in range(20_000)]
+    again = CourseRequests(settings, random.Random(5))
+    assert [again.next() for _ in range(20_000)] == commands  # seeded runs repeat
+    kinds = [kind for kind, _ in commands]
+    big = [n for n, kind in enumerate(kinds, start=1) if kind == "big_set"]
+    assert big == list(range(COURSE_BIG_EVERY, 20_001, COURSE_BIG_EVERY))
+    sets, gets = kinds.count("set"), kinds.count("get")
+    assert 0.78 < sets / (sets + gets) < 0.82
+    sizes = set()
+    keys = set()
+    for kind, line in commands:
+        verb, key, *value = line.split(b" ", 2)
+        assert key.isdigit() and str(int(key)).encode() == key  # bare, no zero padding
+        keys.add(int(key))
+        if kind == "get":
+            assert (verb, value) == (b"GET", [])
+            continue
+        assert verb == b"SET" and set(value[0]) == {ord("x")}
+        if kind == "big_set":
+            assert len(value[0]) == COURSE_BIG_SIZE
+        else:
+            sizes.add(len(value[0]))
+    assert min(keys) < 20 and max(keys) > 9_980 and max(keys) < 10_000
+    assert min(sizes) == 5 and max(sizes) == 2000
 
 
 def parse_resp_requests(data: bytes) -> list[list[bytes]]:

@@ -61,6 +61,18 @@ def flip(path: Path, position: int) -> None:
     path.write_bytes(bytes(data))
 
 
+def test_only_saves_without_an_fsync_may_be_made_on_the_event_loop(tmp_path: Path) -> None:
+    lazy = opened(tmp_path / "everysec", FsyncPolicy.EVERYSEC)
+    lazy.save(HardState(term=1, voted_for="n0"), run(1, 2), None)
+    assert not lazy.save_blocks(None, run(3, 3), None)
+    assert not lazy.save_blocks(HardState(term=1, voted_for="n0", commit=2), run(3, 3), None)
+    assert lazy.save_blocks(HardState(term=2), (), None)  # a new term is replaced durably
+    assert lazy.save_blocks(HardState(term=1, voted_for="n1"), (), None)
+    assert lazy.save_blocks(None, (), Snapshot(index=2, term=1))
+    careful = opened(tmp_path / "always", FsyncPolicy.ALWAYS)
+    assert careful.save_blocks(None, run(1, 1), None)
+
+
 # ---- round trips ------------------------------------------------------------------------------
 
 

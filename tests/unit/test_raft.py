@@ -158,6 +158,35 @@ def test_conflicting_entries_are_truncated() -> None:
     assert follower.ready().entries == (Entry(2, 2),)
 
 
+def test_a_follower_answers_an_append_that_only_moves_the_commit_index_on_once() -> None:
+    follower = node()
+
+    def append(entries: tuple[Entry, ...], prev: int, commit: int, read_round: int) -> int:
+        """How many answers the follower sends to this append."""
+        follower.step(
+            AppendRequest(
+                sender="n1",
+                recipient="n0",
+                term=1,
+                prev_log_index=prev,
+                prev_log_term=1 if prev else 0,
+                entries=entries,
+                leader_commit=commit,
+                read_round=read_round,
+            )
+        )
+        ready = follower.ready()
+        follower.advance(ready)
+        answers = [m for m in ready.messages if isinstance(m, AppendResponse)]
+        assert all(answer.success and answer.match_index == 2 for answer in answers)
+        return len(answers)
+
+    assert append((Entry(1, 1), Entry(2, 1)), 0, 0, read_round=3) == 1
+    assert append((), 2, 2, read_round=3) == 0  # the leader knows all the answer would say
+    assert follower.commit == 2
+    assert append((), 2, 2, read_round=4) == 1  # a heartbeat's new round is always answered
+
+
 def test_old_term_entries_commit_only_with_one_of_the_current_term() -> None:
     """Raft Figure 8: a replica count alone never commits an entry of an earlier term."""
     leader = node(persisted=PersistedState(HardState(term=1), (Entry(1, 1),)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
@@ -461,6 +462,47 @@ def test_a_storage_failure_stops_the_driver() -> None:
             await driver.stop()
         current = asyncio.current_task()
         assert [task for task in asyncio.all_tasks() if task is not current] == []
+
+    asyncio.run(main())
+
+
+class ThreadNotingStorage(MemoryStorage):
+    """Notes on which thread each save runs, and says that only a new term's save blocks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.saved_on: list[tuple[bool, int]] = []  # (whether it blocks, thread id)
+
+    def save_blocks(
+        self, hard_state: HardState | None, entries: Sequence[Entry], snapshot: Snapshot | None
+    ) -> bool:
+        return hard_state is not None and hard_state.term != self.load().hard_state.term
+
+    def save(
+        self, hard_state: HardState | None, entries: Sequence[Entry], snapshot: Snapshot | None
+    ) -> None:
+        blocks = self.save_blocks(hard_state, entries, snapshot)
+        self.saved_on.append((blocks, threading.get_ident()))
+        super().save(hard_state, entries, snapshot)
+
+
+def test_saves_that_do_not_block_are_made_on_the_loop_and_the_others_off_it() -> None:
+    async def main() -> None:
+        storage = ThreadNotingStorage()
+        node = RaftNode("n1", ["n1"], random.Random(1))
+        machine = CommandList()
+        driver = RaftDriver(node, storage, NoTransport(), machine, DriverConfig(tick_seconds=0.01))
+        driver.start()
+        try:
+            await eventually(lambda: driver.is_leader, 5.0, "the lone voter to lead")
+            assert await driver.propose(b"x") == 1
+        finally:
+            await driver.stop()
+        assert machine.commands == [b"x"]
+        loop_thread = threading.get_ident()
+        assert {blocks for blocks, _ in storage.saved_on} == {True, False}
+        for blocks, thread in storage.saved_on:
+            assert (thread == loop_thread) is not blocks
 
     asyncio.run(main())
 

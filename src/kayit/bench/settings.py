@@ -34,6 +34,9 @@ class BenchSettings:
     progress: bool = False
     password: str | None = field(default=None, repr=False)  # sent with AUTH on every connection
     tls: ssl.SSLContext | None = None  # for client ports that speak TLS (--client-tls)
+    # The course's stress client (--course): one connection, one command at a time, bare
+    # integer keys, a big SET every COURSE_BIG_EVERY commands, reconnect after an error.
+    course: bool = False
 
     @property
     def host(self) -> str:
@@ -46,6 +49,38 @@ class BenchSettings:
     def where(self, index: int) -> str:
         host, port = self.addresses[index]
         return f"{host}:{port}"
+
+
+# What --course fixes, as the course's own stress client does it.
+COURSE_SET_RATIO = 0.8
+COURSE_SIZE = (5, 2000)
+COURSE_KEYSPACE = 10_000
+COURSE_BIG_EVERY = 200  # every 200th command is a SET of COURSE_BIG_SIZE bytes
+COURSE_BIG_SIZE = 1_000_000
+
+
+def course_settings(
+    address: tuple[str, int],
+    requests: int,
+    duration: float | None,
+    seed: int | None,
+    password: str | None,
+    tls: ssl.SSLContext | None,
+) -> BenchSettings:
+    """The --course preset against one address."""
+    return BenchSettings(
+        addresses=(address,),
+        connections=1,
+        requests=requests,
+        duration=duration,
+        set_ratio=COURSE_SET_RATIO,
+        size=COURSE_SIZE,
+        keyspace=COURSE_KEYSPACE,
+        seed=seed,
+        password=password,
+        tls=tls,
+        course=True,
+    )
 
 
 def combine_addresses(

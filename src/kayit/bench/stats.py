@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kayit.bench.settings import BenchSettings
+from kayit.bench.settings import COURSE_BIG_EVERY, COURSE_BIG_SIZE, BenchSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,20 +39,36 @@ def latency_of(values_ms: Iterable[float]) -> Latency:
 
 
 @dataclass(frozen=True, slots=True)
+class CommandFigures:
+    """One command type's share of a --course run."""
+
+    requests: int
+    errors: int
+    latency: Latency
+
+
+COMMAND_LABELS = {"set": "SET", "get": "GET", "big_set": "big SET"}
+
+
+@dataclass(frozen=True, slots=True)
 class BenchResult:
     settings: BenchSettings
     requests: int  # replies received
     errors: int  # ERROR / -ERR replies and replies of the wrong kind
     seconds: float  # from the first write to the last reply
     latency: Latency
+    # --course only: figures per command type (set, get, big_set), and how often the connection
+    # was opened again after an error or a failure.
+    commands: Mapping[str, CommandFigures] | None = None
+    reconnects: int = 0
 
     @property
     def throughput(self) -> float:
-        return self.requests / self.seconds if self.seconds > 0 else 0.0
+        return self._rate(self.requests)
 
     def as_json(self) -> dict[str, Any]:
         s = self.settings
-        return {
+        figures: dict[str, Any] = {
             "protocol": s.protocol,
             "host": s.host,
             "port": s.port,
@@ -73,6 +89,25 @@ class BenchResult:
                 "max": round(self.latency.max, 3),
             },
         }
+        if self.commands is not None:
+            figures["course"] = True
+            figures["reconnects"] = self.reconnects
+            figures["commands"] = {
+                name: {
+                    "requests": one.requests,
+                    "errors": one.errors,
+                    "throughput": round(self._rate(one.requests), 1),
+                    "latency_ms": {
+                        "p50": round(one.latency.p50, 3),
+                        "p99": round(one.latency.p99, 3),
+                    },
+                }
+                for name, one in self.commands.items()
+            }
+        return figures
+
+    def _rate(self, requests: int) -> float:
+        return requests / self.seconds if self.seconds > 0 else 0.0
 
     def json_line(self) -> str:
         return json.dumps(self.as_json())
@@ -83,19 +118,41 @@ class BenchResult:
         size = f"{low}" if low == high else f"{low}-{high}"
         mix = f"{s.set_ratio:.0%} SET / {1 - s.set_ratio:.0%} GET"
         lat = self.latency
+        if self.commands is None:
+            setting = (
+                f"  settings    {s.connections} connections, pipeline {s.pipeline}, {mix}, "
+                f"{size}-byte values, {s.keyspace} keys"
+            )
+        else:
+            setting = (
+                f"  settings    course mix: 1 connection, one command at a time, {mix}, "
+                f"{size}-byte values, keys 0-{s.keyspace - 1}, a {COURSE_BIG_SIZE}-byte SET "
+                f"every {COURSE_BIG_EVERY}th"
+            )
         return "\n".join(
             [
                 f"kayit bench: {s.protocol} protocol, "
                 + ", ".join(s.where(n) for n in range(len(s.addresses))),
-                f"  settings    {s.connections} connections, pipeline {s.pipeline}, {mix}, "
-                f"{size}-byte values, {s.keyspace} keys",
+                setting,
                 f"  requests    {self.requests} in {self.seconds:.3f} s, {self.errors} errors",
                 f"  throughput  {self.throughput:.1f} requests/s",
                 f"  latency ms  p50 {lat.p50:.3f}  p95 {lat.p95:.3f}  p99 {lat.p99:.3f}  "
                 f"max {lat.max:.3f}",
+                *self._course_lines(),
                 *([self.failure] if self.errors else []),
             ]
         )
+
+    def _course_lines(self) -> list[str]:
+        if self.commands is None:
+            return []
+        lines = [
+            f"  {COMMAND_LABELS.get(name, name):<10}  {self._rate(one.requests):.1f} requests/s"
+            f"  p50 {one.latency.p50:.3f}  p99 {one.latency.p99:.3f}  "
+            f"({one.requests} requests, {one.errors} errors)"
+            for name, one in self.commands.items()
+        ]
+        return [*lines, f"  reconnects  {self.reconnects}"]
 
     @property
     def failure(self) -> str:

@@ -9,9 +9,11 @@ once per batch against a string of expected kinds, one byte per request.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
+from typing import Literal
 
-from kayit.bench.settings import BenchSettings, format_key
+from kayit.bench.settings import COURSE_BIG_EVERY, COURSE_BIG_SIZE, BenchSettings, format_key
 
 SET_KIND = ord("+")  # a SET expects OK / +OK
 GET_KIND = ord("$")  # a GET expects a value or not-found (a bulk string or nil in RESP)
@@ -126,6 +128,38 @@ class RequestPool:
                 append(line)
                 kinds[index] = GET_KIND
         return b"".join(parts), bytes(kinds)
+
+
+CourseCommand = Literal["set", "get", "big_set"]
+COURSE_COMMANDS: tuple[CourseCommand, ...] = ("set", "get", "big_set")
+
+
+class CourseRequests:
+    """The course's stress client's commands, one text line each (without its newline).
+
+    Command n (from 1) is a SET of ``COURSE_BIG_SIZE`` bytes when n is a multiple of
+    ``COURSE_BIG_EVERY``; any other is a SET with probability ``set_ratio``, else a GET. Keys
+    are bare integers uniform over the keyspace, values uniform over the size range.
+    """
+
+    def __init__(self, settings: BenchSettings, rng: random.Random) -> None:
+        self._random = rng.random
+        self._keyspace = settings.keyspace
+        self._set_ratio = settings.set_ratio
+        self._low, high = settings.size
+        self._span = high - self._low + 1
+        self._filler = b"x" * max(high, COURSE_BIG_SIZE)
+        self._count = 0
+
+    def next(self) -> tuple[CourseCommand, bytes]:
+        self._count += 1
+        key = b"%d" % int(self._random() * self._keyspace)
+        if self._count % COURSE_BIG_EVERY == 0:
+            return "big_set", b"SET " + key + b" " + self._filler[:COURSE_BIG_SIZE]
+        if self._random() < self._set_ratio:
+            size = self._low + int(self._random() * self._span)
+            return "set", b"SET " + key + b" " + self._filler[:size]
+        return "get", b"GET " + key
 
 
 class TextReplies:

@@ -7,7 +7,11 @@ round (ticks, messages, proposals, reads), then processes one Ready as the contr
 arrives while a Ready is being persisted waits for the next round, so proposals that arrive
 together share one durable write, and their appends to each peer go out merged as one.
 
-Storage calls block, so they run on one dedicated thread, in order, never on the event loop.
+Storage calls block, so they run on one dedicated thread, in order, never on the event loop;
+except a save that the storage says does not block (``save_blocks``: an append left to a later
+fsync, which is a write into the page cache), made on the loop: on a busy machine the two
+hand-offs to the thread and back cost many times the write itself, and a follower makes one per
+append it answers. Either way every storage call is finished before the next begins.
 """
 
 from __future__ import annotations
@@ -392,20 +396,35 @@ class RaftDriver:
 
     async def _process(self, ready: Ready) -> None:
         if ready.snapshot is not None or ready.hard_state is not None or ready.entries:
-            await self._on_disk(self._storage.save, ready.hard_state, ready.entries, ready.snapshot)
+            save_blocks: Callable[..., bool] | None = getattr(self._storage, "save_blocks", None)
+            durable = (ready.hard_state, ready.entries, ready.snapshot)
+            if save_blocks is not None and not save_blocks(*durable):
+                self._storage.save(*durable)
+            else:
+                await self._on_disk(self._storage.save, *durable)
             self._unsynced = True
-        for message in coalesce(ready.messages):
-            self._transport.send(message)
+        # Sending and applying do not depend on each other. A follower's messages are answers
+        # its leader waits for: they go first. A leader's proposers wait for the apply, and
+        # resuming them before the senders' writes spares them a turn of the loop behind those.
+        leading = self.node.role is Role.LEADER
+        if not leading:
+            self._send(ready.messages)
         if ready.snapshot is not None:
             self._machine.restore(ready.snapshot.data)
         for entry in ready.committed_entries:
             self._apply(entry)
+        if leading:
+            self._send(ready.messages)
         for state in ready.read_states:
             read = self._reads.get(state.context)
             if read is not None:
                 read.read_index = state.index
         self.node.advance(ready)
         self._release_reads()
+
+    def _send(self, messages: Sequence[Message]) -> None:
+        for message in coalesce(messages):
+            self._transport.send(message)
 
     def _renew_lease(self) -> None:
         """Note when each read round began, and extend the lease to an election timeout

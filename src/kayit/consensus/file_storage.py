@@ -12,7 +12,8 @@ Files, each checked by CRC:
   follows (the snapshot's), then entries and commit indexes in the order they were saved.
 
 Saving a Ready appends its entries and commit index in one write, fsynced before ``save``
-returns under fsync=always; under everysec the driver calls ``sync()`` about once a second. An
+returns under fsync=always; under everysec the driver calls ``sync()`` about once a second, and
+makes such saves on its event loop (``save_blocks`` says which do not wait for the disk). An
 entry at or below the last index replaces the suffix from there (Raft overwrites a conflicting
 suffix so): one append, whole or absent after a crash thanks to its CRC. The term file is only
 written when the term or vote changes, in elections. The commit index rides in the log rather
@@ -109,7 +110,8 @@ class _Commit:
 
 class FileStorage:
     """RaftStorage on disk. ``load()`` first: it opens (or creates) the directory. Not
-    thread-safe: the driver calls every method from its one storage thread."""
+    thread-safe: the driver calls one method at a time, on its storage thread (or on its loop,
+    for a save that ``save_blocks`` says does not wait for the disk)."""
 
     def __init__(self, directory: Path, fsync: FsyncPolicy) -> None:
         self.directory = directory
@@ -157,6 +159,20 @@ class FileStorage:
         elif self.fsync is FsyncPolicy.EVERYSEC:
             self._unsynced = True
         self._take(entries, commit)
+
+    def save_blocks(
+        self, hard_state: HardState | None, entries: Sequence[Entry], snapshot: Snapshot | None
+    ) -> bool:
+        """Whether ``save`` of these waits for the disk: an fsync (fsync=always, a new term or
+        vote, a snapshot or a log rewrite). Else it is one write into the page cache."""
+        term = self._hard_state
+        return (
+            self.fsync is FsyncPolicy.ALWAYS
+            or snapshot is not None
+            or self._log_stale
+            or (hard_state is not None and hard_state.voted_for != term.voted_for)
+            or (hard_state is not None and hard_state.term != term.term)
+        )
 
     def compact(self, snapshot: Snapshot) -> None:
         self._loaded_writer()

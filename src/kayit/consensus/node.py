@@ -12,6 +12,9 @@ apply. The contract, in order, for each Ready:
    then serve each of ``read_states`` once the application has applied up to its index;
 4. call ``advance(ready)``. Only one Ready is outstanding at a time.
 
+Steps 2 and 3, both after step 1, may come in either order: no message depends on the
+application, nor the application on a message.
+
 The application compacts the log on its own schedule: it makes a snapshot of what it applied,
 stores it durably, drops the persisted entries it covers, then calls ``compact(snapshot)``.
 
@@ -195,6 +198,8 @@ class RaftNode:
         self._outstanding: Ready | None = None
         self._votes: dict[str, bool] = {}
         self._read_round = 0
+        # A follower's last successful answer: leader, term, match index and read round.
+        self._answered: tuple[str, int, int, int] | None = None
         self._reads: list[_PendingRead] = []
         self._read_states: list[ReadState] = []
         self._progress: dict[str, _Progress] = {}
@@ -734,6 +739,7 @@ class RaftNode:
                 self._pending_snapshot = snapshot
             self.commit = snapshot.index
         # Our log matches the leader's up to the commit index (leader completeness, §5.4).
+        self._answered = None
         self._send(
             AppendResponse(
                 sender=self.id,
@@ -763,6 +769,7 @@ class RaftNode:
             return
         # Log matching (Raft §5.3): accept only after the entry preceding the new ones.
         if self.log.term_at(request.prev_log_index) != request.prev_log_term:
+            self._answered = None  # the leader now probes: the next success is news to it
             self._send(
                 AppendResponse(
                     sender=self.id,
@@ -779,6 +786,12 @@ class RaftNode:
         last_new = request.prev_log_index + len(request.entries)
         # Beyond last_new our log may still differ from the leader's: commit no further.
         self.commit = max(self.commit, min(request.leader_commit, last_new))
+        answer = (request.sender, self.term, last_new, request.read_round)
+        if not request.entries and answer == self._answered:
+            # Only the commit index is new (the leader tells it at once): the answer would
+            # repeat the last one. A lost one is made up for by the next heartbeat's round.
+            return
+        self._answered = answer
         self._send(
             AppendResponse(
                 sender=self.id,

@@ -1,5 +1,7 @@
 """Where a Raft node keeps what each Ready tells it to make durable (step 1 of the contract in
-``kayit.consensus.node``). The driver calls these methods off the event loop: they block.
+``kayit.consensus.node``). The driver calls these methods off the event loop: they block. A
+storage may also have ``save_blocks(hard_state, entries, snapshot) -> bool``: False when that
+save will not wait for the disk (no fsync), and the driver then saves on the loop.
 
 ``MemoryStorage`` keeps it in memory, for simulations and tests of the driver, as etcd's raft
 library does with its own MemoryStorage; a real node uses the file storage.

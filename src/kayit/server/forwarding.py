@@ -330,7 +330,11 @@ async def execute_forwarded(leadership: Leadership, batch: pb.ClientBatch) -> pb
             return Failed(ErrorCode.BADREQUEST, command.reason)
         return await carry_out(leader, command)
 
-    outcomes = await asyncio.gather(*(one(command) for command in commands_from_pb(batch)))
+    commands = commands_from_pb(batch)
+    if len(commands) == 1:  # as from a client that waits for each reply: no task to gather
+        outcomes = [await one(commands[0])]
+    else:
+        outcomes = await asyncio.gather(*(one(command) for command in commands))
     return pb.ClientResults(results=[outcome_to_pb(outcome) for outcome in outcomes])
 
 
