@@ -24,6 +24,7 @@ def test_one_megabyte_message_round_trips(start_cluster: ClusterFactory) -> None
     with cluster.client() as client:
         assert client.set("big", message) == b"OK"
         assert client.get("big") == message
+    cluster.wait_promoted(["big"])  # every holder's file is written behind its copy log
     assert all(
         (cluster.messages_dir(port) / "big.msg").read_bytes() == message
         for port in [cluster.leader_port, *cluster.member_ports]
@@ -76,6 +77,7 @@ def test_bad_input_gets_one_error_line_and_changes_nothing(cluster: Cluster) -> 
             assert reply.startswith(b"ERROR BADREQUEST "), (line, reply)
         assert client.request(b"X" * (MAX_LINE + 10)).startswith(b"ERROR BADREQUEST ")
         assert client.get("1") == b"kept"
+    cluster.wait_promoted(["1"])
     assert (cluster.messages_dir(cluster.leader_port) / "1.msg").read_bytes() == b"kept"
 
 

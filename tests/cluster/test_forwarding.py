@@ -59,6 +59,7 @@ def test_a_set_through_a_member_reads_back_through_every_node(cluster: Cluster) 
             assert client.get("fwd") == b"through a member"
             assert client.get("never") == b"NOT_FOUND"
     # Stored as any SET: the leader's copy and TOLERANCE member copies.
+    cluster.wait_promoted(["fwd"])
     leader_copy = cluster.messages_dir(cluster.leader_port) / "fwd.msg"
     assert leader_copy.read_bytes() == b"through a member"
     assert len(cluster.holders("fwd")) == 1

@@ -86,7 +86,10 @@ def test_a_set_whose_entry_did_not_commit_is_not_answered_ok(tmp_path: Path) -> 
         assert outcome in (ErrorCode.TIMEOUT, ErrorCode.NOLEADER, ErrorCode.NOREPLICAS)
         await eventually(lambda: not node.group.is_leader, 5.0, "the cut-off leader to step down")
         await node.plug_in()
-        new = await cluster.leading_node(among=[n.name for n in others(cluster, node)])
+        # An election after check-quorum: on a loaded machine it takes longer than usual.
+        new = await cluster.leading_node(
+            among=[n.name for n in others(cluster, node)], timeout=15.0
+        )
         successor = new.leader()
         await successor.ready()
         assert await successor.get("before") == b"committed"
