@@ -144,7 +144,10 @@ def given_on_command_line(make_parser: Callable[[], argparse.ArgumentParser],
     parser = make_parser()
     for command in commands(parser).values():
         for action in command._actions:
-            action.default = argparse.SUPPRESS
+            # Positionals have no setting; one left out (nargs="?") would have its type
+            # applied to the SUPPRESS marker.
+            if action.option_strings:
+                action.default = argparse.SUPPRESS
     return vars(parser.parse_args(argv))
 
 

@@ -357,3 +357,11 @@ def test_flags_that_share_a_value_are_one_setting(
     args = argparse.Namespace()
     apply(list(_settle(argv, environ).values()), args)
     assert args.log_level == level
+
+
+@pytest.mark.parametrize("argv", [["status"], ["client"], ["status", "--json"]])
+def test_a_positional_left_out_is_no_setting_and_no_error(argv: list[str]) -> None:
+    """``kayit status`` with no address: its default, not a flag given, and never an error."""
+    given = given_on_command_line(_parser, argv)
+    assert "address" not in given or given["address"] == _parser().parse_args(argv).address
+    assert _parser().parse_args(argv).run is not None
