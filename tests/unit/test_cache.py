@@ -7,6 +7,7 @@ from pathlib import Path
 
 from kayit.storage.cache import ENTRY_OVERHEAD, ValueCache
 from kayit.storage.disk import DiskManager, FsyncPolicy, IoMode
+from kayit.storage.journal import checksum
 from kayit.storage.store import MessageStore
 from kayit.version import Version
 
@@ -58,3 +59,27 @@ def test_store_serves_what_it_wrote_and_never_an_older_version(tmp_path: Path) -
         return [cached, gone]
 
     assert asyncio.run(scenario()) == [b"new", None]
+
+
+def test_memory_answers_for_exactly_the_version_asked_never_for_another(tmp_path: Path) -> None:
+    """What a GET answered at once reads: the cache holds the bytes last written for the id,
+    here a pending copy's, which are not the committed version's."""
+
+    async def scenario() -> tuple[list[bytes | None], bytes | None]:
+        store = MessageStore(
+            DiskManager(tmp_path, IoMode.BUFFERED, FsyncPolicy.NEVER), cache_bytes=64 * 1024
+        )
+        await store.open()
+        await store.put("k", b"committed", Version(1, 1))
+        await store.put_pending("k", b"pending", Version(1, 2))
+        await store.drained()  # the committed copy is in its file, no longer in the backlog
+        found = [
+            store.in_memory("k", Version(1, 1), checksum(b"committed")),
+            store.in_memory("k", Version(1, 2), checksum(b"pending")),
+            store.in_memory("k", Version(1, 3), checksum(b"pending")),
+        ]
+        on_disk = await store.get_version("k", Version(1, 1))
+        await store.close()
+        return found, on_disk
+
+    assert asyncio.run(scenario()) == ([None, b"pending", None], b"committed")

@@ -18,6 +18,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from enum import Enum
 
 from kayit.cluster.holders import HolderTransport
 from kayit.cluster.membership import Membership
@@ -57,6 +58,15 @@ class MemberCounts:
 class _Writing:
     done: asyncio.Future[None]
     holders: list[str]
+
+
+class Deferred(Enum):
+    """A GET that cannot be answered at once (``Leader.get_at_once``): it waits its turn."""
+
+    DEFERRED = "deferred"
+
+
+DEFERRED = Deferred.DEFERRED
 
 
 class ClusterError(Exception):
@@ -274,6 +284,26 @@ class Leader:
         if entry is None:
             return None
         return await self._read(message_id, entry)
+
+    def get_at_once(self, message_id: str) -> bytes | Deferred | None:
+        """What ``get`` would return, without waiting, when that is possible: this leader is
+        ready and leads under its read lease (so the committed index here is as current as
+        after a read barrier), no SET of the id is under way here, and the copy of exactly the
+        version the index names is in this node's memory. ``DEFERRED`` otherwise."""
+        metadata = self.metadata
+        if (
+            self._group.term != self.term
+            or not self._group.reads_under_lease()
+            or metadata.last_leader_term < self.term
+            or self.id not in metadata.nodes
+            or message_id in self._writing
+        ):
+            return DEFERRED
+        entry = metadata.entry(message_id)
+        if entry is None:
+            return None
+        message = self.store.in_memory(message_id, entry.version, entry.checksum)
+        return DEFERRED if message is None else message
 
     async def exists(self, message_id: str) -> bool:
         """Whether the id is set, as a GET would find it; the message is not read."""

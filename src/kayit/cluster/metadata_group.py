@@ -523,6 +523,17 @@ class MetadataGroup:
             batches.append(tuple(batch))
         return batches
 
+    def reads_under_lease(self) -> bool:
+        """Whether this node leads under its read lease now: the metadata here is then as
+        current as after a ``read_barrier``, with no wait (``RaftDriver.reads_under_lease``)."""
+        driver = self._driver
+        return (
+            not self._stopped
+            and driver is not None
+            and driver.is_leader
+            and driver.reads_under_lease()
+        )
+
     async def read_barrier(self) -> None:
         """Returns once the metadata here holds everything committed before the call, this
         node having confirmed that it still leads. Raises NotLeading.

@@ -6,7 +6,8 @@ leader otherwise. Text lines and RESP arrays may share a connection; each reply 
 the protocol of its request (RESP3 once the connection said ``HELLO 3``). An
 ``asyncio.Protocol`` rather than streams: every complete request in a received chunk is
 started at once (pipelining without a round trip per command), and replies that are ready
-together leave in one write.
+together leave in one write. On the leader a GET whose value is in memory is answered as
+it is read, without a task (``Leader.get_at_once``), in its turn among the replies.
 
 What one client may cost is bounded (the limits are in ``kayit.config``): its unread replies
 (``--client-output-limit``: past it, it is disconnected), the GETs it has running at once, its
@@ -29,6 +30,7 @@ from functools import partial
 from typing import cast
 
 from kayit import __version__
+from kayit.cluster.leader import DEFERRED
 from kayit.config import ClientLimits, ClientPorts, ConfigError
 from kayit.metrics.instruments import NodeMetrics
 from kayit.protocol import (
@@ -78,6 +80,7 @@ from kayit.server.introspection import (
     sections_asked,
 )
 from kayit.server.outcome import (
+    NOT_FOUND_OUTCOME,
     RESP,
     RESP3,
     TEXT,
@@ -96,6 +99,9 @@ MAX_PENDING = 1024
 # GETs of one connection that may run at once; the rest wait their turn. Each may bring back
 # a message of up to --max-line bytes, all of it in memory before a byte of it is written.
 GETS_RUNNING = 32
+# Bytes of replies ready at once within one read of requests (GETs answered from memory) that
+# are written out, and weighed against the output limit, before the next request is read.
+WRITE_EVERY = 256 * 1024
 # Commands a client may send before it has authenticated: the rest are answered NOAUTH.
 _BEFORE_AUTH = ("HELLO", "QUIT")
 # Bytes of SET messages under way across all connections before they all stop being read.
@@ -263,9 +269,15 @@ class ClientConnection(asyncio.Protocol):
         stats.bytes_in += len(data)
         stats.commands += len(requests)
         for request in requests:
-            if self._closing:
+            if self._closing or self._transport is None:
                 break
             self._queue(self._start(request))
+            if self._unwritten > WRITE_EVERY:
+                # GETs answered at once pile up here: out with them, and past the output
+                # limit a disconnection (the flush's), before the next request is read.
+                self._flush()
+        if self._transport is None:
+            return  # disconnected for its output: nothing more is read or held
         if self._closing:
             self._framer.abandon()  # nothing more is read: hold nothing more
             self._pause_reading()
@@ -415,10 +427,14 @@ class ClientConnection(asyncio.Protocol):
         self._authenticated = True
         self._restricted = self._in_multi
 
-    def _start_data(self, command: DataCommand, style: ReplyStyle) -> asyncio.Task[bytes]:
+    def _start_data(self, command: DataCommand, style: ReplyStyle) -> bytes | asyncio.Task[bytes]:
         # Commands of this connection on one id run one after another, in the order sent, so
         # a pipelined GET sees the SETs before it and none after; other ids go on meanwhile.
         earlier = self._last_on_id.get(command.id)
+        if earlier is None and isinstance(command, GetCommand):
+            reply = self._get_at_once(command, style)
+            if reply is not None:
+                return reply
         task = asyncio.create_task(self._execute(command, style, earlier))
         self._last_on_id[command.id] = task
         task.add_done_callback(partial(self._settled, command.id))
@@ -428,6 +444,21 @@ class ClientConnection(asyncio.Protocol):
             self._budget.take(size)
             task.add_done_callback(lambda _task: self._budget.give(size))
         return task
+
+    def _get_at_once(self, command: GetCommand, style: ReplyStyle) -> bytes | None:
+        """The reply to a GET when this node leads and can answer it from memory, here and
+        now, without a task (``Leader.get_at_once``); None when it must wait its turn. No
+        earlier command of this connection on the id is under way, so it sees them all."""
+        leader = self._commands.leadership.local
+        if leader is None:
+            return None
+        started = time.perf_counter()
+        message = leader.get_at_once(command.id)
+        if message is DEFERRED:
+            return None
+        outcome = NOT_FOUND_OUTCOME if message is None else Found(message)
+        self._clients.metrics.gets.record(outcome, time.perf_counter() - started)
+        return style.render(outcome)
 
     def _start_query(self, query: KeyQuery, style: ReplyStyle) -> asyncio.Task[bytes]:
         """MGET, EXISTS, STRLEN, TYPE and DEL: a GET, EXISTS or DEL of each id, in order

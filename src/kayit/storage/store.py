@@ -281,12 +281,28 @@ class MessageStore:
             found = self._pending_bytes.get((message_id, version))
             return found[0] if found is not None else None
         expected = committed[1]
+        message = self._committed_in_memory(message_id, expected)
+        if message is not None:
+            return message
+        return await self._version_reads.submit(_VersionRead(message_id, version, expected))
+
+    def in_memory(self, message_id: str, version: Version, expected: int) -> bytes | None:
+        """The copy of exactly ``version``, committed or pending, if its bytes are in memory
+        and match ``expected`` (the checksum the index names); None otherwise, and then only
+        ``get_version``, which reads the file, can tell."""
+        committed = self._copies.get(message_id)
+        if committed is not None and committed[0] == version:
+            return self._committed_in_memory(message_id, expected)
+        found = self._pending_bytes.get((message_id, version))
+        return found[0] if found is not None and checksum(found[0]) == expected else None
+
+    def _committed_in_memory(self, message_id: str, expected: int) -> bytes | None:
         # The cache holds the bytes last written for the id, of whatever version: the
         # checksum tells whether they are this version's.
         for message in (self._cache.get(message_id), self._materializer.waiting(message_id)):
             if message is not None and checksum(message) == expected:
                 return message
-        return await self._version_reads.submit(_VersionRead(message_id, version, expected))
+        return None
 
     async def _read_versions(self, reads: list[_VersionRead]) -> list[bytes | None]:
         loop = asyncio.get_running_loop()
