@@ -136,6 +136,7 @@ def hosts(tmp_path: Path) -> Iterator[Hosts]:
 
 
 @pytest.mark.cluster
+@pytest.mark.host_wide
 def test_three_hosts_replicate_and_survive_a_member_and_a_leader_kill(hosts: Hosts) -> None:
     first = hosts.wait_leader("a leader that sees both other hosts alive")
     # Every node is known by the address it announced, never by 0.0.0.0.
@@ -173,6 +174,7 @@ def test_three_hosts_replicate_and_survive_a_member_and_a_leader_kill(hosts: Hos
 
 
 @pytest.mark.cluster
+@pytest.mark.host_wide
 @pytest.mark.parametrize(
     ("flags", "error"),
     [

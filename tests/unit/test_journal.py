@@ -243,6 +243,7 @@ def test_a_damaged_or_unrecorded_copy_is_not_served(tmp_path: Path) -> None:
         store = _store(tmp_path)
         await store.open()
         await store.put("k", b"message", Version(1, 1))
+        await store.drained()  # its file written (until then it is served from the backlog)
         (tmp_path / "messages" / "k.msg").write_bytes(b"messagf")  # damaged by hand
         (tmp_path / "messages" / "stray.msg").write_bytes(b"no record")
         damaged = await store.get_verified("k")
