@@ -51,6 +51,22 @@ def free_port_run(count: int) -> int:
     raise AssertionError("no run of free ports")
 
 
+def exchange(port: int, payload: bytes, replies: int, timeout: float = 10.0) -> list[bytes]:
+    """Send ``payload`` to a client port in one write; return ``replies`` reply lines (fewer
+    if it closes)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
+        raw.sendall(payload)
+        received = b""
+        while received.count(b"\n") < replies and (chunk := raw.recv(65536)):
+            received += chunk
+    return received.split(b"\n")[:replies]
+
+
+def resp(*args: bytes) -> bytes:
+    """A RESP request of ``args``, as a Redis client writes it."""
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%b\r\n" % (len(a), a) for a in args)
+
+
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():

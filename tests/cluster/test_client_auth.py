@@ -24,7 +24,7 @@ from kayit.client import AuthenticationFailed, KayitClient
 from kayit.local_cluster import PASSWORD_FILE
 from kayit.server.ports import port_is_free
 from tests.cluster.conftest import ClusterFactory
-from tests.cluster.harness import start_lone_node
+from tests.cluster.harness import exchange, resp, start_lone_node
 
 PASSWORD = "correct horse battery staple"  # spaces and all
 NOAUTH = b"ERROR NOAUTH Authentication required."
@@ -53,20 +53,6 @@ def open_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     node, port = start_lone_node(tmp_path_factory.mktemp("open"))
     yield port
     node.kill()
-
-
-def exchange(port: int, payload: bytes, replies: int) -> list[bytes]:
-    """Send ``payload`` in one write; return ``replies`` reply lines (fewer if it closes)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-        raw.sendall(payload)
-        received = b""
-        while received.count(b"\n") < replies and (chunk := raw.recv(65536)):
-            received += chunk
-    return received.split(b"\n")[:replies]
-
-
-def resp(*args: bytes) -> bytes:
-    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%b\r\n" % (len(a), a) for a in args)
 
 
 @pytest.mark.cluster

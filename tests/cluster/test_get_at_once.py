@@ -17,7 +17,7 @@ from kayit.client import KayitClient
 from kayit.protocol import error_code
 from kayit.server.ports import free_ports
 from tests.cluster.conftest import ClusterFactory
-from tests.cluster.harness import NodeProcess, start_lone_node, wait_for
+from tests.cluster.harness import NodeProcess, exchange, resp, start_lone_node, wait_for
 
 PASSWORD = "get-at-once"
 _REPLY_TIMEOUT = 30.0
@@ -40,20 +40,6 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NodeProcess
     lone.kill()
 
 
-def exchange(port: int, payload: bytes, replies: int) -> list[bytes]:
-    """Send ``payload`` in one write; return ``replies`` reply lines (fewer if it closes)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=_REPLY_TIMEOUT) as raw:
-        raw.sendall(payload)
-        received = b""
-        while received.count(b"\n") < replies and (chunk := raw.recv(65536)):
-            received += chunk
-    return received.split(b"\n")[:replies]
-
-
-def resp(*args: bytes) -> bytes:
-    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%b\r\n" % (len(a), a) for a in args)
-
-
 @pytest.mark.cluster
 def test_replies_keep_request_order_and_a_get_sees_the_set_before_it(
     node: tuple[NodeProcess, int],
@@ -66,7 +52,9 @@ def test_replies_keep_request_order_and_a_get_sees_the_set_before_it(
     # In one write: each GET of k is answered while the SET before it (of another id, or of
     # k itself) is still under way, and must wait its turn; the second must see v2.
     lines = [b"SET other x", b"GET k", b"SET k v2", b"GET k", b"DEL k", b"GET k", b"GET k"]
-    replies = exchange(port, auth + b"".join(line + b"\n" for line in lines), 1 + len(lines))
+    replies = exchange(
+        port, auth + b"".join(line + b"\n" for line in lines), 1 + len(lines), _REPLY_TIMEOUT
+    )
     assert replies == [b"OK", b"OK", b"v1", b"OK", b"v2", b"1", b"NOT_FOUND", b"NOT_FOUND"]
 
 
@@ -78,7 +66,9 @@ def test_a_value_in_memory_is_refused_before_auth_and_after_multi(
     with KayitClient("127.0.0.1", port, password=PASSWORD) as client:
         assert client.set("secret", "hidden") == b"OK"
         assert client.get("secret") == b"hidden"
-    assert exchange(port, b"GET secret\n", 1) == [b"ERROR NOAUTH Authentication required."]
+    assert exchange(port, b"GET secret\n", 1, _REPLY_TIMEOUT) == [
+        b"ERROR NOAUTH Authentication required."
+    ]
     in_multi = [
         resp(b"AUTH", PASSWORD.encode()),
         resp(b"MULTI"),
@@ -86,7 +76,7 @@ def test_a_value_in_memory_is_refused_before_auth_and_after_multi(
         resp(b"DISCARD"),
         resp(b"GET", b"secret"),
     ]
-    replies = exchange(port, b"".join(in_multi), 6)
+    replies = exchange(port, b"".join(in_multi), 6, _REPLY_TIMEOUT)
     assert replies[0] == b"+OK\r"
     assert replies[1].startswith(b"-ERR MULTI is not supported")
     assert replies[2].startswith(b"-ERR") and b"after MULTI" in replies[2]

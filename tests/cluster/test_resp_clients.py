@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from tests.cluster.conftest import ClusterFactory
-from tests.cluster.harness import Cluster
+from tests.cluster.harness import Cluster, resp
 
 # redis-py's protocol argument: RESP2, RESP3, and its default (RESP3 in redis-py 8)
 PROTOCOLS = [2, 3, None]
@@ -331,10 +331,6 @@ def test_cluster_errors_lead_with_their_code_and_request_errors_stay_err(
             assert client.exists("k") == 0
         finally:
             client.close()
-
-
-def resp(*args: bytes) -> bytes:
-    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%b\r\n" % (len(a), a) for a in args)
 
 
 def _receive(raw: socket.socket, size: int) -> bytes:
