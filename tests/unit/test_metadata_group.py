@@ -7,6 +7,7 @@ import asyncio
 import logging
 import shutil
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from kayit.cluster.identity import load_cluster_facts
 from kayit.cluster.metadata_group import (
     Admission,
     AdmissionRefused,
+    GroupOptions,
     MetadataGroup,
     NotLeading,
 )
@@ -33,8 +35,9 @@ from tests.waiting import eventually, run_closing
 class Cluster:
     """Nodes named n1, n2, ...; each a MetadataGroup with its own gRPC server and directory."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, options: GroupOptions = OPTIONS) -> None:
         self.root = root
+        self.options = options
         self.groups: dict[str, MetadataGroup] = {}
         self.servers: dict[str, grpc.aio.Server] = {}
         self.ports: dict[str, int] = {}
@@ -47,7 +50,7 @@ class Cluster:
         server = grpc.aio.server(options=SERVER_OPTIONS)
         port = server.add_insecure_port(f"127.0.0.1:{self.ports.get(name, 0)}")
         self.ports[name] = port
-        group = await MetadataGroup.open(self.raft_dir(name), f"127.0.0.1:{port}", OPTIONS)
+        group = await MetadataGroup.open(self.raft_dir(name), f"127.0.0.1:{port}", self.options)
         add_RaftServicer_to_server(group.raft_service, server)
         await server.start()
         self.groups[name], self.servers[name] = group, server
@@ -103,9 +106,13 @@ class Cluster:
         )
 
 
-def run(tmp_path: Path, scenario: Callable[[Cluster], Awaitable[None]]) -> None:
+def run(
+    tmp_path: Path,
+    scenario: Callable[[Cluster], Awaitable[None]],
+    options: GroupOptions = OPTIONS,
+) -> None:
     """Run ``scenario``; whatever happens, every server, group and task is stopped after."""
-    run_closing(partial(Cluster, tmp_path), scenario)
+    run_closing(partial(Cluster, tmp_path, options), scenario)
 
 
 async def three_nodes(cluster: Cluster) -> MetadataGroup:
@@ -321,6 +328,32 @@ def test_a_removed_node_leaves_the_metadata_and_the_configuration(
         assert await leader.propose_placed([item], leader.term) == (True,)
 
     run(tmp_path, scenario)
+
+
+def test_calls_queued_behind_an_entry_wait_placed_linger_and_share_the_next(
+    tmp_path: Path,
+) -> None:
+    async def scenario(cluster: Cluster) -> None:
+        leader = await three_nodes(cluster)
+        term, holders = leader.term, tuple(sorted(cluster.ids()))
+
+        def placed(i: int) -> Awaitable[tuple[bool, ...]]:
+            item = PlacedItem(f"id-{i}", Version(term, i + 1), i, holders)
+            return leader.propose_placed([item], term)
+
+        before = leader.metadata.applied_index
+        lone = asyncio.ensure_future(placed(0))
+        queued = asyncio.ensure_future(placed(1))  # while the lone call's entry commits
+        # The lone call proposed its entry at once, without waiting for the one behind it.
+        assert await lone == (True,)
+        assert not queued.done()
+        # The next entry is proposed only after the linger: a call made meanwhile joins it.
+        await asyncio.sleep(0.1)
+        late = asyncio.ensure_future(placed(2))
+        assert list(await asyncio.gather(queued, late)) == [(True,), (True,)]
+        assert leader.metadata.applied_index - before == 2
+
+    run(tmp_path, scenario, replace(OPTIONS, placed_linger=0.5))
 
 
 def test_concurrent_placements_share_a_few_log_entries(tmp_path: Path) -> None:
