@@ -142,6 +142,33 @@ def test_the_founder_restarted_without_its_node_dir_joins_its_cluster_again(
 
 
 @pytest.mark.cluster
+def test_a_new_node_of_the_data_dir_says_it_joins_not_that_it_lost_its_state(
+    start_cluster: ClusterFactory, tmp_path: Path
+) -> None:
+    cluster = start_cluster(tolerance=1, members=1)
+    cluster_id = cluster.cluster_id(cluster.leader.grpc_port)
+    _wait_record(cluster)
+    grpc_port, client_port = free_ports(2)
+    newcomer = NodeProcess(
+        "newcomer",
+        grpc_port,
+        ["--join", cluster.leader.address, "--grpc-port", str(grpc_port),
+         "--client-port", str(client_port), "--data-dir", str(cluster.data_dir),
+         "--heartbeat", str(HEARTBEAT), "--metrics-port", "0"],
+        tmp_path,
+        client_port,
+    )  # fmt: skip
+    newcomer.start()
+    try:
+        wait_for(lambda: f"joined cluster {cluster_id}" in newcomer.log(), 20, "the join")
+        text = newcomer.log()
+        assert f"joining cluster {cluster_id} (named in " in text
+        assert "as a new node" not in text and "to form a new cluster instead" not in text
+    finally:
+        newcomer.kill()
+
+
+@pytest.mark.cluster
 def test_a_founder_without_its_node_dir_waits_for_its_cluster_instead_of_forming_one(
     start_cluster: ClusterFactory,
 ) -> None:

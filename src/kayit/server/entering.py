@@ -151,14 +151,23 @@ class ClusterEntry:
                     f"{record.cluster_id}, which has no other node to ask, and this node has no "
                     "cluster state: to form a new cluster, start it with an empty --data-dir"
                 )
-            belongs = f"cluster {record.cluster_id}" if record else "the cluster it was in"
-            log.info(
-                "this node belongs to %s%s: asking %s to admit it as a new node (to form a new "
-                "cluster instead, start it with an empty --data-dir)",
-                belongs,
-                f" (says {record_path(self._config.data_dir)})" if record else "",
-                ", ".join(peers),
-            )
+            if record is not None and not self._rejoining and group.address not in record.nodes:
+                # A new node beside others in one data dir (kayit cluster's members at first).
+                log.info(
+                    "joining cluster %s (named in %s): asking %s to admit this node",
+                    record.cluster_id,
+                    record_path(self._config.data_dir),
+                    ", ".join(peers),
+                )
+            else:
+                belongs = f"cluster {record.cluster_id}" if record else "the cluster it was in"
+                log.info(
+                    "this node belongs to %s%s: asking %s to admit it as a new node (to form a "
+                    "new cluster instead, start it with an empty --data-dir)",
+                    belongs,
+                    f" (says {record_path(self._config.data_dir)})" if record else "",
+                    ", ".join(peers),
+                )
         else:
             may_form = self._may_form(group.address)
             if not may_form and not peers:
