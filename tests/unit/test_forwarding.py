@@ -169,6 +169,41 @@ def test_a_node_that_does_not_lead_refuses_forwarded_commands() -> None:
     assert results[0].reason == "127.0.0.1:2 does not lead; the leader is 127.0.0.1:3"
 
 
+def test_gets_answered_from_memory_keep_their_place_among_a_batchs_results(
+    tmp_path: Path,
+) -> None:
+    def command(kind: pb.ClientCommand.Kind, key: str, message: bytes = b"") -> pb.ClientCommand:
+        return pb.ClientCommand(kind=kind, id=key, message=message)
+
+    set_, get = pb.ClientCommand.SET, pb.ClientCommand.GET
+
+    async def scenario() -> list[pb.ClientResult]:
+        async with leader_node(tmp_path) as leadership:
+            first = pb.ClientBatch(commands=[command(set_, "a", b"one")])
+            assert (await execute_forwarded(leadership, first)).results[0].outcome == (
+                pb.ClientResult.STORED
+            )
+            leader = leadership.local
+            assert leader is not None
+            await eventually(lambda: leader.get_at_once("a") == b"one", 5.0, "a in memory")
+            batch = pb.ClientBatch(
+                commands=[
+                    command(get, "a"),
+                    command(set_, "b", b"two"),
+                    command(get, "never"),
+                    command(set_, "bad id", b"x"),
+                    command(get, "a"),
+                ]
+            )
+            return list((await execute_forwarded(leadership, batch)).results)
+
+    results = asyncio.run(scenario())
+    found, stored, absent = pb.ClientResult.FOUND, pb.ClientResult.STORED, pb.ClientResult.NOT_FOUND
+    assert [r.outcome for r in results] == [found, stored, absent, pb.ClientResult.ERROR, found]
+    assert [results[0].value, results[4].value] == [b"one", b"one"]
+    assert results[3].error_code == "BADREQUEST"
+
+
 def test_bad_forwarded_commands_are_bad_requests_beside_good_ones(tmp_path: Path) -> None:
     async def scenario() -> list[pb.ClientResult]:
         async with leader_node(tmp_path) as leadership:

@@ -32,7 +32,7 @@ from kayit.server.command_wire import (
     outcome_to_pb,
 )
 from kayit.server.leadership import Leadership
-from kayit.server.outcome import DataCommand, Failed, Outcome, carry_out
+from kayit.server.outcome import DataCommand, Failed, Outcome, carry_out, found_at_once
 
 log = logging.getLogger(__name__)
 
@@ -331,11 +331,21 @@ async def execute_forwarded(leadership: Leadership, batch: pb.ClientBatch) -> pb
         return await carry_out(leader, command)
 
     commands = commands_from_pb(batch)
-    if len(commands) == 1:  # as from a client that waits for each reply: no task to gather
-        outcomes = [await one(commands[0])]
-    else:
-        outcomes = await asyncio.gather(*(one(command) for command in commands))
-    return pb.ClientResults(results=[outcome_to_pb(outcome) for outcome in outcomes])
+    # GETs answered from memory take no task: the commands of one batch run side by side
+    # (a member sends a command only once its connection's earlier ones on the id are done),
+    # so answering some first changes nothing a client may see.
+    outcomes: list[Outcome | None] = [
+        found_at_once(leader, command.id) if isinstance(command, GetCommand) else None
+        for command in commands
+    ]
+    waiting = [i for i, outcome in enumerate(outcomes) if outcome is None]
+    if len(waiting) == 1:  # as from a client that waits for each reply: no task to gather
+        outcomes[waiting[0]] = await one(commands[waiting[0]])
+    elif waiting:
+        done = await asyncio.gather(*(one(commands[i]) for i in waiting))
+        for i, outcome in zip(waiting, done, strict=True):
+            outcomes[i] = outcome
+    return pb.ClientResults(results=[outcome_to_pb(o) for o in outcomes if o is not None])
 
 
 async def keys_forwarded(leadership: Leadership, request: pb.KeysRequest) -> pb.KeysReply:

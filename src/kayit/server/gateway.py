@@ -30,7 +30,6 @@ from functools import partial
 from typing import cast
 
 from kayit import __version__
-from kayit.cluster.leader import DEFERRED
 from kayit.config import ClientLimits, ClientPorts, ConfigError
 from kayit.metrics.instruments import NodeMetrics
 from kayit.protocol import (
@@ -80,7 +79,6 @@ from kayit.server.introspection import (
     sections_asked,
 )
 from kayit.server.outcome import (
-    NOT_FOUND_OUTCOME,
     RESP,
     RESP3,
     TEXT,
@@ -89,6 +87,7 @@ from kayit.server.outcome import (
     Found,
     Outcome,
     ReplyStyle,
+    found_at_once,
     render_query,
 )
 
@@ -453,10 +452,9 @@ class ClientConnection(asyncio.Protocol):
         if leader is None:
             return None
         started = time.perf_counter()
-        message = leader.get_at_once(command.id)
-        if message is DEFERRED:
+        outcome = found_at_once(leader, command.id)
+        if outcome is None:
             return None
-        outcome = NOT_FOUND_OUTCOME if message is None else Found(message)
         self._clients.metrics.gets.record(outcome, time.perf_counter() - started)
         return style.render(outcome)
 

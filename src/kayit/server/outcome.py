@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from kayit.cluster.leader import ClusterError, Leader
+from kayit.cluster.leader import DEFERRED, ClusterError, Leader
 from kayit.protocol import (
     NOT_FOUND,
     OK,
@@ -60,6 +60,15 @@ Outcome = Stored | Found | NotFound | Present | Failed
 STORED = Stored()
 NOT_FOUND_OUTCOME = NotFound()
 PRESENT = Present()
+
+
+def found_at_once(leader: Leader, message_id: str) -> Outcome | None:
+    """The outcome of a GET of ``message_id`` when ``leader`` can answer it here and now,
+    from memory (``Leader.get_at_once``); None when it must wait its turn."""
+    message = leader.get_at_once(message_id)
+    if message is DEFERRED:
+        return None
+    return NOT_FOUND_OUTCOME if message is None else Found(message)
 
 
 async def carry_out(leader: Leader, command: DataCommand) -> Outcome:
