@@ -117,6 +117,38 @@ def test_gets_answered_at_once_are_counted_with_their_latency(
 
 
 @pytest.mark.cluster
+def test_mget_and_strlen_from_memory_answer_in_order_and_see_the_set_before_them(
+    node: tuple[NodeProcess, int],
+) -> None:
+    lone, port = node
+    with KayitClient("127.0.0.1", port, password=PASSWORD) as client:
+        assert client.pipeline([b"SET m1 one", b"SET m2 three"]) == [b"OK", b"OK"]
+        assert client.get("m2") == b"three"
+    before = _get_metrics(lone)
+    requests = [
+        resp(b"AUTH", PASSWORD.encode()),
+        resp(b"MGET", b"m2", b"never-set", b"m1", b"m2"),
+        resp(b"STRLEN", b"m2"),
+        # In the same write as the SET before it: it waits for the SET, and sees it.
+        resp(b"SET", b"m1", b"uno"),
+        resp(b"MGET", b"m1", b"m2"),
+    ]
+    replies = exchange(port, b"".join(requests), 16, _REPLY_TIMEOUT)
+    assert replies == [
+        b"+OK\r",
+        b"*4\r", b"$5\r", b"three\r", b"$-1\r", b"$3\r", b"one\r", b"$5\r", b"three\r",
+        b":5\r",
+        b"+OK\r",
+        b"*2\r", b"$3\r", b"uno\r", b"$5\r", b"three\r",
+    ]  # fmt: skip
+    after = _get_metrics(lone)
+    # Every id of each read is counted as a GET, whichever way it was answered.
+    assert after["kayit_commands_total:ok"] - before.get("kayit_commands_total:ok", 0.0) == 6
+    not_found = "kayit_commands_total:not_found"
+    assert after[not_found] - before.get(not_found, 0.0) == 1
+
+
+@pytest.mark.cluster
 def test_a_leader_paused_while_another_was_elected_serves_nothing_stale(
     start_cluster: ClusterFactory,
 ) -> None:
