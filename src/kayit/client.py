@@ -14,7 +14,7 @@ import socket
 import ssl
 from collections.abc import Iterable, Sequence
 
-from kayit.addresses import DEFAULT_HOST, Address
+from kayit.addresses import DEFAULT_HOST, Address, format_address
 from kayit.config import DEFAULT_CLIENT_PORT
 
 
@@ -97,8 +97,7 @@ class KayitClient:
 
     @property
     def _where(self) -> str:
-        host, port = self.address
-        return f"{host}:{port}"
+        return format_address(self.address)
 
     def _connection(self) -> socket.socket:
         if self._socket is None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kayit.addresses import format_address
 from kayit.protocol.framing import DEFAULT_MAX_LINE
 from kayit.storage.disk import FsyncPolicy, IoMode
 
@@ -147,7 +148,7 @@ class NodeConfig:
 
     def announced_address(self, grpc_port: int) -> str:
         """The gRPC address the node that got ``grpc_port`` gives the others to reach it by."""
-        return self.advertise or f"{self.grpc_listen_host}:{grpc_port}"
+        return self.advertise or format_address((self.grpc_listen_host, grpc_port))
 
     def node_dir(self, grpc_port: int) -> Path:
         return self.data_dir / node_name(grpc_port)

@@ -229,6 +229,9 @@ def test_client_and_grpc_hosts_default_to_host() -> None:
         (NodeConfig(host="0.0.0.0", advertise="node1:5555"), "node1:5555"),
         # A published port may differ from the one bound inside a container.
         (NodeConfig(grpc_host="::", advertise="[2001:db8::1]:15555"), "[2001:db8::1]:15555"),
+        # An IPv6 host is announced in brackets, as the others must dial it.
+        (NodeConfig(host="::1"), "[::1]:5555"),
+        (NodeConfig(host="10.0.0.1", grpc_host="2001:db8::2"), "[2001:db8::2]:5555"),
     ],
 )
 def test_the_announced_address(config: NodeConfig, announced: str) -> None:

@@ -8,6 +8,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
+from kayit.addresses import format_address
+
 Protocol = Literal["text", "resp"]
 PROTOCOLS: tuple[Protocol, ...] = ("text", "resp")
 
@@ -47,8 +49,7 @@ class BenchSettings:
         return self.addresses[0][1]
 
     def where(self, index: int) -> str:
-        host, port = self.addresses[index]
-        return f"{host}:{port}"
+        return format_address(self.addresses[index])
 
 
 # What --course fixes, as the course's own stress client does it.

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import grpc
 
+from kayit.addresses import format_address
 from kayit.cluster.metadata_group import (
     Admission,
     AdmissionRefused,
@@ -197,7 +198,7 @@ class ClusterEntry:
         asked = [*(self._record.nodes if self._record else ()), *config.peers]
         asked += (config.join or "").split(",")
         if config.role is Role.AUTO and config.grpc_port is None:
-            asked += [f"{config.grpc_listen_host}:{port}" for port in COURSE_GRPC_PORTS]
+            asked += [format_address((config.grpc_listen_host, p)) for p in COURSE_GRPC_PORTS]
         return [peer for peer in dict.fromkeys(asked) if peer and peer != address]
 
     async def _any_in_a_cluster(self, peers: Sequence[str]) -> bool:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import grpc
 
+from kayit.addresses import format_address
 from kayit.cluster.leader import Leader
 from kayit.cluster.loop_clock import LoopClock
 from kayit.cluster.membership import Arrival, Membership
@@ -149,7 +150,7 @@ class Node:
         await self._grpc.start()
         self._spawn("the loop clock", self._clock.run)
         self._spawn("entering the cluster", partial(self._enter, entry, group, pending[0]))
-        grpc_on = f"{config.grpc_listen_host}:{port}"
+        grpc_on = format_address((config.grpc_listen_host, port))
         log.info(
             "node %s: clients on %s, gRPC on %s, data in %s",
             group.id,
@@ -459,7 +460,7 @@ class Node:
             candidates = [port for port in COURSE_GRPC_PORTS if port_is_free(host, port)]
         for port in candidates:
             try:
-                return add_port(self._grpc, f"{host}:{port}", self.config.tls)
+                return add_port(self._grpc, format_address((host, port)), self.config.tls)
             except RuntimeError:
                 continue  # taken between the probe and the bind
         wanted = candidates[0] if self.config.grpc_port is not None else "any of 5555.."
@@ -474,11 +475,12 @@ class Node:
 
 
 def _describe(host: str, ports: ClientPorts) -> str:
+    own = format_address((host, ports.own))
     if ports.shared is None:
-        return f"{host}:{ports.own}"
+        return own
     if ports.shared == ports.own:
-        return f"{host}:{ports.own} (shared with every node)"
-    return f"{host}:{ports.own} and {host}:{ports.shared} (shared with every node)"
+        return f"{own} (shared with every node)"
+    return f"{own} and {format_address((host, ports.shared))} (shared with every node)"
 
 
 async def run_node(config: NodeConfig) -> int:
