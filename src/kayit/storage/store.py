@@ -22,13 +22,14 @@ from typing import NamedTuple
 
 from kayit.batching import Batcher
 from kayit.storage.cache import ValueCache
+from kayit.storage.copy_table import CopyTable
 from kayit.storage.copylog import LOG_DIR, CopyLog, LoggedCopy
 from kayit.storage.data_format import ensure_format
 from kayit.storage.disk import DiskManager, FsyncPolicy
 from kayit.storage.journal import CopyRecord, Journal, checksum
 from kayit.storage.materializer import DEFAULT_BACKLOG, BacklogLimit, Materializer
 from kayit.storage.pending_recovery import recover_copies
-from kayit.storage.write_plan import Copy, StoreOutcome, Write, WriteKind, plan_writes
+from kayit.storage.write_plan import StoreOutcome, Write, WriteKind, plan_writes
 from kayit.supervision import supervise
 from kayit.version import UNKNOWN, Version
 
@@ -75,7 +76,7 @@ class MessageStore:
         self._journal = Journal(node_dir / JOURNAL_FILE)
         self._log = CopyLog(node_dir / LOG_DIR)
         self._materializer = Materializer(disk, self._log, backlog, self._progress)
-        self._copies: dict[str, Copy] = {}  # id -> (version, checksum)
+        self._copies = CopyTable()  # id -> (version, checksum)
         # id -> version -> checksum (there are few pending copies). Only the
         # writer thread changes it, and it replaces an id's map instead of changing it, so the
         # loop and the readers may look without a lock.
@@ -112,7 +113,7 @@ class MessageStore:
                 "the journal lost records at an earlier start (kept in %s)",
                 self._journal.damaged_copy,
             )
-        self._copies = {key: (r.version, r.checksum) for key, r in records.items()}
+        self._copies = CopyTable({key: (r.version, r.checksum) for key, r in records.items()})
         self._materializer.start()
         if self.disk.fsync is FsyncPolicy.EVERYSEC:
             self._syncer = supervise("the disk sync", self._sync_every_second)
@@ -418,7 +419,7 @@ class MessageStore:
         for message_id, version in copies:
             if self._known_version(message_id) > version:
                 continue
-            self._copies.pop(message_id, None)  # first: no reader looks for the file then
+            self._copies.discard(message_id)  # first: no reader looks for the file then
             self._materializer.delete(message_id)
             gone.append(CopyRecord(message_id, version, 0, deleted=True))
         self._journal_durably(gone)
@@ -430,7 +431,7 @@ class MessageStore:
         """(copies held, copies recorded but missing or damaged)."""
         held: list[tuple[str, Version]] = []
         broken: list[tuple[str, Version]] = []
-        for message_id, (version, expected) in list(self._copies.items()):
+        for message_id, (version, expected) in self._copies.items():
             if self._materializer.waiting(message_id) is not None:
                 good = True  # its bytes were checked when they were logged
             elif verify:

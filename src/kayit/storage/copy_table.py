@@ -1,0 +1,54 @@
+"""CopyTable: a node's committed copies, id -> (version, checksum), one int per id.
+
+A node holds a copy of millions of ids; a tuple of a Version and a checksum per id costs
+about 140 bytes more than one int does (284 against 144 bytes an id, its key and dict slot
+included), so each is packed as ``term | seq | checksum`` in bit fields, as the index packs
+its entries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from kayit.metadata.index import SEQ_BITS
+from kayit.storage.write_plan import Copy
+from kayit.version import Version
+
+_CHECKSUM_BITS = 32  # a crc32
+_CHECKSUM_MASK = (1 << _CHECKSUM_BITS) - 1
+_SEQ_MASK = (1 << SEQ_BITS) - 1
+
+
+def _pack(copy: Copy) -> int:
+    (term, seq), checksum = copy
+    return (((term << SEQ_BITS) | seq) << _CHECKSUM_BITS) | checksum
+
+
+def _unpack(packed: int) -> Copy:
+    version = packed >> _CHECKSUM_BITS
+    return Version(version >> SEQ_BITS, version & _SEQ_MASK), packed & _CHECKSUM_MASK
+
+
+class CopyTable:
+    """The writer thread changes it, the loop and the readers look: each method is one
+    operation on a dict, atomic under the GIL, as a plain dict of the copies was."""
+
+    def __init__(self, copies: Mapping[str, Copy] | None = None) -> None:
+        self._packed = {key: _pack(copy) for key, copy in (copies or {}).items()}
+
+    def __len__(self) -> int:
+        return len(self._packed)
+
+    def get(self, message_id: str) -> Copy | None:
+        packed = self._packed.get(message_id)
+        return None if packed is None else _unpack(packed)
+
+    def update(self, copies: Mapping[str, Copy]) -> None:
+        self._packed.update({key: _pack(copy) for key, copy in copies.items()})
+
+    def discard(self, message_id: str) -> None:
+        self._packed.pop(message_id, None)
+
+    def items(self) -> list[tuple[str, Copy]]:
+        """Every copy, as of one moment."""
+        return [(key, _unpack(packed)) for key, packed in list(self._packed.items())]
