@@ -77,11 +77,15 @@ def test_sigterm_stops_the_nodes_and_removes_the_namespaces(tmp_path: Path) -> N
     chaos = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=tmp_path)
     try:
         assert chaos.stdout is not None
+        printed: list[str] = []
         for line in chaos.stdout:
+            printed.append(line)
             if "of load and faults" in line:
                 break
+        started = bool(printed) and "of load and faults" in printed[-1]
+        assert started, "the run ended before its load began:\n" + "".join(printed)
         nodes = subprocess.run(
-            ["pgrep", "-P", str(chaos.pid)], capture_output=True, text=True, check=True
+            ["pgrep", "-P", str(chaos.pid)], capture_output=True, text=True
         ).stdout.split()
         assert len(nodes) >= 3
         chaos.terminate()

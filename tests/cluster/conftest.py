@@ -6,13 +6,18 @@ from pathlib import Path
 import pytest
 
 from tests.cluster.harness import Cluster
+from tests.conftest import CALL_FAILED
+
+# Lines of each node's log shown when a test fails: enough to tell a flake's cause in CI.
+LOG_TAIL = 40
 
 ClusterFactory = Callable[..., Cluster]
 
 
 @pytest.fixture
-def start_cluster(tmp_path: Path) -> Iterator[ClusterFactory]:
-    """Start a cluster (leader + members as real processes); all are killed at teardown."""
+def start_cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ClusterFactory]:
+    """Start a cluster (leader + members as real processes); all are killed at teardown, and
+    if the test failed, the end of each node's log is printed."""
     started: list[Cluster] = []
 
     def start(
@@ -39,3 +44,7 @@ def start_cluster(tmp_path: Path) -> Iterator[ClusterFactory]:
     yield start
     for cluster in started:
         cluster.close()
+        if request.node.stash.get(CALL_FAILED, False):
+            for node in cluster.nodes:
+                tail = node.log().splitlines()[-LOG_TAIL:]
+                print(f"---- last {len(tail)} lines of {node.name}'s log", *tail, sep="\n")
