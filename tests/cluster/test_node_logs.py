@@ -32,9 +32,12 @@ def test_an_idle_node_reports_once_then_only_what_changed(tmp_path: Path) -> Non
         assert set(entry) >= {"time", "level", "logger", "message"}, entry
         assert datetime.fromisoformat(entry["time"]).tzinfo is not None
     reports = [e["message"] for e in entries if e["logger"] == "kayit.report"]
-    leading = [text for text in reports if text.startswith("leader ")]
-    assert [text.split(": ", 1)[1] for text in leading] == [
+    leading = [text.split(": ", 1)[1] for text in reports if text.startswith("leader ")]
+    # A report may fall between the SET's index entry and its copy's promotion on disk.
+    between = "1 messages (0 on own disk), TOLERANCE=0, 0 of 0 other nodes alive"
+    assert [text for text in leading if text != between] == [
         "0 messages (0 on own disk), TOLERANCE=0, 0 of 0 other nodes alive",
         "1 messages (1 on own disk), TOLERANCE=0, 0 of 0 other nodes alive",
     ]
-    assert len(reports) <= 3  # at most a line from before it led
+    assert leading.count(between) <= 1
+    assert len(reports) <= len(leading) + 1  # at most a line from before it led
