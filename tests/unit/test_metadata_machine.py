@@ -42,7 +42,7 @@ def test_a_restored_snapshot_is_the_state_it_was_taken_of() -> None:
     assert machine.apply(command(3, 1, Placed((item,)).encode())) == (True,)
     restores: list[int] = []
     copy = MetadataMachine(on_apply=lambda: restores.append(1))
-    copy.restore(machine.snapshot())
+    copy.restore(machine.snapshot()())
     assert copy.metadata == machine.metadata and restores == [1]
     assert copy.metadata.entry("m") == machine.metadata.entry("m")
 
@@ -98,7 +98,7 @@ def test_a_restored_snapshot_calls_no_placed_listener() -> None:
     assert machine.apply(command(4, 1, Placed((item,)).encode())) == (True,)
     placed: list[list[PlacedItem]] = []
     copy = MetadataMachine(on_placed=placed.append)
-    copy.restore(machine.snapshot())
+    copy.restore(machine.snapshot()())
     assert copy.metadata.entry("m") == machine.metadata.entry("m")
     assert placed == []
 

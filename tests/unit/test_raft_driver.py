@@ -8,6 +8,7 @@ import random
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from functools import partial
 
 import grpc
 import pytest
@@ -54,8 +55,8 @@ class CommandList:
         self.commands.append(entry.data)
         return len(self.commands)
 
-    def snapshot(self) -> bytes:
-        return b"\n".join(self.commands)
+    def snapshot(self) -> Callable[[], bytes]:
+        return partial(b"\n".join, list(self.commands))
 
     def restore(self, data: bytes) -> None:
         self.commands = data.split(b"\n") if data else []
@@ -82,10 +83,14 @@ class Cluster:
     """Nodes with their own gRPC server each; ``cut`` holds (from, to) links that are down."""
 
     def __init__(
-        self, config: DriverConfig | None = None, options: TransportOptions | None = None
+        self,
+        config: DriverConfig | None = None,
+        options: TransportOptions | None = None,
+        machine: Callable[[], CommandList] = CommandList,
     ) -> None:
         self.config = config or DriverConfig()
         self.options = options
+        self.new_machine = machine
         self.addresses: dict[str, str] = {}
         self.cut: set[tuple[str, str]] = set()
         self.storages = {node_id: CountingStorage() for node_id in IDS}
@@ -100,7 +105,7 @@ class Cluster:
     async def _start(self, node_id: str) -> None:
         storage = self.storages[node_id]
         persisted = storage.load()
-        machine = CommandList()
+        machine = self.new_machine()
         if persisted.snapshot.index:
             machine.restore(persisted.snapshot.data)
         rng = random.Random(node_id)
@@ -230,8 +235,12 @@ def test_a_follower_behind_the_compacted_log_catches_up_from_a_chunked_snapshot(
                 *(leader.propose(b"command-%d" % i) for i in range(start, start + 50))
             )
         stored = cluster.storages[behind].load()
-        assert leader.node.log.snapshot.index > stored.hard_state.commit + len(stored.entries)
-        assert len(cluster.machines[leader.id].snapshot()) > 4 * 512  # several chunks
+        await eventually(
+            lambda: leader.node.log.snapshot.index > stored.hard_state.commit + len(stored.entries),
+            5.0,
+            "the leader to compact its log past the crashed follower's",
+        )
+        assert len(cluster.machines[leader.id].snapshot()()) > 4 * 512  # several chunks
 
         await cluster.start([behind])
         expected = [b"command-%d" % i for i in range(400)]
@@ -243,6 +252,48 @@ def test_a_follower_behind_the_compacted_log_catches_up_from_a_chunked_snapshot(
 
     config = DriverConfig(compact_every=100)
     run(scenario, Cluster(config, TransportOptions(chunk_bytes=512)))
+
+
+def test_commands_commit_while_a_snapshot_is_encoded_off_the_loop() -> None:
+    encoding = threading.Event()
+    release = threading.Event()
+    threads: list[threading.Thread] = []
+
+    class SlowToEncode(CommandList):
+        def snapshot(self) -> Callable[[], bytes]:
+            encode = super().snapshot()
+
+            def slowly() -> bytes:
+                threads.append(threading.current_thread())
+                encoding.set()
+                release.wait(10.0)
+                return encode()
+
+            return slowly
+
+    async def scenario(cluster: Cluster) -> None:
+        leader = await cluster.leader()
+        early = [b"early-%d" % i for i in range(60)]
+        for command in early:  # one entry each: the log passes compact_every
+            await leader.propose(command)
+        await eventually(encoding.is_set, 5.0, "a snapshot to be encoded")
+        # Meanwhile the loop goes on: new commands commit and are applied.
+        late = [b"late-%d" % i for i in range(20)]
+        await asyncio.wait_for(asyncio.gather(*(leader.propose(c) for c in late)), 5.0)
+        assert leader.node.log.snapshot.index == 0 and not release.is_set()
+        assert threading.main_thread() not in threads
+        release.set()
+        await eventually(lambda: leader.node.log.snapshot.index > 0, 5.0, "the log to be compacted")
+        # The snapshot is the state when it was taken, not when it was encoded.
+        stored = cluster.storages[leader.id].load().snapshot.data.split(b"\n")
+        assert 40 <= len(stored) <= len(early) and stored == early[: len(stored)]
+        assert cluster.machines[leader.id].commands == early + late
+
+    cluster = Cluster(DriverConfig(compact_every=50), machine=SlowToEncode)
+    try:
+        run(scenario, cluster)
+    finally:
+        release.set()
 
 
 def test_a_leader_cut_off_from_the_others_serves_reads_only_under_its_lease() -> None:

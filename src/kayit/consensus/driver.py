@@ -23,7 +23,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from kayit.consensus.membership import ConfigChange, ConfigChangeError
@@ -46,8 +46,10 @@ class StateMachine(Protocol):
         entry: every node applies the same entries."""
         ...
 
-    def snapshot(self) -> bytes:
-        """The state after everything applied so far."""
+    def snapshot(self) -> Callable[[], bytes]:
+        """The state after everything applied so far, taken at this call; calling the result
+        encodes it, on any thread, while entries go on being applied (a big state takes long
+        to encode, and the loop must not stall for it)."""
         ...
 
     def restore(self, data: bytes) -> None:
@@ -162,6 +164,10 @@ class RaftDriver:
         self._changed = asyncio.Event()
         self._unsynced = False
         self._tasks: list[asyncio.Task[None]] = []
+        # A snapshot being encoded and stored beside the loop; while the storage thread
+        # compacts, every save goes to that thread too, after it.
+        self._compaction: asyncio.Task[None] | None = None
+        self._compacting = False
         # Stopped: no new calls (after stop(), or a failure); closed: stop() has run.
         self._stopped = False
         self._closed = False
@@ -183,9 +189,10 @@ class RaftDriver:
         if self._closed:
             return
         self._closed = self._stopped = True
-        for task in self._tasks:
+        tasks = [*self._tasks, *([self._compaction] if self._compaction is not None else [])]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._fail_all(DriverStopped("the raft driver stopped"))
@@ -330,7 +337,7 @@ class RaftDriver:
                 if self.node.has_ready():
                     await self._process(self.node.ready())
                     self._wakeup.set()  # advance() may have left more to do
-                await self._maybe_compact()
+                self._maybe_compact()
                 if self._unsynced and loop.time() >= next_sync:
                     await self._sync()
                     next_sync = loop.time() + self.config.sync_seconds
@@ -398,7 +405,7 @@ class RaftDriver:
         if ready.snapshot is not None or ready.hard_state is not None or ready.entries:
             save_blocks: Callable[..., bool] | None = getattr(self._storage, "save_blocks", None)
             durable = (ready.hard_state, ready.entries, ready.snapshot)
-            if save_blocks is not None and not save_blocks(*durable):
+            if not self._compacting and save_blocks is not None and not save_blocks(*durable):
                 self._storage.save(*durable)
             else:
                 await self._on_disk(self._storage.save, *durable)
@@ -505,7 +512,13 @@ class RaftDriver:
                 del self._reads[context]
                 _fail(read.future, NotLeaderError(self.node.leader_id))
 
-    async def _maybe_compact(self) -> None:
+    def _maybe_compact(self) -> None:
+        compaction = self._compaction
+        if compaction is not None:
+            if not compaction.done():
+                return
+            self._compaction = None
+            compaction.result()  # a failed compaction fails the driver, as a failed save does
         node = self.node
         applied = node.applied
         if applied - node.log.snapshot.index < self.config.compact_every:
@@ -513,14 +526,30 @@ class RaftDriver:
         term = node.log.term_at(applied)
         if term is None or applied > node.log.stable_index:
             return
-        snapshot = Snapshot(
-            index=applied,
-            term=term,
-            data=self._machine.snapshot(),
-            config=node.cluster_config_at(applied),
+        covered = Snapshot(
+            index=applied, term=term, data=b"", config=node.cluster_config_at(applied)
         )
-        await self._on_disk(self._storage.compact, snapshot)
-        node.compact(snapshot)
+        self._compaction = asyncio.get_running_loop().create_task(
+            self._compact(covered, self._machine.snapshot()), name=f"raft-compact-{node.id}"
+        )
+
+    async def _compact(self, covered: Snapshot, encode: Callable[[], bytes]) -> None:
+        """Encode the state taken at ``covered.index`` on a thread, store it on the storage
+        thread and drop the entries it covers, while the loop goes on with new ones: on a big
+        index this takes seconds, and a stalled loop would fail every write meanwhile."""
+        try:
+            snapshot = replace(covered, data=await asyncio.to_thread(encode))
+            if self.node.log.snapshot.index >= snapshot.index:
+                return  # a leader's snapshot replaced the log meanwhile
+            self._compacting = True
+            try:
+                await self._on_disk(self._storage.compact, snapshot)
+            finally:
+                self._compacting = False
+            if self.node.log.snapshot.index < snapshot.index:
+                self.node.compact(snapshot)
+        finally:
+            self._wakeup.set()  # the loop collects the outcome
 
     async def _sync(self) -> None:
         sync: Callable[[], None] | None = getattr(self._storage, "sync", None)

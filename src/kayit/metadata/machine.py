@@ -8,12 +8,13 @@ and the applied index then follows the Raft log one for one.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping
+from functools import partial
 from typing import Protocol
 
 from kayit.consensus.messages import Entry
 from kayit.metadata.commands import Placed, PlacedItem
 from kayit.metadata.index import IndexEntry
-from kayit.metadata.snapshot import restore, snapshot
+from kayit.metadata.snapshot import restore, snapshot_chunks
 from kayit.metadata.state import ClusterMetadata, Tombstone
 from kayit.version import Version
 
@@ -94,8 +95,8 @@ class MetadataMachine:
             if self._on_apply is not None:
                 self._on_apply()
 
-    def snapshot(self) -> bytes:
-        return snapshot(self._metadata)
+    def snapshot(self) -> Callable[[], bytes]:
+        return partial(b"".join, snapshot_chunks(self._metadata))
 
     def restore(self, data: bytes) -> None:
         self._metadata = restore(data)
