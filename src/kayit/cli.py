@@ -864,7 +864,8 @@ def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "the throughput and latency percentiles, like redis-benchmark. Speaks kayit's text "
         "protocol or RESP (to kayit or to redis-server alike). Keys are key:000001234 style, "
         "uniform over the keyspace; values are runs of 'x'. Errors (ERROR or -ERR replies, "
-        "wrong replies) are counted, and a run with any ends with FAILED and exit code 1. A "
+        "wrong replies) are counted, by kind (an error reply by its first two words), and a "
+        "run with any ends with FAILED and exit code 1. A "
         "connection that fails connects again, to the next address given that answers, and "
         "the requests it had in flight count as errors; when none answers, the run ends with "
         "exit code 1 at once. --course behaves as the course's own stress client instead.",

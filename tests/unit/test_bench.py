@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Iterable
 from itertools import pairwise
 
@@ -179,6 +180,7 @@ def test_json_has_exactly_the_documented_shape() -> None:
         "keyspace": 100000,
         "requests": 1000,
         "errors": 2,
+        "errors_by_kind": {"wrong reply": 2},
         "seconds": 0.5,
         "throughput": 2000.0,
         "latency_ms": {"p50": 1.0, "p95": 3.0, "p99": 3.0, "max": 3.0},
@@ -210,7 +212,7 @@ def test_course_json_adds_figures_per_command() -> None:
         "latency_ms": {"p50": 9.0, "p99": 9.0},
     }
     summary = result.summary().splitlines()
-    assert summary[5:9] == [
+    assert summary[6:10] == [
         "  SET         0.5 requests/s  p50 1.000  p99 1.000  (1 requests, 0 errors)",
         "  GET         0.5 requests/s  p50 2.000  p99 2.000  (1 requests, 0 errors)",
         "  big SET     0.5 requests/s  p50 9.000  p99 9.000  (1 requests, 1 errors)",
@@ -354,7 +356,7 @@ def test_text_replies_over_any_chunk_split(
     replies: list[tuple[int, bytes, int]], cuts: list[int]
 ) -> None:
     data = b"".join(line + b"\n" for _, line, _ in replies)
-    reader = TextReplies()
+    reader = TextReplies(Counter())
     counts = [reader.feed(chunk) for chunk in chunked(data, cuts)]
     assert sum(counts) == len(replies)
     expected = bytes(kind for kind, _, _ in replies)
@@ -371,6 +373,38 @@ def test_text_error_counting() -> None:
     assert count_text_errors(b"OK\nxERROR\nERRORS\n", gets) == 1
     assert count_text_errors(b"OK\nOK\n", bytes([SET_KIND, GET_KIND])) == 0
     assert count_text_errors(b"xx\nOK\n", bytes([SET_KIND, GET_KIND])) == 1
+
+
+def test_error_replies_are_counted_by_their_first_two_words() -> None:
+    reasons: Counter[str] = Counter()
+    sets = bytes([SET_KIND]) * 4
+    body = b"ERROR NOREPLICAS only 1 of 3 copies\nOK\nERROR NOREPLICAS of k2\nNOT_FOUND\n"
+    assert count_text_errors(body, sets, reasons) == 3
+    assert reasons == {"ERROR NOREPLICAS": 2}  # NOT_FOUND to a SET is wrong, not an error reply
+    resp: Counter[str] = Counter()
+    reader = RespReplies(resp)
+    assert reader.feed(b"-NOREPLICAS only 1\r\n+OK\r\n-ERR unknown command\r\n") == 3
+    assert reader.batch_errors(b"+++") == 2
+    assert resp == {"NOREPLICAS only": 1, "ERR unknown": 1}
+
+
+def test_a_summary_names_the_errors_it_counts() -> None:
+    result = BenchResult(
+        settings=BenchSettings(),
+        requests=100,
+        errors=7,
+        seconds=1.0,
+        latency=latency_of([1.0]),
+        error_replies={"ERROR NOREPLICAS": 4, "no reply (connection failed)": 2},
+    )
+    assert "  errors      4 ERROR NOREPLICAS, 2 no reply (connection failed), 1 wrong reply" in (
+        result.summary()
+    )
+    assert result.as_json()["errors_by_kind"] == {
+        "ERROR NOREPLICAS": 4,
+        "no reply (connection failed)": 2,
+        "wrong reply": 1,
+    }
 
 
 # -- RESP replies ------------------------------------------------------------------------------
@@ -417,7 +451,7 @@ def test_resp_replies_over_any_chunk_split(
     replies: list[Reply], cuts: list[int], value_reply: bytes
 ) -> None:
     data = b"".join(encoding for _, encoding in replies)
-    reader = RespReplies(value_reply)
+    reader = RespReplies(Counter(), value_reply)
     total = 0
     for chunk in chunked(data, cuts):
         total += reader.feed(chunk)
@@ -429,7 +463,7 @@ def test_resp_replies_over_any_chunk_split(
 @given(st.integers(0, 40), st.lists(st.integers(0, 300), max_size=10))
 def test_runs_of_ok_take_the_fast_path_or_not_alike(oks: int, cuts: list[int]) -> None:
     data = b"+OK\r\n" * oks + b"$2\r\n+O\r\n" + b"+OK\r\n" * oks
-    reader = RespReplies()
+    reader = RespReplies(Counter())
     assert sum(reader.feed(chunk) for chunk in chunked(data, cuts)) == 2 * oks + 1
     assert bytes(reader.kinds) == b"+" * oks + b"$" + b"+" * oks
 
@@ -437,19 +471,19 @@ def test_runs_of_ok_take_the_fast_path_or_not_alike(oks: int, cuts: list[int]) -
 @given(st.lists(common_reply, max_size=40), st.lists(st.integers(0, 400), max_size=5))
 def test_runs_of_common_replies(replies: list[Reply], cuts: list[int]) -> None:
     data = b"".join(encoding for _, encoding in replies)
-    reader = RespReplies(VALUE_REPLY)
+    reader = RespReplies(Counter(), VALUE_REPLY)
     assert sum(reader.feed(chunk) for chunk in chunked(data, cuts)) == len(replies)
     assert bytes(reader.kinds) == bytes(kind for kind, _ in replies)
 
 
 def test_bulk_replies_that_merely_look_like_values_are_parsed() -> None:
-    reader = RespReplies(VALUE_REPLY)
+    reader = RespReplies(Counter(), VALUE_REPLY)
     assert reader.feed(b"$9\r\n" + VALUE_REPLY + b"\r\n") == 1  # one bulk string holding one
     assert reader.feed(b"$3\r\nxxx\r\n$-1\r\n$4\r\nxxxx\r\n") == 3
 
 
 def test_resp_batch_errors() -> None:
-    reader = RespReplies()
+    reader = RespReplies(Counter())
     assert reader.feed(b"+OK\r\n$3\r\nabc\r\n$-1\r\n-ERR no\r\n:1\r\n") == 5
     assert reader.batch_errors(b"+$$+$") == 2  # the -ERR and the integer
     assert reader.kinds == b""
@@ -462,7 +496,7 @@ def test_resp_batch_errors() -> None:
 @pytest.mark.parametrize("data", [b"?what\r\n", b"$x\r\n", b"$3\r\nabcd\r\n", b"*z\r\n"])
 def test_garbage_is_not_resp(data: bytes) -> None:
     with pytest.raises(RespError):
-        RespReplies().feed(data)
+        RespReplies(Counter()).feed(data)
 
 
 def test_values_encode_the_same_with_or_without_a_value_pool() -> None:

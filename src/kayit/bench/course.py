@@ -13,13 +13,14 @@ import asyncio
 import random
 import time
 from array import array
+from collections import Counter
 from time import perf_counter
 from typing import TextIO
 
 from kayit.bench.runner import CONNECT_TIMEOUT, PROGRESS_EVERY, STALL_TIMEOUT, BenchError
 from kayit.bench.settings import BenchSettings
-from kayit.bench.stats import BenchResult, CommandFigures, latency_of
-from kayit.bench.wire import COURSE_COMMANDS, CourseCommand, CourseRequests
+from kayit.bench.stats import LOST, BenchResult, CommandFigures, latency_of
+from kayit.bench.wire import COURSE_COMMANDS, CourseCommand, CourseRequests, error_reason
 from kayit.client import AuthenticationFailed, KayitClient
 
 RETRY_EVERY = 0.1  # seconds between attempts to connect again
@@ -38,6 +39,7 @@ class _CourseRun:
         self._requests = CourseRequests(settings, random.Random(seed))
         self._latencies = {name: array("d") for name in COURSE_COMMANDS}  # milliseconds
         self._errors = dict.fromkeys(COURSE_COMMANDS, 0)
+        self._reasons: Counter[str] = Counter()
         self.reconnects = 0
 
     def run(self) -> BenchResult:
@@ -65,6 +67,10 @@ class _CourseRun:
                 done += 1
                 if reply is None or not _right(command, reply):
                     self._errors[command] += 1
+                    if reply is None:
+                        self._reasons[LOST] += 1
+                    elif reply.startswith(b"ERROR"):
+                        self._reasons[error_reason(reply)] += 1
                     client.close()
                     client = self._connect(first=False)
                 if self._progress is not None and last_reply >= next_progress:
@@ -129,6 +135,7 @@ class _CourseRun:
                 for name in COURSE_COMMANDS
             },
             reconnects=self.reconnects,
+            error_replies=dict(self._reasons),
         )
 
 

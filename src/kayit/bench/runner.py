@@ -16,11 +16,12 @@ from __future__ import annotations
 import asyncio
 import random
 from array import array
+from collections import Counter
 from time import perf_counter
 from typing import TextIO, cast
 
 from kayit.bench.settings import BenchSettings
-from kayit.bench.stats import BenchResult, latency_of
+from kayit.bench.stats import LOST, BenchResult, latency_of
 from kayit.bench.wire import RequestPool, RespError, RespReplies, TextReplies
 
 CONNECT_TIMEOUT = 10.0  # seconds for every connection to open
@@ -44,6 +45,7 @@ class _Run:
         self.deadline: float | None = None
         self.done = 0
         self.errors = 0
+        self.reasons: Counter[str] = Counter()  # error replies by what they say, lost replies
         self.latencies = array("d")  # milliseconds, one per reply
         self.busy = settings.connections
         self.last_reply = 0.0
@@ -95,7 +97,10 @@ class _Connection(asyncio.BufferedProtocol):
 
     def _new_replies(self) -> None:
         pool = self._run.pool
-        self._replies = TextReplies() if pool.text else RespReplies(pool.value_reply)
+        reasons = self._run.reasons
+        self._replies = (
+            TextReplies(reasons) if pool.text else RespReplies(reasons, pool.value_reply)
+        )
         self._feed = self._replies.feed
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -175,6 +180,8 @@ class _Connection(asyncio.BufferedProtocol):
         lost = self._left
         received = self._expected[: len(self._expected) - lost]
         run.errors += self._replies.batch_errors(received) + lost
+        if lost:
+            run.reasons[LOST] += lost
         run.done += lost
         self._new_replies()
         moving = asyncio.get_running_loop().create_task(self._move_on(failure))
@@ -272,6 +279,7 @@ async def run_bench(settings: BenchSettings, progress: TextIO | None = None) -> 
         errors=run.errors,
         seconds=max(run.last_reply - start, 0.0),
         latency=latency_of(run.latencies),
+        error_replies=dict(run.reasons),
     )
 
 

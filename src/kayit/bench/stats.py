@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kayit.bench.settings import COURSE_BIG_EVERY, COURSE_BIG_SIZE, BenchSettings
@@ -48,6 +48,10 @@ class CommandFigures:
 
 
 COMMAND_LABELS = {"set": "SET", "get": "GET", "big_set": "big SET"}
+# Counted in error_replies for each request whose reply never came: its connection failed.
+LOST = "no reply (connection failed)"
+ERROR_KINDS_SHOWN = 5  # in the summary; --json has them all
+WRONG = "wrong reply"  # error_replies' name for the errors it does not name otherwise
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +65,15 @@ class BenchResult:
     # was opened again after an error or a failure.
     commands: Mapping[str, CommandFigures] | None = None
     reconnects: int = 0
+    # How many of the errors were which error reply (by kayit.bench.wire.error_reason), or LOST.
+    error_replies: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def errors_by_kind(self) -> list[tuple[str, int]]:
+        """error_replies, most frequent first, and WRONG for errors they do not account for."""
+        kinds = sorted(self.error_replies.items(), key=lambda item: (-item[1], item[0]))
+        other = self.errors - sum(self.error_replies.values())
+        return [*kinds, *([(WRONG, other)] if other > 0 else [])]
 
     @property
     def throughput(self) -> float:
@@ -80,6 +93,7 @@ class BenchResult:
             "keyspace": s.keyspace,
             "requests": self.requests,
             "errors": self.errors,
+            "errors_by_kind": dict(self.errors_by_kind),
             "seconds": round(self.seconds, 3),
             "throughput": round(self.throughput, 1),
             "latency_ms": {
@@ -135,6 +149,7 @@ class BenchResult:
                 + ", ".join(s.where(n) for n in range(len(s.addresses))),
                 setting,
                 f"  requests    {self.requests} in {self.seconds:.3f} s, {self.errors} errors",
+                *self._error_lines(),
                 f"  throughput  {self.throughput:.1f} requests/s",
                 f"  latency ms  p50 {lat.p50:.3f}  p95 {lat.p95:.3f}  p99 {lat.p99:.3f}  "
                 f"max {lat.max:.3f}",
@@ -142,6 +157,14 @@ class BenchResult:
                 *([self.failure] if self.errors else []),
             ]
         )
+
+    def _error_lines(self) -> list[str]:
+        kinds = self.errors_by_kind
+        if not kinds:
+            return []
+        shown = ", ".join(f"{count} {kind}" for kind, count in kinds[:ERROR_KINDS_SHOWN])
+        more = len(kinds) - ERROR_KINDS_SHOWN
+        return [f"  errors      {shown}" + (f" and {more} other kinds" if more > 0 else "")]
 
     def _course_lines(self) -> list[str]:
         if self.commands is None:

@@ -10,6 +10,7 @@ once per batch against a string of expected kinds, one byte per request.
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Callable
 from typing import Literal
 
@@ -162,11 +163,20 @@ class CourseRequests:
         return "get", b"GET " + key
 
 
-class TextReplies:
-    """Replies of the text protocol: one line each."""
+def error_reason(line: bytes) -> str:
+    """What an error reply says, in its first two words (``ERROR NOREPLICAS``, ``ERR wrong``):
+    enough to tell errors apart without counting every message that differs in an id."""
+    words = line.lstrip(b"-").split(None, 2)[:2]
+    return " ".join(word.decode("ascii", "replace") for word in words)[:60] or "an empty reply"
 
-    def __init__(self) -> None:
+
+class TextReplies:
+    """Replies of the text protocol: one line each. Error replies are counted in ``reasons``
+    by ``error_reason``."""
+
+    def __init__(self, reasons: Counter[str]) -> None:
         self._chunks: list[bytes] = []
+        self._reasons = reasons
 
     def feed(self, data: bytes) -> int:
         """Keep ``data``; return how many replies it completes."""
@@ -177,11 +187,12 @@ class TextReplies:
         """Wrong or ERROR replies among those fed since the last call, one per expected kind."""
         body = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
         self._chunks.clear()
-        return count_text_errors(body, expected)
+        return count_text_errors(body, expected, self._reasons)
 
 
-def count_text_errors(body: bytes, expected: bytes) -> int:
-    """Count replies in ``body`` (complete lines) that do not fit the expected kinds.
+def count_text_errors(body: bytes, expected: bytes, reasons: Counter[str] | None = None) -> int:
+    """Count replies in ``body`` (complete lines) that do not fit the expected kinds; the
+    ``ERROR`` lines among them are counted in ``reasons`` too.
 
     A SET must get ``OK``; a GET gets its value or ``NOT_FOUND``, and fails only with a line
     that starts ``ERROR``. Missing replies count as errors too.
@@ -196,21 +207,25 @@ def count_text_errors(body: bytes, expected: bytes) -> int:
     errors = max(0, len(expected) - len(lines))
     for line, kind in zip(lines, expected, strict=False):
         if kind == SET_KIND:
-            if line != b"OK" and line != b"OK\r":
-                errors += 1
-        elif line.startswith(b"ERROR"):
-            errors += 1
+            if line == b"OK" or line == b"OK\r":
+                continue
+        elif not line.startswith(b"ERROR"):
+            continue
+        errors += 1
+        if reasons is not None and line.startswith(b"ERROR"):
+            reasons[error_reason(line)] += 1
     return errors
 
 
 class RespReplies:
     """Replies of RESP2: each complete top-level reply leaves its type byte in ``kinds``."""
 
-    def __init__(self, value_reply: bytes = b"") -> None:
+    def __init__(self, reasons: Counter[str], value_reply: bytes = b"") -> None:
         self._buffer = bytearray()
         self._open: list[int] = []  # elements still to come in each open array, innermost last
         self.kinds = bytearray()
         self._value_reply = value_reply
+        self._reasons = reasons  # error replies, by error_reason
 
     def feed(self, data: bytes) -> int:
         """Scan ``data``; return how many top-level replies it completes. Raises RespError.
@@ -265,7 +280,9 @@ class RespReplies:
                     open_arrays.append(length)
                     position = following
                     continue
-            elif kind != 0x2B and kind != 0x2D and kind != 0x3A:  # + simple, - error, : integer
+            elif kind == 0x2D:  # - error
+                self._reasons[error_reason(bytes(buffer[position:line_end]))] += 1
+            elif kind != 0x2B and kind != 0x3A:  # + simple, : integer
                 raise RespError(f"unknown reply type {bytes([kind])!r}")
             position = following
             if not open_arrays:
