@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kayit.metadata.index import SEQ_BITS
+from kayit.metadata.packing import SEQ_BITS
 from kayit.storage.copy_table import CopyTable
 from kayit.version import Version
 

@@ -12,18 +12,16 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from typing import NamedTuple
 
+from kayit.metadata.packing import CHECKSUM_BITS, CHECKSUM_MASK, SEQ_BITS, SEQ_MASK, pack, unpack
 from kayit.version import Version
 
-SEQ_BITS = 40  # a Version's seq must be below 2**SEQ_BITS (the leader counts from 1 in a term)
-_CHECKSUM_BITS = 32
 _SET_BITS = 32
-_SEQ_MASK = (1 << SEQ_BITS) - 1
-_CHECKSUM_MASK = (1 << _CHECKSUM_BITS) - 1
 _SET_MASK = (1 << _SET_BITS) - 1
-# Fields from the low bits up: holder set, checksum, seq, term. The version alone is
-# ``packed >> _VERSION_SHIFT``, an int that orders as Version tuples do.
+# Fields from the low bits up: holder set, then the copy's identity as kayit.metadata.packing
+# packs it (checksum, seq, term). The version alone is ``packed >> _VERSION_SHIFT``, an int
+# that orders as Version tuples do.
 _CHECKSUM_SHIFT = _SET_BITS
-_VERSION_SHIFT = _SET_BITS + _CHECKSUM_BITS
+_VERSION_SHIFT = _SET_BITS + CHECKSUM_BITS
 _TERM_SHIFT = _VERSION_SHIFT + SEQ_BITS
 
 
@@ -45,7 +43,7 @@ class Columns(NamedTuple):
 
 
 def _pack(term: int, seq: int, checksum: int, holder_set: int) -> int:
-    return ((term << SEQ_BITS | seq) << _CHECKSUM_BITS | checksum) << _SET_BITS | holder_set
+    return pack(term, seq, checksum) << _SET_BITS | holder_set
 
 
 class CommittedIndex:
@@ -83,11 +81,8 @@ class CommittedIndex:
         packed = self._packed.get(message_id)
         if packed is None:
             return None
-        return IndexEntry(
-            Version(packed >> _TERM_SHIFT, packed >> _VERSION_SHIFT & _SEQ_MASK),
-            packed >> _CHECKSUM_SHIFT & _CHECKSUM_MASK,
-            self._sets[packed & _SET_MASK],
-        )
+        version, checksum = unpack(packed >> _SET_BITS)
+        return IndexEntry(version, checksum, self._sets[packed & _SET_MASK])
 
     def place(
         self, message_id: str, version: Version, checksum: int, holders: tuple[str, ...]
@@ -103,7 +98,7 @@ class CommittedIndex:
             if wanted < known:
                 return False
             if wanted == known and (
-                checksum != current >> _CHECKSUM_SHIFT & _CHECKSUM_MASK
+                checksum != current >> _CHECKSUM_SHIFT & CHECKSUM_MASK
                 or holders == self._sets[current & _SET_MASK]
             ):
                 return False
@@ -112,7 +107,7 @@ class CommittedIndex:
         if holder_set is None:
             holder_set = self._add_set(holders)
         self._uses[holder_set] += 1
-        self._packed[message_id] = (wanted << _CHECKSUM_BITS | checksum) << _SET_BITS | holder_set
+        self._packed[message_id] = (wanted << CHECKSUM_BITS | checksum) << _SET_BITS | holder_set
         return True
 
     def ids(self) -> list[str]:
@@ -205,7 +200,7 @@ def _batches(keys: list[str], values: list[int], batch: int) -> Iterator[Columns
         yield Columns(
             keys[start : start + batch],
             [packed >> _TERM_SHIFT for packed in chunk],
-            [packed >> _VERSION_SHIFT & _SEQ_MASK for packed in chunk],
-            [packed >> _CHECKSUM_SHIFT & _CHECKSUM_MASK for packed in chunk],
+            [packed >> _VERSION_SHIFT & SEQ_MASK for packed in chunk],
+            [packed >> _CHECKSUM_SHIFT & CHECKSUM_MASK for packed in chunk],
             [packed & _SET_MASK for packed in chunk],
         )

@@ -15,7 +15,8 @@ from array import array
 from collections.abc import Iterable
 from itertools import accumulate, pairwise
 
-from kayit.metadata.index import SEQ_BITS, Columns
+from kayit.metadata.index import Columns
+from kayit.metadata.packing import SEQ_BITS
 
 _U8 = struct.Struct(">B")
 _U16 = struct.Struct(">H")

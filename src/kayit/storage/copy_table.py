@@ -2,31 +2,20 @@
 
 A node holds a copy of millions of ids; a tuple of a Version and a checksum per id costs
 about 140 bytes more than one int does (284 against 144 bytes an id, its key and dict slot
-included), so each is packed as ``term | seq | checksum`` in bit fields, as the index packs
-its entries.
+included), so each is packed as kayit.metadata.packing packs a copy, as the index does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from kayit.metadata.index import SEQ_BITS
+from kayit.metadata.packing import pack, unpack
 from kayit.storage.write_plan import Copy
-from kayit.version import Version
-
-_CHECKSUM_BITS = 32  # a crc32
-_CHECKSUM_MASK = (1 << _CHECKSUM_BITS) - 1
-_SEQ_MASK = (1 << SEQ_BITS) - 1
 
 
 def _pack(copy: Copy) -> int:
     (term, seq), checksum = copy
-    return (((term << SEQ_BITS) | seq) << _CHECKSUM_BITS) | checksum
-
-
-def _unpack(packed: int) -> Copy:
-    version = packed >> _CHECKSUM_BITS
-    return Version(version >> SEQ_BITS, version & _SEQ_MASK), packed & _CHECKSUM_MASK
+    return pack(term, seq, checksum)
 
 
 class CopyTable:
@@ -41,7 +30,7 @@ class CopyTable:
 
     def get(self, message_id: str) -> Copy | None:
         packed = self._packed.get(message_id)
-        return None if packed is None else _unpack(packed)
+        return None if packed is None else unpack(packed)
 
     def update(self, copies: Mapping[str, Copy]) -> None:
         self._packed.update({key: _pack(copy) for key, copy in copies.items()})
@@ -51,4 +40,4 @@ class CopyTable:
 
     def items(self) -> list[tuple[str, Copy]]:
         """Every copy, as of one moment."""
-        return [(key, _unpack(packed)) for key, packed in list(self._packed.items())]
+        return [(key, unpack(packed)) for key, packed in list(self._packed.items())]
