@@ -289,11 +289,26 @@ def test_commands_commit_while_a_snapshot_is_encoded_off_the_loop() -> None:
         assert 40 <= len(stored) <= len(early) and stored == early[: len(stored)]
         assert cluster.machines[leader.id].commands == early + late
 
-    cluster = Cluster(DriverConfig(compact_every=50), machine=SlowToEncode)
+    cluster = Cluster(DriverConfig(compact_every=50, compact_jitter=0), machine=SlowToEncode)
     try:
         run(scenario, cluster)
     finally:
         release.set()
+
+
+def test_the_nodes_do_not_all_compact_at_the_same_entry() -> None:
+    async def scenario(cluster: Cluster) -> None:
+        leader = await cluster.leader()
+        for i in range(200):  # one entry at a time
+            await leader.propose(b"command-%d" % i)
+        drivers = cluster.drivers.values()
+        await eventually(
+            lambda: all(d.node.log.snapshot.index for d in drivers), 5.0, "every node to compact"
+        )
+        assert len({d.node.log.snapshot.index for d in drivers}) > 1
+        assert all(100 <= d.node.log.snapshot.index < 200 for d in drivers)
+
+    run(scenario, Cluster(DriverConfig(compact_every=100, compact_jitter=0.5)))
 
 
 def test_a_leader_cut_off_from_the_others_serves_reads_only_under_its_lease() -> None:

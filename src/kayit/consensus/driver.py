@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import random
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -94,8 +95,12 @@ class RaftStatus:
 class DriverConfig:
     # A node's election timeout is RaftConfig.election_ticks of these (10 by default: ~1 s).
     tick_seconds: float = 0.1
-    # Compact the log after this many entries applied since the last snapshot.
+    # Compact the log after this many entries applied since the last snapshot, plus a share
+    # of it up to compact_jitter drawn anew each time: the nodes apply the same entries at
+    # about the same moment, and a compaction slows its node a little (its snapshot is encoded
+    # beside the loop), so they had better not all slow down at once.
     compact_every: int = 10_000
+    compact_jitter: float = 0.5
     # How often to call the storage's optional sync() (the everysec fsync policy).
     sync_seconds: float = 1.0
     # Incoming messages waiting for the node; more are dropped (Raft tolerates loss).
@@ -168,6 +173,8 @@ class RaftDriver:
         # compacts, every save goes to that thread too, after it.
         self._compaction: asyncio.Task[None] | None = None
         self._compacting = False
+        self._jitter = random.Random(node.id)  # nodes differ; a run can be repeated
+        self._compact_after = self._next_compaction()
         # Stopped: no new calls (after stop(), or a failure); closed: stop() has run.
         self._stopped = False
         self._closed = False
@@ -521,7 +528,7 @@ class RaftDriver:
             compaction.result()  # a failed compaction fails the driver, as a failed save does
         node = self.node
         applied = node.applied
-        if applied - node.log.snapshot.index < self.config.compact_every:
+        if applied - node.log.snapshot.index < self._compact_after:
             return
         term = node.log.term_at(applied)
         if term is None or applied > node.log.stable_index:
@@ -532,15 +539,23 @@ class RaftDriver:
         self._compaction = asyncio.get_running_loop().create_task(
             self._compact(covered, self._machine.snapshot()), name=f"raft-compact-{node.id}"
         )
+        self._compact_after = self._next_compaction()
+
+    def _next_compaction(self) -> int:
+        """Entries applied past the snapshot after which the next compaction starts."""
+        every = self.config.compact_every
+        return every + int(every * self.config.compact_jitter * self._jitter.random())
 
     async def _compact(self, covered: Snapshot, encode: Callable[[], bytes]) -> None:
         """Encode the state taken at ``covered.index`` on a thread, store it on the storage
         thread and drop the entries it covers, while the loop goes on with new ones: on a big
         index this takes seconds, and a stalled loop would fail every write meanwhile."""
         try:
+            began = time.monotonic()
             snapshot = replace(covered, data=await asyncio.to_thread(encode))
             if self.node.log.snapshot.index >= snapshot.index:
                 return  # a leader's snapshot replaced the log meanwhile
+            encoded = time.monotonic()
             self._compacting = True
             try:
                 await self._on_disk(self._storage.compact, snapshot)
@@ -548,6 +563,14 @@ class RaftDriver:
                 self._compacting = False
             if self.node.log.snapshot.index < snapshot.index:
                 self.node.compact(snapshot)
+            log.info(
+                "log compacted up to entry %d: a snapshot of %.1f MB, encoded in %.2f s and "
+                "stored in %.2f s",
+                snapshot.index,
+                len(snapshot.data) / 1e6,
+                encoded - began,
+                time.monotonic() - encoded,
+            )
         finally:
             self._wakeup.set()  # the loop collects the outcome
 
