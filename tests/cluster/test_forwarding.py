@@ -214,6 +214,22 @@ def test_a_node_without_a_quorum_answers_noleader_after_waiting_for_an_election(
 
 
 @pytest.mark.cluster
+def test_a_node_stopped_while_commands_wait_for_a_leader_closes_their_connection_cleanly(
+    start_cluster: ClusterFactory,
+) -> None:
+    cluster = start_cluster(tolerance=1, members=1)
+    (port,) = member_ports(cluster)
+    (member,) = cluster.members.values()
+    cluster.leader.kill()  # one of two voters is left: the member's commands wait for a leader
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as raw:
+        raw.sendall(b"SET a waiting\nGET a\n")
+        time.sleep(0.5)
+        assert member.stop() == 0
+        assert raw.recv(100) == b""  # closed, no reply: the node stopped before any came
+    assert "Traceback" not in member.log()
+
+
+@pytest.mark.cluster
 def test_a_member_without_a_leader_takes_clients_on_grpc_port_plus_1111(tmp_path: Path) -> None:
     grpc_port, nowhere = _port_with_free_client_port()
     member = NodeProcess(

@@ -755,17 +755,24 @@ class ClientConnection(asyncio.Protocol):
         """Write every reply at the head of the queue that is ready, in one write."""
         self._flush_scheduled = False
         ready: list[bytes] = []
+        stopping = False
         while self._replies:
             head = self._replies[0]
             if isinstance(head, asyncio.Task):
                 if head not in self._ready:  # not done, or not yet counted
                     break
                 self._ready.discard(head)
+                if head.cancelled():  # the node is stopping: no reply comes, nor any after
+                    stopping = True
+                    self._replies.clear()
+                    break
                 head = head.result()
             ready.append(head)
             self._replies.popleft()
         if self._transport is None:
             return
+        if stopping:
+            self._closing = True
         if ready:
             payload = b"".join(ready)
             self._unwritten -= len(payload)
