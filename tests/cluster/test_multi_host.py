@@ -78,7 +78,8 @@ class Hosts:
 
     def status(self, host: Host) -> pb.StatusReply | None:
         try:
-            return fetch_status(host.grpc, timeout=1, tls=self.tls)
+            # 3 s: a loaded CI machine can take over a second to answer a status call
+            return fetch_status(host.grpc, timeout=3, tls=self.tls)
         except ConnectionError:
             return None
 
