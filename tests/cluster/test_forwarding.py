@@ -160,23 +160,18 @@ def answer(client: KayitClient, line: bytes) -> bytes:
 def test_the_shared_port_serves_clients_through_a_failover(start_cluster: ClusterFactory) -> None:
     cluster = start_cluster(tolerance=1, members=2, shared_client_port=True)
     shared = cluster.client_port
-    # The kernel spreads connections to the shared port over the three nodes.
     clients = [KayitClient("127.0.0.1", shared, timeout=15) for _ in range(24)]
     try:
         for n, client in enumerate(clients):
             assert client.set(f"s{n}", f"v{n}") == b"OK"
         cluster.leader.kill()
-        kept = []
         for n, client in enumerate(clients):
             try:
-                # Waits out the election: the survivors elect a leader and answer.
                 reply = client.get(f"s{n}")
-            except OSError:
-                continue  # it was on the killed leader
-            kept.append(client)
+            except OSError:  # it was served by the killed leader: connect again, as clients do
+                reply = client.get(f"s{n}")  # on a survivor, once it elected a leader
             assert reply == f"v{n}".encode()
-        assert kept, "no connection landed on a survivor"
-        for client in kept:  # the same connections as before the leader died
+        for client in clients:
             assert client.set("after", "failover") == b"OK"
         cluster.leader.start()
         cluster.wait_alive(2)
@@ -185,6 +180,45 @@ def test_the_shared_port_serves_clients_through_a_failover(start_cluster: Cluste
             assert fresh.get("s0") == b"v0"
         with cluster.client() as old_leader:  # back as a follower, forwarding
             assert old_leader.get("after") == b"failover"
+    finally:
+        for client in clients:
+            client.close()
+
+
+def connected_clients(port: int) -> int:
+    with redis.Redis(port=port, socket_timeout=10) as client:
+        return int(client.info("clients")["connected_clients"])
+
+
+@pytest.mark.cluster
+def test_members_pass_the_shared_ports_connections_to_the_leaders_process(
+    start_cluster: ClusterFactory,
+) -> None:
+    cluster = start_cluster(tolerance=1, members=2, shared_client_port=True)
+    clients = [KayitClient("127.0.0.1", cluster.client_port, timeout=15) for _ in range(24)]
+    try:
+        for n, client in enumerate(clients):
+            assert client.set(f"s{n}", f"v{n}") == b"OK"
+        # The kernel spread the 24 over the three nodes; the leader serves every one itself
+        # (and the INFO connection), the members none but the INFO connection to their own port.
+        assert connected_clients(cluster.client_port) >= 25
+        assert [connected_clients(port) for port in member_ports(cluster)] == [1, 1]
+
+        cluster.leader.kill()
+        for n, client in enumerate(clients):
+            with pytest.raises(OSError):
+                client.get(f"s{n}")  # it was on the killed leader's process
+            assert client.get(f"s{n}") == f"v{n}".encode()  # served during the election too
+            client.close()
+        # Once a new leader is elected, it takes the shared port's new connections.
+        clients = [KayitClient("127.0.0.1", cluster.client_port, timeout=15) for _ in range(24)]
+        for n, client in enumerate(clients):
+            assert client.get(f"s{n}") == f"v{n}".encode()
+        wait_for(
+            lambda: sorted(connected_clients(port) for port in member_ports(cluster)) == [1, 25],
+            5,
+            "the new leader to serve the 24 connections",
+        )
     finally:
         for client in clients:
             client.close()

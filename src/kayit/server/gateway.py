@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 import time
 from collections import deque
 from collections.abc import Awaitable
@@ -30,7 +29,7 @@ from functools import partial
 from typing import cast
 
 from kayit import __version__
-from kayit.config import ClientLimits, ClientPorts, ConfigError
+from kayit.config import ClientLimits
 from kayit.metrics.instruments import NodeMetrics
 from kayit.protocol import (
     BrokenResp,
@@ -68,7 +67,7 @@ from kayit.server.access import (
     WRONGPASS_REASON,
     ClientAccess,
 )
-from kayit.server.client_limits import ClientSlots, PartialLines, fit_open_files
+from kayit.server.client_limits import ClientSlots, PartialLines
 from kayit.server.forwarding import ClientCommands
 from kayit.server.introspection import (
     ClientInfo,
@@ -857,54 +856,3 @@ def _allowed_before_auth(command: Command | ServerCommand) -> bool:
     if isinstance(command, ServerCommand):
         return command.name in _BEFORE_AUTH
     return isinstance(command, AuthCommand | InvalidAuth)
-
-
-async def serve_clients(
-    commands: ClientCommands,
-    host: str,
-    ports: ClientPorts,
-    max_line: int,
-    access: ClientAccess,
-    limits: ClientLimits,
-    metrics: NodeMetrics,
-    tls: ssl.SSLContext | None = None,
-) -> list[asyncio.Server]:
-    """Listen on the node's own client port, which no other process may share, and on the
-    port shared by every node of the host (SO_REUSEPORT: the kernel spreads new connections
-    over the nodes listening, so clients of it are served while any of them lives). Both
-    share one budget of SET bytes in flight, and the limits of what clients may take; with
-    ``tls`` both speak TLS only. Raises ConfigError when a port cannot be had."""
-    loop = asyncio.get_running_loop()
-    clients = Clients(
-        commands,
-        max_line,
-        access,
-        limits,
-        ClientSlots(fit_open_files(limits.max_clients)),
-        PartialLines(limits.partial_line_budget),
-        metrics,
-    )
-    warning = access.exposure_warning(host)
-    if warning is not None:
-        log.warning(warning)
-    servers: list[asyncio.Server] = []
-
-    async def listen(port: int, shared: bool) -> None:
-        def connection() -> ClientConnection:
-            return ClientConnection(clients, port)
-
-        try:
-            server = await loop.create_server(
-                connection, host, port, reuse_address=True, reuse_port=shared, ssl=tls
-            )
-        except OSError as error:
-            for opened in servers:
-                opened.close()
-            what = "open client port" if port == ports.own else "share client port"
-            raise ConfigError(f"cannot {what} {host}:{port}: {error}") from error
-        servers.append(server)
-
-    await listen(ports.own, shared=ports.own == ports.shared)
-    if ports.shared is not None and ports.shared != ports.own:
-        await listen(ports.shared, shared=True)
-    return servers

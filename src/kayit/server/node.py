@@ -50,8 +50,8 @@ from kayit.server.forwarding import (
     keys_forwarded,
     leader_wait,
 )
-from kayit.server.gateway import serve_clients
 from kayit.server.leadership import Leadership
+from kayit.server.listeners import ClientListeners, serve_clients
 from kayit.server.ports import port_is_free
 from kayit.server.retirement import RetirementWatch
 from kayit.storage.disk import DiskManager
@@ -82,7 +82,7 @@ class Node:
         )
         self._peers = Peers(config.rpc_timeout, config.tls, self._cluster_id)
         self._tasks: list[asyncio.Task[None]] = []
-        self._client_servers: list[asyncio.Server] = []
+        self._clients: ClientListeners | None = None
         self._store: MessageStore | None = None
         self._group: MetadataGroup | None = None
         self._leading: _Leading | None = None
@@ -125,7 +125,7 @@ class Node:
         self._leadership = leadership = Leadership(address)
         # Clients are served at once: until a leader is known their commands wait for one.
         commands = ClientCommands(leadership, Forwarder(self._peers), leader_wait(config.heartbeat))
-        self._client_servers = await serve_clients(
+        self._clients = await serve_clients(
             commands,
             config.client_listen_host,
             client_ports,
@@ -169,8 +169,8 @@ class Node:
             log.info("handed leadership to node %s", successor)
 
     async def stop(self) -> None:
-        for server in self._client_servers:
-            server.close()
+        if self._clients is not None:
+            self._clients.close()
         if self._metrics_server is not None:
             self._metrics_server.close()
         self._step_down()
@@ -255,6 +255,9 @@ class Node:
             supervise(f"repair (term {term})", partial(self._start_leading, leader, repairer)),
             supervise(f"the member watch (term {term})", partial(self._watch_members, leader)),
         ]
+        desk = self._clients.desk() if self._clients is not None else None
+        if desk is not None:
+            tasks.append(supervise(f"taking the shared port's clients (term {term})", desk.run))
         self._leading = _Leading(leader, repairer, tasks)
         self._leadership.lead(leader)
         log.info("leading the cluster in term %d", term)
