@@ -84,3 +84,28 @@ def test_redis_cli_with_tls(cluster: Cluster) -> None:
 
     assert cli("SET", "cli", "via redis-cli --tls") == "OK"
     assert cli("GET", "cli") == "via redis-cli --tls"
+
+
+@pytest.mark.cluster
+def test_tls_clients_of_the_shared_port_are_passed_on_before_their_handshake(
+    start_cluster: ClusterFactory,
+) -> None:
+    cluster = start_cluster(
+        tolerance=1, members=2, tls=True, shared_client_port=True, extra=("--client-tls",)
+    )
+    clients = [_tls_client(cluster, cluster.client_port) for _ in range(12)]
+    try:
+        for n, client in enumerate(clients):  # the kernel spread them over the three nodes
+            assert client.set(f"k{n}", f"v{n}") == b"OK"
+        # The leader's process did every handshake and serves every one of them.
+        for port in (m.client_port for m in cluster.members.values()):
+            assert port is not None
+            with redis.Redis(
+                port=port, ssl=True, ssl_ca_certs=str(cluster.tls_dir / CA_CERT), socket_timeout=10
+            ) as member:
+                assert member.info("clients")["connected_clients"] == 1  # this one
+        for n, client in enumerate(clients):
+            assert client.get(f"k{n}") == f"v{n}".encode()
+    finally:
+        for client in clients:
+            client.close()
