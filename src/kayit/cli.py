@@ -214,7 +214,8 @@ def _add_node(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "--shared-client-port", type=_shared_port, metavar="PORT",
         help="a client port that every node on this host also listens on, with SO_REUSEPORT: "
         "the kernel spreads new connections over the nodes alive, so a client that reconnects "
-        "is served while any node lives; 0 for none (default: "
+        "is served while any node lives; a node that does not lead passes its new connections "
+        "to the leader's process when it runs on this host; 0 for none (default: "
         f"{DEFAULT_CLIENT_PORT} for a node on the course's gRPC ports "
         f"{DEFAULT_GRPC_PORT}-{DEFAULT_GRPC_PORT + 63} given no --client-port, else none)",
     )  # fmt: skip

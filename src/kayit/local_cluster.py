@@ -344,8 +344,8 @@ def _banner(plan: ClusterPlan, output: Output) -> None:
         f"kayit cluster: 1 leader + {plan.members} members, TOLERANCE={plan.tolerance}",
         f"  clients connect to 127.0.0.1:{plan.client_port}   (try: nc 127.0.0.1 "
         f"{plan.client_port}, then {auth}SET 1 hello / GET 1)",
-        f"  every node serves clients and forwards to the leader; {plan.client_port} is shared "
-        "by all of them, so a client that reconnects is served while any node lives",
+        f"  {plan.client_port} is shared by every node (the leader's process serves its clients),"
+        " so a client that reconnects is served while any node lives",
         f"  each node's own client port: {own}",
         f"  gRPC ports {plan.grpc_port}..{last} (leader on {plan.grpc_port}): {grpc_security}",
         _metrics_line(plan),
