@@ -3,6 +3,7 @@ a port all nodes share) and forward every SET and GET to the leader over gRPC.""
 
 from __future__ import annotations
 
+import select
 import socket
 import subprocess
 import sys
@@ -309,3 +310,51 @@ def _port_with_free_client_port() -> tuple[int, int]:
         ):
             return grpc_port, nowhere
     raise AssertionError("no free port with a free client port")
+
+
+@pytest.mark.cluster
+def test_members_pass_no_clients_to_a_leader_deposed_while_paused(
+    start_cluster: ClusterFactory,
+) -> None:
+    cluster = start_cluster(tolerance=1, members=2, shared_client_port=True)
+    old = cluster.leader
+    old.pause()  # it keeps its sockets, its desk for passed-on clients among them
+    try:
+
+        def new_leader() -> bool:
+            try:
+                return cluster.leader_grpc_port() != old.grpc_port
+            except ConnectionError:
+                return False  # still electing
+
+        wait_for(new_leader, 20, "a new leader")
+        # 99 connections at once: the kernel gives about a third to each of the three
+        # processes. Those on the paused one's own listener wait; those that land on the two
+        # that run must be served by the new leader, not passed on to the paused one's desk
+        # (then only the new leader's third would answer).
+        connections = [
+            socket.create_connection(("127.0.0.1", cluster.client_port)) for _ in range(99)
+        ]
+        try:
+            for n, connection in enumerate(connections):
+                connection.sendall(b"SET p%d x\n" % n)
+            answered = _replies_within(connections, 5.0)
+        finally:
+            for connection in connections:
+                connection.close()
+        assert answered >= 50, f"{answered} of 99 answered"
+    finally:
+        old.resume()
+
+
+def _replies_within(connections: list[socket.socket], seconds: float) -> int:
+    """How many of ``connections`` answered OK within ``seconds``."""
+    waiting = {connection.fileno(): connection for connection in connections}
+    answered = 0
+    deadline = time.monotonic() + seconds
+    while waiting and (left := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select(list(waiting.values()), [], [], left)
+        for connection in ready:
+            del waiting[connection.fileno()]
+            answered += connection.recv(100) == b"OK\n"
+    return answered

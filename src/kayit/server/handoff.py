@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import hashlib
 import logging
 import os
 import socket
@@ -33,10 +34,13 @@ _RETRY_DESK = 0.5  # seconds between a new leader's tries for a desk its predece
 _RETRY_LINK = 0.5  # seconds a member serves clients itself after it found no desk
 
 
-def desk_address(host: str, port: int) -> bytes:
-    """The abstract Unix address where the leader of the nodes sharing host:port takes their
-    clients' sockets (abstract: no file to clean up after a SIGKILL)."""
-    return f"\0kayit-clients-{host}:{port}".encode()
+def desk_address(host: str, port: int, leader: str) -> bytes:
+    """The abstract Unix address (no file to clean up after a SIGKILL) where the leader at gRPC
+    address ``leader`` takes the sockets of the nodes sharing host:port. Named after the leader
+    too, so that a member passes connections only to the leader it knows: a leader deposed while
+    it was paused (SIGSTOP) still holds its own desk, and nobody sends it clients any more."""
+    digest = hashlib.sha256(f"{host}:{port} {leader}".encode()).hexdigest()[:32]
+    return f"\0kayit-clients-{digest}".encode()
 
 
 def _same_user(peer: socket.socket) -> bool:
@@ -46,21 +50,25 @@ def _same_user(peer: socket.socket) -> bool:
 
 
 class HandOver:
-    """A member's side: passes connections of the shared port to the leader's desk."""
+    """A member's side: passes connections of the shared port to the desk of the leader it
+    knows; ``desk`` names that desk, None while this node leads or knows no leader."""
 
-    def __init__(self, address: bytes, leads: Callable[[], bool]) -> None:
-        self._address = address
-        self._leads = leads
+    def __init__(self, desk: Callable[[], bytes | None]) -> None:
+        self._desk = desk
         self._link: socket.socket | None = None
+        self._linked_to: bytes | None = None
         self._next_try = 0.0
 
     def pass_on(self, connection: socket.socket) -> bool:
-        """Whether ``connection`` went to the leader's process (then close it here); False
-        while this node leads or no desk takes it."""
-        if self._leads():
+        """Whether ``connection`` went to the leader's process (then close it here)."""
+        address = self._desk()
+        if address is None:
             return False
+        if address != self._linked_to:  # a new leader
+            self.close()
+            self._linked_to, self._next_try = address, 0.0
         for _ in range(2):  # a link to a desk that has closed fails once; a new one may not
-            link = self._link or self._connect()
+            link = self._link or self._connect(address)
             if link is None:
                 return False
             try:
@@ -74,21 +82,21 @@ class HandOver:
             self._link.close()
             self._link = None
 
-    def _connect(self) -> socket.socket | None:
+    def _connect(self, address: bytes) -> socket.socket | None:
         now = asyncio.get_running_loop().time()
         if now < self._next_try:
             return None
         link = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         link.setblocking(False)
         try:
-            link.connect(self._address)
+            link.connect(address)
             if not _same_user(link):
                 raise PermissionError("the desk belongs to another user")
         except OSError as error:
             link.close()
             self._next_try = now + _RETRY_LINK
             if isinstance(error, PermissionError):
-                log.warning("not passing clients to %r: %s", self._address, error)
+                log.warning("not passing clients to the leader's process: %s", error)
             return None
         self._link = link
         return link

@@ -66,12 +66,12 @@ class ClientListeners:
         for listener in self._shared:
             self._spawn(self._accept(listener))
 
-    def desk(self) -> Desk | None:
-        """Where this node, while it leads, takes the shared port's connections that the
-        other nodes of the host pass on; None without a shared port."""
+    def desk(self, address: str) -> Desk | None:
+        """Where this node, while it leads from gRPC ``address``, takes the shared port's
+        connections that the other nodes of the host pass on; None without a shared port."""
         if self._ports.shared is None:
             return None
-        return Desk(desk_address(self._host, self._ports.shared), self.serve_shared)
+        return Desk(desk_address(self._host, self._ports.shared, address), self.serve_shared)
 
     def serve_shared(self, connection: socket.socket) -> None:
         """Serve a connection of the shared port here: TLS, if any, starts now."""
@@ -183,7 +183,14 @@ async def serve_clients(
     listeners = ClientListeners(clients, ports, host, tls)
     hand_over = None
     if ports.shared is not None:
-        leadership = commands.leadership
-        hand_over = HandOver(desk_address(host, ports.shared), lambda: leadership.local is not None)
+        shared, leadership = ports.shared, commands.leadership
+
+        def leaders_desk() -> bytes | None:
+            leader = leadership.leader_address
+            if leadership.local is not None or leader is None:
+                return None
+            return desk_address(host, shared, leader)
+
+        hand_over = HandOver(leaders_desk)
     await listeners.open(hand_over)
     return listeners

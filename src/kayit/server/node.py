@@ -255,7 +255,7 @@ class Node:
             supervise(f"repair (term {term})", partial(self._start_leading, leader, repairer)),
             supervise(f"the member watch (term {term})", partial(self._watch_members, leader)),
         ]
-        desk = self._clients.desk() if self._clients is not None else None
+        desk = self._clients.desk(self._leadership.address) if self._clients else None
         if desk is not None:
             tasks.append(supervise(f"taking the shared port's clients (term {term})", desk.run))
         self._leading = _Leading(leader, repairer, tasks)
