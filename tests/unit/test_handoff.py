@@ -106,3 +106,27 @@ def test_a_member_finds_a_desk_that_opens_later_and_follows_the_leader_it_knows(
         await asyncio.gather(*desks, return_exceptions=True)
 
     asyncio.run(scenario())
+
+
+def test_the_desk_serves_only_tcp_connections() -> None:
+    async def scenario() -> None:
+        address = _address()
+        served: asyncio.Queue[socket.socket] = asyncio.Queue()
+        desk = asyncio.create_task(Desk(address, served.put_nowait).run())
+        await asyncio.sleep(0.05)
+        link = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        link.connect(address)
+        left, right = socket.socketpair()
+        with link, left, right:
+            socket.send_fds(link, [b"c"], [left.fileno()])  # a Unix socket: refused
+            client, accepted = await _accepted_pair()
+            with client, accepted:
+                socket.send_fds(link, [b"c"], [accepted.fileno()])
+                taken = await asyncio.wait_for(served.get(), 5)
+                with taken:
+                    assert taken.family == socket.AF_INET
+                assert served.empty()
+        desk.cancel()
+        await asyncio.gather(desk, return_exceptions=True)
+
+    asyncio.run(scenario())

@@ -29,6 +29,7 @@ from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
+_TCP = (socket.AF_INET, socket.AF_INET6)
 _CREDENTIALS = struct.Struct("3i")  # pid, uid, gid of SO_PEERCRED
 _RETRY_DESK = 0.5  # seconds between a new leader's tries for a desk its predecessor still holds
 _RETRY_LINK = 0.5  # seconds a member serves clients itself after it found no desk
@@ -170,6 +171,9 @@ class Desk:
                 return
             for fd in fds:
                 connection = socket.socket(fileno=fd)
+                if connection.type != socket.SOCK_STREAM or connection.family not in _TCP:
+                    connection.close()  # not a client's connection: nothing a node sends
+                    continue
                 try:
                     self._serve(connection)
                 except Exception:
