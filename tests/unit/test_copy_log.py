@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
@@ -14,7 +15,7 @@ import pytest
 from kayit.storage.copylog import LOG_DIR, CopyLog, LoggedCopy
 from kayit.storage.disk import DiskManager, FsyncPolicy, IoMode
 from kayit.storage.journal import checksum
-from kayit.storage.materializer import BacklogLimit
+from kayit.storage.materializer import BacklogLimit, DrainRate
 from kayit.storage.naming import file_name
 from kayit.storage.store import MessageStore, StoreOutcome
 from kayit.version import Version
@@ -177,6 +178,47 @@ def test_a_full_backlog_holds_new_stores_until_files_are_written(tmp_path: Path)
         gate.set()
     assert outcomes == [StoreOutcome(True, V1)] * 4
     assert messages(tmp_path) == {"a.msg": b"a", "b.msg": b"b", "c.msg": b"c"}
+
+
+class SlowDisk(DiskManager):
+    """Writes about 200 message files a second, as a slow disk does."""
+
+    def write(self, message_id: str, message: bytes) -> None:
+        time.sleep(0.005)
+        super().write(message_id, message)
+
+
+def test_the_backlog_bound_is_what_this_disk_writes_in_two_seconds(tmp_path: Path) -> None:
+    limit = BacklogLimit(records=10_000, min_records=50)
+
+    async def main() -> int:
+        store = MessageStore(SlowDisk(tmp_path, IoMode.BUFFERED, FsyncPolicy.NEVER), backlog=limit)
+        await store.open()
+        await asyncio.gather(*(store.put(f"k{n}", b"v", V1) for n in range(300)))
+        await store.drained()
+        bound = store.backlog_bound
+        await store.close()
+        return bound
+
+    bound = run(main, timeout=30)
+    # ~200 files/s for 2 s: far under the 10,000 a fast disk may hold, never under min_records.
+    assert 50 <= bound <= 600
+
+
+def test_the_backlog_bound_follows_the_measured_rate() -> None:
+    limit = BacklogLimit(records=10_000, drain_seconds=2.0, min_records=500)
+    assert limit.bound(None) == 10_000  # nothing measured yet
+    assert limit.bound(2_000.0) == 4_000
+    assert limit.bound(40_000.0) == 10_000
+    assert limit.bound(10.0) == 500
+    assert BacklogLimit(records=2).bound(10.0) == 2  # a smaller ceiling wins over the floor
+    rate = DrainRate(window=0.1, smoothing=0.5)
+    rate.observe(10, 0.05)
+    assert rate.per_second is None  # under one window of writing: not timed yet
+    rate.observe(10, 0.05)
+    assert rate.per_second == 200.0
+    rate.observe(100, 0.1)  # 1,000/s: the estimate moves half way
+    assert rate.per_second == 600.0
 
 
 def test_files_are_the_bare_bytes_under_the_escaped_id(tmp_path: Path) -> None:

@@ -33,12 +33,47 @@ _SYNC_INTERVAL = 1.0  # fsync=everysec
 
 @dataclass(frozen=True, slots=True)
 class BacklogLimit:
-    """When the backlog holds this many copies or bytes, new stores wait (back-pressure). The
-    defaults drain in about two seconds at the file-create rates measured on the test machines
-    (a few thousand files a second at worst), and bound the memory the backlog takes."""
+    """When the backlog holds this many copies or bytes, new stores wait (back-pressure).
+    ``records`` is the most; the bound in force is what this disk writes in ``drain_seconds``
+    at the rate measured while writing (``DrainRate``), never under ``min_records``: the
+    file-create rate swings from ~2,000 to ~40,000 a second on the test machines, and a full
+    backlog should drain in about two seconds whatever the disk does."""
 
     records: int = 10_000
     size_bytes: int = 64 * 1024 * 1024
+    drain_seconds: float = 2.0
+    min_records: int = 500
+
+    def bound(self, files_per_second: float | None) -> int:
+        """The record bound in force at the measured rate (``records`` before any)."""
+        if files_per_second is None:
+            return self.records
+        drained = max(self.min_records, int(files_per_second * self.drain_seconds))
+        return min(self.records, drained)
+
+
+class DrainRate:
+    """Files written per second of writing (idle time not counted), over windows of at least
+    ``window`` seconds of writing, smoothed: one slow or fast batch moves it only a little."""
+
+    def __init__(self, window: float = 0.1, smoothing: float = 0.3) -> None:
+        self.per_second: float | None = None
+        self._window = window
+        self._smoothing = smoothing
+        self._files = 0
+        self._seconds = 0.0
+
+    def observe(self, files: int, seconds: float) -> None:
+        self._files += files
+        self._seconds += seconds
+        if self._seconds < self._window:
+            return
+        rate = self._files / self._seconds
+        self._files, self._seconds = 0, 0.0
+        if self.per_second is None:
+            self.per_second = rate
+        else:
+            self.per_second += self._smoothing * (rate - self.per_second)
 
 
 DEFAULT_BACKLOG = BacklogLimit()
@@ -74,6 +109,7 @@ class Materializer:
         # Files written and not synced yet, with the log segment of their record.
         self._unsynced: list[tuple[Path, int]] = []
         self._synced_at = time.monotonic()
+        self.drain_rate = DrainRate()
         self._thread = threading.Thread(target=self._run, name="kayit-materialize", daemon=True)
 
     def start(self) -> None:
@@ -95,8 +131,12 @@ class Materializer:
     def size_bytes(self) -> int:
         return self._bytes
 
+    def bound(self) -> int:
+        """The backlog's record bound in force (``BacklogLimit.bound``)."""
+        return self.limit.bound(self.drain_rate.per_second)
+
     def full(self) -> bool:
-        return len(self._waiting) >= self.limit.records or self._bytes >= self.limit.size_bytes
+        return len(self._waiting) >= self.bound() or self._bytes >= self.limit.size_bytes
 
     def add(self, copies: list[tuple[str, bytes, int]]) -> None:
         """Queue (id, message, log segment) for their files; each takes over its record's
@@ -180,6 +220,7 @@ class Materializer:
         """Write each file in place, outside the lock (a slow disk holds up no store); a copy
         leaves the backlog with its file written, and keeps its log record until the file is
         synced. One replaced meanwhile stays, for the next batch."""
+        started, written = time.monotonic(), 0
         for message_id, entry in batch:
             with self._lock:
                 if self._waiting.get(message_id) is not entry:
@@ -187,6 +228,7 @@ class Materializer:
                 self._writing = message_id
             try:
                 self._disk.write(message_id, entry.message)
+                written += 1
             finally:
                 with self._lock:
                     self._writing = None
@@ -196,6 +238,7 @@ class Materializer:
                     del self._waiting[message_id]
                     self._bytes -= len(entry.message)
                     self._unsynced.append((self._disk.path(message_id), entry.segment))
+        self.drain_rate.observe(written, time.monotonic() - started)
 
     def _sync(self) -> None:
         """Sync the files written (by the fsync policy), then release their log records."""

@@ -174,6 +174,12 @@ class MessageStore:
         """Committed copies not in their files yet."""
         return self._materializer.records
 
+    @property
+    def backlog_bound(self) -> int:
+        """The copies the backlog may hold before stores wait: what this disk writes in about
+        two seconds, as measured (``BacklogLimit.bound``)."""
+        return self._materializer.bound()
+
     def version(self, message_id: str) -> Version | None:
         copy = self._copies.get(message_id)
         return copy[0] if copy else None
