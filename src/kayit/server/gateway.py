@@ -163,6 +163,18 @@ class Clients:
         self.last_id += 1
         return self.last_id
 
+    async def finish(self, timeout: float) -> None:
+        """The node stops: every connection reads nothing more, gets the replies to what it
+        sent (commands under way go on, forwarded to the leader) and is closed, within
+        ``timeout`` seconds; a client then reconnects to a node that lives, knowing the outcome
+        of every command it sent."""
+        for connection in list(self.connections.values()):
+            connection.finish()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.connections and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+
     def log_denial(self, peer: str) -> None:
         """Say once why clients from other hosts are refused: the operator may not know."""
         if not self.denial_logged:
@@ -206,6 +218,8 @@ class ClientConnection(asyncio.Protocol):
         self._writing_paused = False
         self._flush_scheduled = False
         self._closing = False  # QUIT, broken RESP or a refusal: close once every reply is out
+        self._finishing = False  # the node stops: end the stream once every reply is out
+        self._discarding = False  # ended: what the client still sends is dropped
         self._last_on_id: dict[str, asyncio.Task[bytes]] = {}
         self._idle_since = 0.0
         self._idle_timer: asyncio.TimerHandle | None = None
@@ -258,6 +272,8 @@ class ClientConnection(asyncio.Protocol):
         self._unwritten = 0
 
     def data_received(self, data: bytes) -> None:
+        if self._discarding:
+            return
         self._clients.metrics.bytes_in.inc(len(data))
         if self._clients.limits.timeout:
             self._idle_since = asyncio.get_running_loop().time()
@@ -315,10 +331,34 @@ class ClientConnection(asyncio.Protocol):
         self._pause_reading()
         self._flush()
 
+    def finish(self) -> None:
+        """Carry out nothing more; once every reply is out, end the connection
+        (``Clients.finish``)."""
+        if self._transport is None:
+            return
+        self._closing = self._finishing = True
+        self._drop_partial()  # its end will never be read
+        self._pause_reading()
+        self._flush()
+
+    def _end(self) -> None:
+        """Every reply is out. A node that stops sends its end of the stream and reads (and
+        drops) what the client still sends until it closes too: closing with unread requests
+        would reset the connection, and the client could lose replies it has not read yet."""
+        assert self._transport is not None
+        if not (self._finishing and self._transport.can_write_eof()):
+            self._transport.close()
+            return
+        self._transport.write_eof()
+        self._discarding = True
+        self._transport.resume_reading()
+
     def budget_freed(self) -> None:
         self._maybe_resume_reading()
 
     def eof_received(self) -> bool:
+        if self._discarding:
+            return False  # both ends are done: the transport closes
         self._closing = True
         self._drop_partial()  # its end will never come
         self._flush()
@@ -781,7 +821,7 @@ class ClientConnection(asyncio.Protocol):
         if self._output_exceeded():
             return
         if self._closing and not self._replies:
-            self._transport.close()
+            self._end()
             return
         if not self._replies and self._clients.limits.timeout:
             self._idle_since = asyncio.get_running_loop().time()

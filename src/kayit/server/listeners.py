@@ -77,6 +77,11 @@ class ClientListeners:
         """Serve a connection of the shared port here: TLS, if any, starts now."""
         self._spawn(self._adopt(connection))
 
+    async def finish(self, timeout: float) -> None:
+        """Stop taking connections, then finish those open (``Clients.finish``)."""
+        self.close()
+        await self._clients.finish(timeout)
+
     def close(self) -> None:
         for server in self._servers:
             server.close()

@@ -63,6 +63,8 @@ log = logging.getLogger(__name__)
 _CLOCK_TICK = 0.1  # seconds between LoopClock ticks, at most (heartbeat / 4 when shorter)
 _SETTLE_EVERY = 5.0  # seconds between looks at every pending copy
 _HAND_OVER_TIMEOUT = 2.0  # how long a stopping leader waits for its successor
+# How long a stopping node gives its clients' commands under way to finish and be answered.
+_CLIENTS_FINISH_TIMEOUT = 2.0
 
 
 @dataclass(slots=True)
@@ -170,7 +172,7 @@ class Node:
 
     async def stop(self) -> None:
         if self._clients is not None:
-            self._clients.close()
+            await self._clients.finish(_CLIENTS_FINISH_TIMEOUT)
         if self._metrics_server is not None:
             self._metrics_server.close()
         self._step_down()
