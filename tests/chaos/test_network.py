@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -40,3 +41,34 @@ def test_a_link_cut_by_two_partitions_stays_cut_until_both_heal() -> None:
         assert _blackholes(0) == _blackholes(1) == _blackholes(2) == ""
     finally:
         network.close()
+
+
+NETWORK_HOLDER = (
+    "import sys\n"
+    "from kayit.chaos.network import Namespaces\n"
+    "network = Namespaces(2)\n"
+    "print(network.host(0), flush=True)\n"
+    "sys.stdin.readline()\n"
+    "network.close()\n"
+)
+
+
+@pytest.mark.cluster
+@pytest.mark.host_wide
+def test_runs_that_make_their_networks_at_once_take_different_address_blocks() -> None:
+    check_namespaces_usable()
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", NETWORK_HOLDER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    try:
+        hosts = [run.stdout.readline().strip() if run.stdout else "" for run in runs]
+    finally:
+        for run in runs:
+            run.communicate("\n", timeout=30)
+    assert all(hosts) and len(set(hosts)) == 4, hosts

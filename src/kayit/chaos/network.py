@@ -10,11 +10,14 @@ root and ``ip`` (iproute2); nothing else.
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
 import os
 import shutil
 import subprocess
+import tempfile
 from collections import Counter
+from pathlib import Path
 from typing import Protocol
 
 _RANGE = ipaddress.ip_network("198.51.100.0/24")
@@ -69,16 +72,19 @@ class Namespaces:
         remove_stale()
         self._tag = str(os.getpid())
         self._bridge = f"kyb{self._tag}"
-        block = _free_block()
-        hosts = list(block.hosts())
-        self.bridge_address = str(hosts[0])
-        self._addresses = [str(address) for address in hosts[1 : nodes + 1]]
         self._namespaces: list[str] = []
         # Partitions may overlap on a link: it is cut by the first and healed by the last.
         self._cuts: Counter[frozenset[int]] = Counter()
         try:
-            _ip("link", "add", self._bridge, "type", "bridge")
-            _ip("addr", "add", f"{self.bridge_address}/{_BLOCK}", "dev", self._bridge)
+            # A block is taken once the bridge has its first address: until then no other
+            # process on this machine may look for a free one.
+            with open(Path(tempfile.gettempdir()) / "kayit-netns.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                hosts = list(_free_block().hosts())
+                self.bridge_address = str(hosts[0])
+                self._addresses = [str(address) for address in hosts[1 : nodes + 1]]
+                _ip("link", "add", self._bridge, "type", "bridge")
+                _ip("addr", "add", f"{self.bridge_address}/{_BLOCK}", "dev", self._bridge)
             _ip("link", "set", self._bridge, "up")
             for node in range(nodes):
                 self._add_node(node)
