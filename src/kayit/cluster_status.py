@@ -26,6 +26,7 @@ class NodeRow:
     messages: int | None  # the leader: in its index; the others: on their own disk
     assigned: int | None  # copies the leader's index places on it; None for the leader
     backlog: int | None  # its copies not in their .msg files yet; None: it did not answer
+    backlog_bound: int | None  # how many the backlog may hold (~2 s of its disk's writes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +117,7 @@ def cluster_status(
                 messages=own.message_count if own else None,
                 assigned=member.assigned,
                 backlog=own.backlog if own else None,
+                backlog_bound=own.backlog_bound if own else None,
             )
         )
         if not member.alive:
@@ -152,6 +154,7 @@ def _own_row(reply: pb.StatusReply) -> NodeRow:
         messages=reply.message_count,
         assigned=None,
         backlog=reply.backlog,
+        backlog_bound=reply.backlog_bound,
     )
 
 

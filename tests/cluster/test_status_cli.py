@@ -73,6 +73,9 @@ def test_a_healthy_cluster_from_any_node(cluster: Cluster) -> None:
     assert [(n["role"], n["address"], n["alive"]) for n in shown["nodes"]] == [
         (c[0], c[2], True) for c in cells
     ]
+    # What each node's backlog may hold: 10,000 until it has timed its file writes, then
+    # about two seconds of them, never under 500.
+    assert all(500 <= n["backlog_bound"] <= 10_000 for n in shown["nodes"]), shown["nodes"]
 
 
 @pytest.mark.cluster

@@ -30,8 +30,11 @@ def own(port: int, leader_address: str = "h:1", **fields: Any) -> pb.StatusReply
 
 def test_healthy_table() -> None:
     reply = leader(member(2), member(3))
-    shown = cluster_status(reply, reply, {"h:2": own(2), "h:3": own(3, backlog=2)})
+    shown = cluster_status(
+        reply, reply, {"h:2": own(2), "h:3": own(3, backlog=2, backlog_bound=4_000)}
+    )
     assert shown.problems == ()
+    assert shown.as_json()["nodes"][2]["backlog_bound"] == 4_000
     assert shown.table().splitlines() == [
         "leader h:1 (term 4): 10 messages, TOLERANCE=1, 2 of 2 other nodes alive, "
         "0 under-replicated: healthy",
@@ -61,6 +64,7 @@ def test_every_reason_to_be_degraded_is_said() -> None:
         5,
         None,
     )
+    assert dead["backlog_bound"] is None
 
 
 def test_without_a_leader_the_node_asked_alone() -> None:

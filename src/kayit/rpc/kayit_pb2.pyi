@@ -181,7 +181,7 @@ class MemberStatus(_message.Message):
     def __init__(self, address: _Optional[str] = ..., alive: _Optional[bool] = ..., assigned: _Optional[int] = ..., node_id: _Optional[str] = ..., voter: _Optional[bool] = ...) -> None: ...
 
 class StatusReply(_message.Message):
-    __slots__ = ("role", "address", "message_count", "tolerance", "members", "term", "leader_address", "node_id", "removed", "last_log_index", "last_log_term", "disk_sync_failures", "disk_sync_error", "under_replicated", "backlog")
+    __slots__ = ("role", "address", "message_count", "tolerance", "members", "term", "leader_address", "node_id", "removed", "last_log_index", "last_log_term", "disk_sync_failures", "disk_sync_error", "under_replicated", "backlog", "backlog_bound")
     ROLE_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -197,6 +197,7 @@ class StatusReply(_message.Message):
     DISK_SYNC_ERROR_FIELD_NUMBER: _ClassVar[int]
     UNDER_REPLICATED_FIELD_NUMBER: _ClassVar[int]
     BACKLOG_FIELD_NUMBER: _ClassVar[int]
+    BACKLOG_BOUND_FIELD_NUMBER: _ClassVar[int]
     role: str
     address: str
     message_count: int
@@ -212,7 +213,8 @@ class StatusReply(_message.Message):
     disk_sync_error: str
     under_replicated: int
     backlog: int
-    def __init__(self, role: _Optional[str] = ..., address: _Optional[str] = ..., message_count: _Optional[int] = ..., tolerance: _Optional[int] = ..., members: _Optional[_Iterable[_Union[MemberStatus, _Mapping]]] = ..., term: _Optional[int] = ..., leader_address: _Optional[str] = ..., node_id: _Optional[str] = ..., removed: _Optional[_Iterable[str]] = ..., last_log_index: _Optional[int] = ..., last_log_term: _Optional[int] = ..., disk_sync_failures: _Optional[int] = ..., disk_sync_error: _Optional[str] = ..., under_replicated: _Optional[int] = ..., backlog: _Optional[int] = ...) -> None: ...
+    backlog_bound: int
+    def __init__(self, role: _Optional[str] = ..., address: _Optional[str] = ..., message_count: _Optional[int] = ..., tolerance: _Optional[int] = ..., members: _Optional[_Iterable[_Union[MemberStatus, _Mapping]]] = ..., term: _Optional[int] = ..., leader_address: _Optional[str] = ..., node_id: _Optional[str] = ..., removed: _Optional[_Iterable[str]] = ..., last_log_index: _Optional[int] = ..., last_log_term: _Optional[int] = ..., disk_sync_failures: _Optional[int] = ..., disk_sync_error: _Optional[str] = ..., under_replicated: _Optional[int] = ..., backlog: _Optional[int] = ..., backlog_bound: _Optional[int] = ...) -> None: ...
 
 class RecoveryStateRequest(_message.Message):
     __slots__ = ()

@@ -338,6 +338,7 @@ class Node:
         reply.disk_sync_failures = self._store.sync_health.failures
         reply.disk_sync_error = self._store.sync_health.error
         reply.backlog = self._store.backlog
+        reply.backlog_bound = self._store.backlog_bound
         if leading is None:
             reply.role = "member" if group.is_member else "joining"
             reply.message_count = self._store.count
